@@ -1,0 +1,143 @@
+"""The composition root: builds registry, answer table, sources and server from Settings.
+
+Why it exists: wiring lives in one place, so every other module can be built
+and tested alone. The server starts listening before any source has
+delivered data (names answer SERVFAIL until then, never NXDOMAIN), so a slow
+or dead source never delays DNS. Background tasks run under a guard that logs
+a failure and restarts the task with backoff instead of taking DNS down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from feddns import __version__
+from feddns.config import Settings, parse_host_port
+from feddns.dns.answer import AnswerTable, sync_table
+from feddns.dns.handling import Handler
+from feddns.dns.server import DnsServer
+from feddns.model.registry import Registry
+from feddns.sources.static import StaticSource
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """One running feddns instance."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        listen: list[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.wall = wall
+        self.registry = Registry.for_clusters(c.name for c in settings.clusters)
+        self.table = AnswerTable(settings, serial=int(wall()))
+        self.handler = Handler(self.table, udp_payload_size=settings.dns.udp_payload_size)
+        addresses = [parse_host_port(a) for a in (listen or settings.dns.listen)]
+        self.server = DnsServer(
+            self.handler.handle,
+            addresses,
+            tcp_idle_timeout=settings.dns.tcp_idle_timeout,
+            tcp_io_timeout=settings.dns.tcp_io_timeout,
+            udp_receive_buffer=settings.dns.udp_receive_buffer,
+        )
+        self.loaded = asyncio.Event()
+        self.sources = self._build_sources()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._compile_pending = False
+        self.registry.on_change = self._schedule_compile
+
+    def _build_sources(self) -> list[StaticSource]:
+        by_file: dict[Path, tuple[list[str], float]] = {}
+        for cluster in self.settings.clusters:
+            src = cluster.source
+            names, interval = by_file.get(src.file, ([], src.poll_interval))
+            names.append(cluster.name)
+            by_file[src.file] = (names, min(interval, src.poll_interval))
+        return [
+            StaticSource(path, names, self.registry, poll_interval=interval, clock=self.clock)
+            for path, (names, interval) in by_file.items()
+        ]
+
+    def _schedule_compile(self) -> None:
+        if not self._compile_pending:
+            self._compile_pending = True
+            asyncio.get_running_loop().call_soon(self.compile_now)
+
+    def compile_now(self) -> int:
+        """Apply pending registry changes to the answer table (one synchronous step)."""
+        self._compile_pending = False
+        started = time.perf_counter()
+        changed = sync_table(self.table, self.registry, wall_now=self.wall())
+        if changed:
+            log.info(
+                "compiled %d changed service(s) in %.1f ms; serial %d",
+                changed, (time.perf_counter() - started) * 1000, self.table.serial,
+            )
+        if self.table.loaded and not self.loaded.is_set():
+            log.info("all %d cluster(s) loaded; answering NXDOMAIN for unknown names from now",
+                     len(self.registry.clusters))
+            self.loaded.set()
+        return changed
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Listen first, then start the sources; return the bound addresses."""
+        if not self.registry.clusters:
+            self.compile_now()
+        addresses = await self.server.start()
+        for host, port in addresses:
+            log.info("feddns %s serving %s on %s port %d (udp+tcp)", __version__,
+                     ", ".join(o.name for o in self.settings.origins), host, port)
+        for source in self.sources:
+            self._tasks.append(asyncio.create_task(
+                _guard(f"static source {source.path}", source.run), name=str(source.path)))
+        return addresses
+
+    async def stop(self) -> None:
+        """Stop sources and the server."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.server.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            await self.stop()
+
+
+async def _guard(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a background task; on an unexpected error log it and restart with backoff."""
+    delay = 0.8
+    while True:
+        started = time.monotonic()
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; restarting in %.1f s", name, delay)
+        if time.monotonic() - started > 120:
+            delay = 0.8
+        await asyncio.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 30.0)

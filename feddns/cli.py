@@ -1,0 +1,153 @@
+"""Command-line entry points: ``serve``, ``check-config``.
+
+Why it exists: operators meet feddns here first, so every failure a user can
+cause (a bad file, a busy port) ends in a one-paragraph explanation and a
+non-zero exit code, never a traceback; the server never starts on an invalid
+config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from feddns import __version__
+from feddns.config import Settings, load_settings, parse_host_port
+from feddns.errors import ConfigError
+
+log = logging.getLogger("feddns")
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+
+
+def default_config() -> Path:
+    """``config/demo.yaml`` of the checkout (or the current folder) feddns runs from."""
+    here = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+    return here if here.exists() else Path("config/demo.yaml")
+
+
+def _listen_arg(value: str) -> str:
+    try:
+        parse_host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render the CLI reference)."""
+    parser = argparse.ArgumentParser(
+        prog="feddns",
+        description=(
+            "Authoritative cross-cluster service-discovery DNS server: answers "
+            "<svc>.<ns>.svc.clusterset.local for services of every member cluster."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"feddns {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the DNS server in the foreground")
+    serve.add_argument(
+        "-c", "--config", type=Path, default=None,
+        help="config file (default: config/demo.yaml, the embedded demo)",
+    )
+    serve.add_argument(
+        "--listen", action="append", type=_listen_arg, metavar="HOST:PORT",
+        help="serve on this address instead of the config's dns.listen (repeatable)",
+    )
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+
+    check = sub.add_parser("check-config", help="validate a config file and its data files")
+    check.add_argument("config", type=Path, help="the config file to check")
+    return parser
+
+
+def check_config(path: Path) -> int:
+    """Validate a config and the static data files it names; print every problem."""
+    from feddns.sources.static import load_static
+
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    failed = False
+    for file in sorted({c.source.file for c in settings.clusters}):
+        try:
+            data = load_static(file)
+        except ConfigError as exc:
+            print(exc.render(), file=sys.stderr)
+            failed = True
+            continue
+        for cluster in settings.clusters:
+            if cluster.source.file == file and cluster.name not in data:
+                print(f"{file}: no data for cluster {cluster.name!r}", file=sys.stderr)
+                failed = True
+    if failed:
+        return EXIT_CONFIG
+    print(f"{path}: OK ({len(settings.clusters)} cluster(s), "
+          f"origins {', '.join(o.name for o in settings.origins)})")
+    return EXIT_OK
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def serve(settings: Settings, listen: list[str] | None) -> int:
+    """Run until SIGINT/SIGTERM; return the exit code."""
+    from feddns.app import App
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        app = App(settings, listen=listen)
+        try:
+            await app.run(stop)
+        except OSError as exc:
+            log.error("cannot listen: %s (is the port in use, or privileged?)", exc)
+            return EXIT_RUNTIME
+        return EXIT_OK
+
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(main())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``feddns`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        return check_config(args.config)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    path = args.config or default_config()
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        log.error("refusing to start: the config is invalid\n%s", exc.render())
+        return EXIT_CONFIG
+    return serve(settings, args.listen)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The answer table: every name feddns serves, and its answers pre-encoded.
+
+Why it exists: queries must do almost nothing, so answers are encoded when
+data changes (or on first use) and a query only looks them up. The table
+keeps the DNS semantics in one pure place (no I/O, no clock):
+
+* names outside every origin are REFUSED, AA=0 (never an open resolver);
+* an existing name without the asked type is NODATA, a missing name is
+  NXDOMAIN, both with the SOA in the authority section at the negative TTL
+  (RFC 2308 §3);
+* until every cluster has delivered data, a name not found answers SERVFAIL,
+  never NXDOMAIN (unknown is not absent; CoreDNS does the same at startup);
+* QTYPE ANY gets the RFC 8482 §4.2 synthesized HINFO;
+* zone transfers are REFUSED (RFC 5936 allows refusing them).
+
+Concurrency: the table is only read and written on the event loop thread.
+A service's change is applied by one synchronous call, so a query never sees
+half of it; this is equivalent to swapping an immutable table, without
+copying a million-entry dict for a one-endpoint change.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping
+
+from feddns.config import Settings
+from feddns.dns import wire
+from feddns.dns.compiling import (
+    NameRecords,
+    OriginZone,
+    RRsets,
+    apex_records,
+    negative_ttl,
+    origins_from,
+    service_records,
+    soa_record,
+)
+from feddns.dns.wire import Record
+from feddns.model.registry import Registry
+from feddns.model.services import ServiceKey
+
+ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
+_QKEY = struct.Struct("!HH")
+
+
+class CompiledAnswer:
+    """An answer's header bits and pre-encoded sections (everything after the question).
+
+    ``body`` holds the answer and authority records; ``additional`` the
+    additional records without OPT, kept apart because they are dropped
+    first when a UDP answer does not fit (RFC 2181 §9). ``fast`` is the
+    handler's memo of ready-made response pieces.
+    """
+
+    __slots__ = ("aa", "additional", "ancount", "arcount", "body", "fast", "nscount", "rcode")
+
+    def __init__(
+        self,
+        rcode: int,
+        *,
+        aa: bool,
+        ancount: int = 0,
+        nscount: int = 0,
+        arcount: int = 0,
+        body: bytes = b"",
+        additional: bytes = b"",
+    ) -> None:
+        self.rcode = rcode
+        self.aa = aa
+        self.ancount = ancount
+        self.nscount = nscount
+        self.arcount = arcount
+        self.body = body
+        self.additional = additional
+        self.fast: dict[int, tuple[bytes, bytes, int]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"CompiledAnswer(rcode={self.rcode}, aa={self.aa}, an={self.ancount}, "
+            f"ns={self.nscount}, ar={self.arcount})"
+        )
+
+
+REFUSED = CompiledAnswer(wire.REFUSED, aa=False)
+SERVFAIL = CompiledAnswer(wire.SERVFAIL, aa=False)
+
+
+def qkey(qname_lower: bytes, qtype: int, qclass: int) -> bytes:
+    """The lookup key of a question: lowercase name then type and class."""
+    return qname_lower + _QKEY.pack(qtype, qclass)
+
+
+def encode_answer(
+    qname: bytes,
+    *,
+    rcode: int,
+    answer: Iterable[Record] = (),
+    authority: Iterable[Record] = (),
+    additional: Iterable[Record] = (),
+    known: bytes | None = None,
+) -> CompiledAnswer:
+    """Encode the sections of an answer to a question for ``qname``.
+
+    With ``known``, only that suffix of the question is used for compression,
+    so the bytes fit any question name of the same length under that suffix.
+    """
+    comp = wire.Compressor(qname, known=known)
+    an = ns = ar = 0
+    for rec in answer:
+        comp.record(rec)
+        an += 1
+    for rec in authority:
+        comp.record(rec)
+        ns += 1
+    body = comp.take()
+    for rec in additional:
+        comp.record(rec)
+        ar += 1
+    return CompiledAnswer(
+        rcode, aa=True, ancount=an, nscount=ns, arcount=ar, body=body, additional=comp.take()
+    )
+
+
+class AnswerTable:
+    """All served names (per origin) and the memo of their encoded answers."""
+
+    def __init__(self, settings: Settings, *, serial: int) -> None:
+        self.settings = settings
+        self.origins: tuple[OriginZone, ...] = origins_from(settings)
+        self.serial = serial & 0xFFFFFFFF
+        self.loaded = False
+        self.names: dict[bytes, RRsets] = {}
+        self.ents: dict[bytes, int] = {}
+        self.static: set[bytes] = set()
+        self.by_service: dict[ServiceKey, NameRecords] = {}
+        self.compiled: dict[bytes, CompiledAnswer] = {}
+        self._negative: dict[tuple[int, int, int], CompiledAnswer] = {}
+        self._install_apex()
+
+    # --- lookups (the query path) ------------------------------------------
+
+    def lookup(self, qname_lower: bytes, qtype: int, qclass: int) -> CompiledAnswer:
+        """The answer for a question (name already lowercased)."""
+        key = qname_lower + _QKEY.pack(qtype, qclass)
+        hit = self.compiled.get(key)
+        if hit is not None:
+            return hit
+        return self.resolve(key, qname_lower, qtype, qclass)
+
+    def origin_of(self, name: bytes) -> OriginZone | None:
+        """The origin ``name`` falls in, or None (then it is REFUSED)."""
+        for origin in self.origins:
+            if wire.is_subdomain(name, origin.wire):
+                return origin
+        return None
+
+    def resolve(self, key: bytes, name: bytes, qtype: int, qclass: int) -> CompiledAnswer:
+        """Work out an answer that was not in the memo (and memoize it when positive)."""
+        if qclass != wire.CLASS_IN:
+            return REFUSED
+        origin = self.origin_of(name)
+        if origin is None or qtype in (wire.AXFR, wire.IXFR):
+            return REFUSED
+        node = self.names.get(name)
+        if node is None:
+            if name in self.ents or name in self.static:
+                node = {}
+            elif not self.loaded:
+                return SERVFAIL
+            else:
+                return self._negative_answer(origin, name, wire.NXDOMAIN)
+        if qtype == wire.ANY and node:
+            hinfo = Record(name, wire.HINFO, ANY_HINFO_TTL, (wire.txt_rdata("RFC8482", ""),))
+            compiled = encode_answer(name, rcode=wire.NOERROR, answer=(hinfo,))
+            self.compiled[key] = compiled
+            return compiled
+        rrset = node.get(qtype)
+        if rrset is None:
+            if not self.loaded and name not in self.static:
+                return SERVFAIL
+            return self._negative_answer(origin, name, wire.NOERROR)
+        compiled = encode_answer(
+            name, rcode=wire.NOERROR, answer=rrset, additional=self._additional(rrset)
+        )
+        self.compiled[key] = compiled
+        return compiled
+
+    def _additional(self, rrset: tuple[Record, ...]) -> list[Record]:
+        """In-zone addresses of SRV targets and NS hosts (RFC 2782, RFC 1035 §6.3.2)."""
+        targets: list[bytes] = []
+        for rec in rrset:
+            if rec.rtype == wire.SRV:
+                targets.append(rec.rdata[0][6:])  # type: ignore[index]
+            elif rec.rtype == wire.NS:
+                targets.append(rec.rdata[0].wire)  # type: ignore[union-attr]
+        out: list[Record] = []
+        for target in dict.fromkeys(targets):
+            node = self.names.get(target)
+            if node:
+                out.extend(node.get(wire.A, ()))
+                out.extend(node.get(wire.AAAA, ()))
+        return out
+
+    def _negative_answer(self, origin: OriginZone, name: bytes, rcode: int) -> CompiledAnswer:
+        """NXDOMAIN/NODATA with the SOA; depends only on the origin and the name's length."""
+        mkey = (origin.index, len(name), rcode)
+        hit = self._negative.get(mkey)
+        if hit is None:
+            soa = soa_record(self.settings, origin, self.serial, ttl=negative_ttl(self.settings))
+            hit = encode_answer(name, rcode=rcode, authority=(soa,), known=origin.wire)
+            self._negative[mkey] = hit
+        return hit
+
+    # --- changes (the compile path) ------------------------------------------
+
+    def _install_apex(self) -> None:
+        for origin in self.origins:
+            for name, rrsets in apex_records(self.settings, origin, self.serial).items():
+                self._forget(name)
+                self.names[name] = rrsets
+                self.static.add(name)
+                self.static.update(wire.parent_names(name, origin.wire))
+        self._negative.clear()
+
+    def _forget(self, name: bytes) -> None:
+        """Drop memoized answers of ``name`` (every type it has, and ANY)."""
+        node = self.names.get(name)
+        types = set(node) if node else set()
+        types.add(wire.ANY)
+        for t in types:
+            self.compiled.pop(name + _QKEY.pack(t, wire.CLASS_IN), None)
+
+    def apply_service(self, key: ServiceKey, records: NameRecords) -> bool:
+        """Replace one service's names; return True when something visible changed."""
+        old = self.by_service.get(key, {})
+        if old == records:
+            return False
+        for name in old:
+            self._forget(name)
+            self.names.pop(name, None)
+            self._unref_parents(name)
+        for name, rrsets in records.items():
+            self.names[name] = rrsets
+            self._ref_parents(name)
+        if records:
+            self.by_service[key] = records
+        else:
+            self.by_service.pop(key, None)
+        return True
+
+    def _parents(self, name: bytes) -> list[bytes]:
+        origin = self.origin_of(name)
+        return wire.parent_names(name, origin.wire) if origin is not None else []
+
+    def _ref_parents(self, name: bytes) -> None:
+        for parent in self._parents(name):
+            self.ents[parent] = self.ents.get(parent, 0) + 1
+
+    def _unref_parents(self, name: bytes) -> None:
+        for parent in self._parents(name):
+            count = self.ents.get(parent, 0) - 1
+            if count <= 0:
+                self.ents.pop(parent, None)
+            else:
+                self.ents[parent] = count
+
+    def set_serial(self, serial: int) -> None:
+        """Move the SOA serial (re-encodes the apex and every negative answer)."""
+        self.serial = serial & 0xFFFFFFFF
+        self._install_apex()
+
+    def summary(self) -> Mapping[str, int]:
+        """Sizes for status and metrics."""
+        return {
+            "names": len(self.names),
+            "services": len(self.by_service),
+            "compiled_answers": len(self.compiled),
+            "serial": self.serial,
+        }
+
+
+def next_serial(current: int, wall_now: float) -> int:
+    """The serial after a visible change: wall-clock seconds, but always forward."""
+    return max(current + 1, int(wall_now)) & 0xFFFFFFFF
+
+
+def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float) -> int:
+    """Recompile the services the registry marked dirty; return how many changed visibly.
+
+    The SOA serial moves only when a compiled record set differs from before
+    (CoreDNS bumps its serial on the same condition, ``endpointsEquivalent``).
+    """
+    changed = 0
+    for key in sorted(registry.take_dirty()):
+        views = registry.views(key)
+        records: NameRecords = {}
+        for origin in table.origins:
+            records.update(service_records(key, views, origin=origin, settings=table.settings))
+        if table.apply_service(key, records):
+            changed += 1
+    table.loaded = registry.is_loaded
+    if changed:
+        table.set_serial(next_serial(table.serial, wall_now))
+    return changed

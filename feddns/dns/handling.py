@@ -1,0 +1,196 @@
+"""The query handler: bytes in, bytes (or nothing) out, for UDP and TCP alike.
+
+Why it exists: it is the single function the transports call and the fuzz
+tests drive, so every protocol rule lives here once:
+
+* a packet shorter than a header, or with QR=1, is dropped (answering
+  responses causes loops and reflection);
+* malformed queries get FORMERR, opcodes other than QUERY get NOTIMP;
+* EDNS (RFC 6891): a version above 0 gets BADVERS with an OPT of version 0;
+  unknown options are not echoed; MBZ flag bits are cleared; DO is echoed;
+  an advertised size below 512 counts as 512; we advertise 1232;
+* RD is copied; RA, AD, CD, Z and TC of the query are cleared;
+* the question is echoed byte for byte (0x20 case preserved);
+* a UDP answer that does not fit drops its additional section first, then
+  is sent empty with TC=1 (RFC 2181 §9, RFC 8906 §8.2.7).
+
+A fast path serves ordinary queries (one question, no EDNS or a plain OPT)
+by slicing the question out of the packet and copying pre-encoded pieces
+around it; anything else takes the full path. Both build responses from the
+same :func:`pieces`, so they cannot disagree (a property test checks it).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import Counter
+
+from feddns.dns import wire
+from feddns.dns.answer import AnswerTable, CompiledAnswer
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct("!HHHHH")
+_NO_EDNS = 0
+_EDNS = 1
+_EDNS_DO = 2
+
+
+def pieces(
+    ans: CompiledAnswer, *, flags_in: int, edns: int, udp_size: int, ext_rcode: int = 0
+) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes], tuple[bytes, bytes]]:
+    """The three candidate responses, as (header after ID, tail after question) pairs.
+
+    Full answer, answer without additional records, and empty with TC=1; the
+    caller sends the first that fits its size limit (TCP: always the first).
+    """
+    flags = (
+        wire.FLAG_QR
+        | (flags_in & (wire.OPCODE_MASK | wire.FLAG_RD))
+        | (wire.FLAG_AA if ans.aa else 0)
+        | (ans.rcode & 0xF)
+    )
+    opt = b""
+    extra = 0
+    if edns != _NO_EDNS:
+        opt = wire.opt_record(udp_size=udp_size, do=edns == _EDNS_DO, ext_rcode=ext_rcode)
+        extra = 1
+    full = (
+        _HEAD.pack(flags, 1, ans.ancount, ans.nscount, ans.arcount + extra),
+        ans.body + ans.additional + opt,
+    )
+    if ans.arcount:
+        lean = (_HEAD.pack(flags, 1, ans.ancount, ans.nscount, extra), ans.body + opt)
+    else:
+        lean = full
+    truncated = (_HEAD.pack(flags | wire.FLAG_TC, 1, 0, 0, extra), opt)
+    return full, lean, truncated
+
+
+def _header_only(qid_flags: bytes, flags_in: int, rcode: int) -> bytes:
+    flags = wire.FLAG_QR | (flags_in & (wire.OPCODE_MASK | wire.FLAG_RD)) | rcode
+    return qid_flags[:2] + _HEAD.pack(flags, 0, 0, 0, 0)
+
+
+class Handler:
+    """Answers queries from the current :class:`AnswerTable` (replaced on reload)."""
+
+    def __init__(self, table: AnswerTable, *, udp_payload_size: int = 1232) -> None:
+        self.table = table
+        self.udp_payload_size = udp_payload_size
+        self.counters: Counter[str] = Counter()
+
+    # The fast path. Kept flat on purpose: every attribute lookup here is paid per query.
+    def handle(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """Answer one DNS message; None means send nothing."""
+        n = len(data)
+        if (
+            n >= 17
+            and not data[2] & 0xFE
+            and data[4:11] == b"\x00\x01\x00\x00\x00\x00\x00"
+            and data[11] < 2
+        ):
+            end = data.find(0, 12)
+            qend = end + 5
+            if end > 0 and qend <= n:
+                if data[11] == 0:
+                    variant = _NO_EDNS
+                    ok = qend == n
+                    limit = 512
+                else:
+                    ok = (
+                        n == qend + 11
+                        and data[qend : qend + 3] == b"\x00\x00\x29"
+                        and data[qend + 5 : qend + 7] == b"\x00\x00"
+                        and not data[qend + 7] & 0x7F
+                        and data[qend + 8 : qend + 11] == b"\x00\x00\x00"
+                    )
+                    variant = _EDNS_DO if data[qend + 7] else _EDNS
+                    size = (data[qend + 3] << 8) | data[qend + 4]
+                    limit = size if size > 512 else 512
+                    limit = min(limit, self.udp_payload_size)
+                if ok:
+                    name = data[12 : end + 1].lower()
+                    table = self.table
+                    ans = table.compiled.get(name + data[end + 1 : qend])
+                    if ans is None and _plain_name(data, end):
+                        qtype = (data[end + 1] << 8) | data[end + 2]
+                        qclass = (data[end + 3] << 8) | data[end + 4]
+                        ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass)
+                    if ans is not None:
+                        key = variant | (data[2] & 1) << 2
+                        memo = ans.fast.get(key)
+                        if memo is None:
+                            full = pieces(
+                                ans,
+                                flags_in=data[2] << 8,
+                                edns=variant,
+                                udp_size=self.udp_payload_size,
+                            )[0]
+                            memo = (full[0], full[1], 12 + len(full[1]))
+                            ans.fast[key] = memo
+                        if tcp or memo[2] + qend - 12 <= limit:
+                            return data[:2] + memo[0] + data[12:qend] + memo[1]
+        return self.handle_full(data, tcp)
+
+    def handle_full(self, data: bytes, tcp: bool) -> bytes | None:
+        """The complete, strict path for everything the fast path does not take."""
+        if len(data) < 12:
+            self.counters["dropped_short"] += 1
+            return None
+        flags = (data[2] << 8) | data[3]
+        if flags & wire.FLAG_QR:
+            self.counters["dropped_response"] += 1
+            return None
+        try:
+            q = wire.parse_query(data)
+        except wire.FormError:
+            if flags & wire.OPCODE_MASK:
+                # RFC 8906 §8.1.4: an unknown opcode is NOTIMP even with no question.
+                self.counters["notimp"] += 1
+                return _header_only(data, flags, wire.NOTIMP)
+            self.counters["formerr"] += 1
+            return _header_only(data, flags, wire.FORMERR)
+        edns = _NO_EDNS
+        limit = 512
+        ext_rcode = 0
+        if q.edns is not None:
+            edns = _EDNS_DO if q.edns.do else _EDNS
+            limit = min(max(q.edns.udp_size, 512), self.udp_payload_size)
+        if q.opcode != 0:
+            self.counters["notimp"] += 1
+            ans: CompiledAnswer = _NOTIMP
+        elif q.edns is not None and q.edns.version > 0:
+            self.counters["badvers"] += 1
+            ans = _BADVERS
+            ext_rcode = wire.BADVERS >> 4
+        else:
+            ans = self.table.lookup(q.qname_lower, q.qtype, q.qclass)
+        full, lean, truncated = pieces(
+            ans, flags_in=q.flags, edns=edns, udp_size=self.udp_payload_size,
+            ext_rcode=ext_rcode,
+        )
+        head = data[:2]
+        for part in (full, lean, truncated):
+            if tcp or 12 + len(q.question) + len(part[1]) <= limit:
+                return head + part[0] + q.question + part[1]
+        self.counters["truncated"] += 1
+        return head + truncated[0] + q.question + truncated[1]
+
+
+_NOTIMP = CompiledAnswer(wire.NOTIMP, aa=False)
+_BADVERS = CompiledAnswer(wire.BADVERS & 0xF, aa=False)
+
+
+def _plain_name(data: bytes, end: int) -> bool:
+    """True when bytes 12..end are plain labels (no pointers, none over 63, <=255 total)."""
+    if end - 12 + 1 > wire.MAX_NAME:
+        return False
+    pos = 12
+    while pos < end:
+        length = data[pos]
+        if length > wire.MAX_LABEL:
+            return False
+        pos += length + 1
+    return pos == end

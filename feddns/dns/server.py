@@ -1,0 +1,199 @@
+"""UDP and TCP transports for the query handler (RFC 1035 §4.2, RFC 7766).
+
+Why it exists: sockets, timeouts and connection bookkeeping live here and
+nowhere else; the handler stays a pure bytes-to-bytes function. Rules kept:
+
+* UDP and TCP listen on the same address and port (port 0 picks one free
+  port for both, which the tests use);
+* the UDP receive buffer is enlarged (the kernel default drops queries under
+  load, see bench/RESULTS.md);
+* TCP: pipelined queries on one connection are answered as they arrive; a
+  connection idle for ``tcp_idle_timeout`` is closed (RFC 7766 §6.2.3); a
+  message must arrive completely within ``tcp_io_timeout`` (slow-loris);
+  a length prefix of 0 closes the connection;
+* one bad packet never kills a transport: errors are caught per packet,
+  counted and logged once per kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+HandleFn = Callable[[bytes, bool], "bytes | None"]
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Transport-level counters (the handler counts protocol events itself)."""
+
+    errors: Counter[str] = field(default_factory=Counter)
+    tcp_connections: int = 0
+    tcp_accepted: int = 0
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, handle: HandleFn, stats: ServerStats) -> None:
+        self.handle = handle
+        self.stats = stats
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            resp = self.handle(data, False)
+            if resp is not None:
+                self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+        except Exception as exc:  # one packet must never take the listener down
+            _count_error(self.stats, "udp", exc)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier sends (e.g. port unreachable): nothing to do.
+        self.stats.errors["udp_icmp"] += 1
+
+
+def _count_error(stats: ServerStats, where: str, exc: BaseException) -> None:
+    kind = f"{where}_{type(exc).__name__}"
+    if stats.errors[kind] == 0:
+        log.exception("unexpected error handling a %s packet (logged once per kind)", where)
+    stats.errors[kind] += 1
+
+
+def _set_rcvbuf(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer; SO_RCVBUFFORCE passes rmem_max when root."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    # Linux reports twice the requested size (bookkeeping overhead).
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """Bind a UDP and a TCP socket on the same host and port (port 0: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last: OSError | None = None
+    for _ in range(20 if port == 0 else 1):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if family == socket.AF_INET6:
+                for s in (udp, tcp):
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.bind((host, port))
+            tcp.bind((host, udp.getsockname()[1]))
+            tcp.listen(1024)
+            udp.setblocking(False)
+            tcp.setblocking(False)
+            return udp, tcp
+        except OSError as exc:
+            udp.close()
+            tcp.close()
+            last = exc
+    assert last is not None
+    raise last
+
+
+class DnsServer:
+    """Serves ``handle`` on each listen address over UDP and TCP."""
+
+    def __init__(
+        self,
+        handle: HandleFn,
+        listen: list[tuple[str, int]],
+        *,
+        tcp_idle_timeout: float = 10.0,
+        tcp_io_timeout: float = 2.0,
+        udp_receive_buffer: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.handle = handle
+        self.listen = listen
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_io_timeout = tcp_io_timeout
+        self.udp_receive_buffer = udp_receive_buffer
+        self.stats = ServerStats()
+        self.addresses: list[tuple[str, int]] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind every address; return them with the ports actually bound."""
+        loop = asyncio.get_running_loop()
+        for host, port in self.listen:
+            udp_sock, tcp_sock = _bind_pair(host, port)
+            got = _set_rcvbuf(udp_sock, self.udp_receive_buffer)
+            if got < self.udp_receive_buffer:
+                log.warning(
+                    "UDP receive buffer on %s:%d is %d bytes, below the %d asked for;"
+                    " raise net.core.rmem_max or run with CAP_NET_ADMIN",
+                    host, udp_sock.getsockname()[1], got, self.udp_receive_buffer,
+                )
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self.handle, self.stats), sock=udp_sock
+            )
+            self._udp.append(transport)
+            server = await asyncio.start_server(self._serve_tcp, sock=tcp_sock)
+            self._tcp.append(server)
+            self.addresses.append((host, udp_sock.getsockname()[1]))
+        return self.addresses
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection."""
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        for writer in list(self._conns):
+            writer.close()
+        for server in self._tcp:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        self._udp.clear()
+        self._tcp.clear()
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._conns.add(writer)
+        self.stats.tcp_connections += 1
+        self.stats.tcp_accepted += 1
+        try:
+            while True:
+                async with asyncio.timeout(self.tcp_idle_timeout):
+                    prefix = await reader.readexactly(2)
+                length = (prefix[0] << 8) | prefix[1]
+                if length == 0:
+                    break
+                async with asyncio.timeout(self.tcp_io_timeout):
+                    data = await reader.readexactly(length)
+                try:
+                    resp = self.handle(data, True)
+                except Exception as exc:
+                    _count_error(self.stats, "tcp", exc)
+                    break
+                if resp is None:
+                    continue
+                writer.write(len(resp).to_bytes(2, "big") + resp)
+                if writer.transport.get_write_buffer_size() > 65536:
+                    async with asyncio.timeout(self.tcp_io_timeout):
+                        await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception as exc:
+            _count_error(self.stats, "tcp", exc)
+        finally:
+            self.stats.tcp_connections -= 1
+            self._conns.discard(writer)
+            writer.close()

@@ -1,0 +1,163 @@
+"""The registry: the latest snapshot of every member cluster, and what changed.
+
+Why it exists: sources write per-cluster data here and the DNS compiler reads
+it; keeping the two apart means a source never touches answers and the
+compiler recompiles only the services a change touched (``dirty``). Only the
+event loop mutates the registry (sources in threads hand their results over),
+and nothing here reads the clock: every method that needs time takes ``now``
+(monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from feddns.model.services import ClusterSnapshot, Service, ServiceKey
+
+
+class ClusterState(enum.StrEnum):
+    """Freshness of one cluster's data (fresh -> stale -> expired; never silently absent)."""
+
+    SYNCING = "syncing"
+    """No data has been received yet: its services are unknown, not absent."""
+    FRESH = "fresh"
+    """The source is connected and its data is current."""
+    STALE = "stale"
+    """The source was lost; the last data is kept and served as a last resort."""
+    EXPIRED = "expired"
+    """Lost for longer than the maximum staleness; its data no longer answers."""
+
+
+@dataclass(slots=True)
+class ClusterEntry:
+    """One cluster's data and freshness."""
+
+    name: str
+    state: ClusterState = ClusterState.SYNCING
+    snapshot: ClusterSnapshot | None = None
+    last_sync: float | None = None
+    """Monotonic time of the last successful sync (None before the first)."""
+    state_since: float = 0.0
+    error: str | None = None
+    """Why the source is not fresh, for status and logs."""
+
+
+@dataclass(slots=True)
+class Registry:
+    """Per-cluster snapshots plus the set of service keys changed since the last compile."""
+
+    clusters: dict[str, ClusterEntry] = field(default_factory=dict)
+    dirty: set[ServiceKey] = field(default_factory=set)
+    on_change: Callable[[], None] | None = None
+    """Called (synchronously, on the event loop) after any change, to schedule a compile."""
+
+    @classmethod
+    def for_clusters(cls, names: Iterable[str]) -> Registry:
+        """A registry expecting data from each named cluster."""
+        return cls(clusters={n: ClusterEntry(n) for n in names})
+
+    # --- reads ---------------------------------------------------------------
+
+    @property
+    def is_loaded(self) -> bool:
+        """True once every configured cluster has delivered data at least once.
+
+        Before that, a name that is not found may still exist in a cluster not
+        yet heard from, so it answers SERVFAIL, never NXDOMAIN.
+        """
+        return all(c.snapshot is not None for c in self.clusters.values())
+
+    def service_keys(self) -> set[ServiceKey]:
+        """Every service known from any cluster that still answers."""
+        keys: set[ServiceKey] = set()
+        for entry in self.clusters.values():
+            if entry.snapshot is not None and entry.state is not ClusterState.EXPIRED:
+                keys.update(entry.snapshot.services)
+        return keys
+
+    def views(self, key: ServiceKey) -> list[tuple[ClusterEntry, Service]]:
+        """Each answering cluster's view of one service, in configured cluster order."""
+        out = []
+        for entry in self.clusters.values():
+            if entry.snapshot is None or entry.state is ClusterState.EXPIRED:
+                continue
+            svc = entry.snapshot.services.get(key)
+            if svc is not None:
+                out.append((entry, svc))
+        return out
+
+    # --- writes --------------------------------------------------------------
+
+    def _changed(self, keys: Iterable[ServiceKey]) -> None:
+        before = len(self.dirty)
+        self.dirty.update(keys)
+        if len(self.dirty) != before and self.on_change is not None:
+            self.on_change()
+
+    def replace(self, snapshot: ClusterSnapshot, *, now: float) -> None:
+        """Replace a cluster's whole data atomically (initial sync, re-list, reload).
+
+        Services missing from the new snapshot disappear: this is how deletions
+        missed during a watch gap are applied (a 410 re-list replaces, never merges).
+        """
+        entry = self.clusters.setdefault(snapshot.cluster, ClusterEntry(snapshot.cluster))
+        old = entry.snapshot.services if entry.snapshot is not None else {}
+        new = snapshot.services
+        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        was_loaded = entry.snapshot is not None
+        became_fresh = entry.state is not ClusterState.FRESH
+        entry.snapshot = snapshot
+        entry.last_sync = now
+        entry.error = None
+        if became_fresh:
+            entry.state = ClusterState.FRESH
+            entry.state_since = now
+            # A state change alters which clusters answer for every service they hold.
+            changed |= set(new)
+        self._changed(changed)
+        if not was_loaded and self.on_change is not None:
+            # Loading can turn SERVFAIL into NXDOMAIN: the table must hear of it.
+            self.on_change()
+
+    def put_service(self, cluster: str, key: ServiceKey, service: Service | None, *,
+                    now: float) -> None:
+        """Set (or with ``None`` delete) one service of a cluster that has synced."""
+        entry = self.clusters[cluster]
+        services = dict(entry.snapshot.services) if entry.snapshot is not None else {}
+        if services.get(key) == service:
+            entry.last_sync = now
+            return
+        if service is None:
+            services.pop(key, None)
+        else:
+            services[key] = service
+        entry.snapshot = ClusterSnapshot(cluster, services)
+        entry.last_sync = now
+        self._changed([key])
+
+    def set_state(self, cluster: str, state: ClusterState, *, now: float,
+                  error: str | None = None) -> None:
+        """Move a cluster to ``state`` (e.g. stale when its source is lost)."""
+        entry = self.clusters[cluster]
+        entry.error = error
+        if entry.state is state:
+            return
+        entry.state = state
+        entry.state_since = now
+        if entry.snapshot is not None:
+            self._changed(entry.snapshot.services)
+
+    def remove_cluster(self, cluster: str) -> None:
+        """Forget a cluster removed from the config; only its contribution changes."""
+        entry = self.clusters.pop(cluster, None)
+        if entry is not None and entry.snapshot is not None:
+            self._changed(entry.snapshot.services)
+        elif self.on_change is not None:
+            self.on_change()
+
+    def take_dirty(self) -> set[ServiceKey]:
+        """Return and clear the set of services to recompile."""
+        dirty, self.dirty = self.dirty, set()
+        return dirty

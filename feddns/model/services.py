@@ -1,0 +1,139 @@
+"""Services, their ports and endpoints, and one cluster's snapshot of them.
+
+Why it exists: every source produces exactly these frozen, slotted objects, so
+the registry can compare old and new data by value (the SOA serial only moves
+when something visible changes) and memory per endpoint stays small.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+ServiceKey = tuple[str, str]
+"""``(namespace, name)``: identifies a service across the whole federation."""
+
+
+class ServiceType(enum.StrEnum):
+    """How a service is addressed (Kubernetes ``spec.type`` plus headlessness)."""
+
+    CLUSTER_IP = "ClusterIP"
+    """Answered with the cluster IP of each cluster that has ready endpoints."""
+    LOAD_BALANCER = "LoadBalancer"
+    """Answered with each cluster's load-balancer ingress IP (or its cluster IP)."""
+    HEADLESS = "Headless"
+    """Answered with the ready endpoints' own addresses (``clusterIP: None``)."""
+
+
+class Protocol(enum.StrEnum):
+    """Transport protocol of a service port (becomes ``_tcp``/``_udp``/``_sctp``)."""
+
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    """A service port. ``name`` is empty for an unnamed port (no ``_port._proto`` SRV)."""
+
+    name: str
+    port: int
+    protocol: Protocol = Protocol.TCP
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One address of a service backend, with its EndpointSlice conditions.
+
+    ``ready`` nil in the API means true; ``serving`` nil means true;
+    ``terminating`` nil means false (EndpointSlice v1 semantics); converters
+    apply those defaults so this object always holds plain booleans.
+    """
+
+    address: str
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    hostname: str | None = None
+    zone: str | None = None
+    node: str | None = None
+    target: str | None = None
+    """The backing object's name (a pod), which ties the IPv4 and IPv6 endpoints of
+    one dual-stack pod together so A and AAAA answer the same subset."""
+
+    @property
+    def is_ipv6(self) -> bool:
+        """True for an IPv6 address."""
+        return ":" in self.address
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One cluster's view of a service: addresses, ports and endpoints."""
+
+    namespace: str
+    name: str
+    type: ServiceType = ServiceType.CLUSTER_IP
+    cluster_ips: tuple[str, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()
+    ports: tuple[Port, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def key(self) -> ServiceKey:
+        """The federation-wide identity of this service."""
+        return (self.namespace, self.name)
+
+    @property
+    def is_headless(self) -> bool:
+        """True when the service is answered with endpoint addresses."""
+        return self.type is ServiceType.HEADLESS
+
+    def ready_endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints that count for DNS (ready, per EndpointSlice v1)."""
+        return tuple(e for e in self.endpoints if e.ready)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """Everything one cluster currently exports, keyed by ``(namespace, name)``."""
+
+    cluster: str
+    services: Mapping[ServiceKey, Service] = field(default_factory=dict)
+
+    @classmethod
+    def from_services(cls, cluster: str, services: Iterable[Service]) -> ClusterSnapshot:
+        """Build a snapshot; a later duplicate of the same key replaces an earlier one."""
+        return cls(cluster, {s.key: s for s in services})
+
+    @property
+    def endpoint_count(self) -> int:
+        """Number of endpoints across all services (for status and metrics)."""
+        return sum(len(s.endpoints) for s in self.services.values())
+
+
+def normalise_address(value: str) -> str:
+    """Return the canonical text form of an IPv4/IPv6 address (raises ValueError)."""
+    return sys.intern(str(ipaddress.ip_address(value)))
+
+
+def dedupe_endpoints(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
+    """Merge endpoints by address, keeping the most available condition seen.
+
+    The same endpoint may appear in two EndpointSlices during an update
+    (Kubernetes EndpointSlice docs); the union is what kube-proxy uses.
+    """
+    merged: dict[str, Endpoint] = {}
+    for ep in endpoints:
+        old = merged.get(ep.address)
+        if old is None or (ep.ready, ep.serving, not ep.terminating) > (
+            old.ready,
+            old.serving,
+            not old.terminating,
+        ):
+            merged[ep.address] = ep
+    return tuple(merged.values())

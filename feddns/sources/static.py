@@ -1,0 +1,255 @@
+"""The static source: clusters, services and endpoints read from a YAML/JSON file.
+
+Why it exists: the embedded demo, the tests and the benchmarks need a
+federation without any Kubernetes cluster, and a small fixed federation can
+be run this way in production too. The file is validated like the config
+(every problem with its key path) and converted at the door into the same
+model objects the Kubernetes and MQTT sources produce. The file is polled
+for changes; a change replaces each cluster's snapshot atomically, and a
+broken edit keeps the last good data (logged once), never empties answers.
+
+File shape::
+
+    clusters:
+      east-1:
+        services:
+          - namespace: shop
+            name: web
+            type: ClusterIP          # ClusterIP | LoadBalancer | Headless
+            cluster_ips: [10.96.0.10]
+            load_balancer_ips: []
+            ports: [{name: http, port: 80, protocol: TCP}]
+            endpoints:
+              - {address: 10.1.0.5, zone: us-east-1a, hostname: web-0,
+                 ready: true, serving: true, terminating: false}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from feddns.config import ClusterId, IpAddress, Label, problems_from_validation, read_yaml
+from feddns.errors import ConfigError
+from feddns.model.registry import Registry
+from feddns.model.services import (
+    ClusterSnapshot,
+    Endpoint,
+    Port,
+    Protocol,
+    Service,
+    ServiceType,
+    dedupe_endpoints,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EndpointData(_Model):
+    """One endpoint; conditions follow EndpointSlice v1 (absent ready/serving = true)."""
+
+    address: IpAddress | None = None
+    addresses: list[IpAddress] = Field(default_factory=list)
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+    hostname: Label | None = None
+    zone: str | None = None
+    node: str | None = None
+    target: str | None = None
+
+    @model_validator(mode="after")
+    def _one_address(self) -> EndpointData:
+        if self.address is None and not self.addresses:
+            raise ValueError("give 'address' or 'addresses'")
+        return self
+
+
+class PortData(_Model):
+    """A service port; ``name`` empty for an unnamed port."""
+
+    name: str = Field(default="", pattern=r"^$|^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+
+class ServiceData(_Model):
+    """One cluster's view of a service."""
+
+    namespace: Label
+    name: Label
+    type: Literal["ClusterIP", "LoadBalancer", "Headless"] = "ClusterIP"
+    cluster_ips: list[IpAddress] = Field(default_factory=list)
+    load_balancer_ips: list[IpAddress] = Field(default_factory=list)
+    ports: list[PortData] = Field(default_factory=list)
+    endpoints: list[EndpointData] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _addresses_fit_type(self) -> ServiceData:
+        if self.type == "Headless" and (self.cluster_ips or self.load_balancer_ips):
+            raise ValueError("a Headless service has no cluster_ips or load_balancer_ips")
+        if self.type != "Headless" and not self.cluster_ips:
+            raise ValueError(f"a {self.type} service needs cluster_ips")
+        return self
+
+
+class ClusterData(_Model):
+    """The services of one cluster."""
+
+    services: list[ServiceData] = Field(default_factory=list)
+
+
+class StaticData(_Model):
+    """The whole static data file."""
+
+    clusters: dict[ClusterId, ClusterData] = Field(default_factory=dict)
+
+
+def service_from_data(data: ServiceData) -> Service:
+    """Convert validated file data into the registry model (the door)."""
+    endpoints = []
+    intern = sys.intern
+    for ep in data.endpoints:
+        for address in [ep.address] if ep.address else ep.addresses:
+            assert address is not None
+            endpoints.append(
+                Endpoint(
+                    address=intern(address),
+                    ready=True if ep.ready is None else ep.ready,
+                    serving=True if ep.serving is None else ep.serving,
+                    terminating=False if ep.terminating is None else ep.terminating,
+                    hostname=ep.hostname,
+                    zone=intern(ep.zone) if ep.zone else None,
+                    node=ep.node,
+                    target=ep.target,
+                )
+            )
+    return Service(
+        namespace=data.namespace,
+        name=data.name,
+        type=ServiceType(data.type),
+        cluster_ips=tuple(data.cluster_ips),
+        load_balancer_ips=tuple(data.load_balancer_ips),
+        ports=tuple(Port(p.name, p.port, Protocol(p.protocol)) for p in data.ports),
+        endpoints=dedupe_endpoints(endpoints),
+    )
+
+
+def parse_static(raw: object, source: str) -> dict[str, ClusterSnapshot]:
+    """Validate parsed file content; raise :class:`ConfigError` listing every problem."""
+    if raw is None:
+        raw = {}
+    try:
+        data = StaticData.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, problems_from_validation(exc)) from exc
+    out = {}
+    for cluster, cdata in data.clusters.items():
+        seen: set[tuple[str, str]] = set()
+        problems = []
+        for i, svc in enumerate(cdata.services):
+            if (svc.namespace, svc.name) in seen:
+                problems.append(
+                    f"clusters.{cluster}.services[{i}]: {svc.namespace}/{svc.name} is listed twice"
+                )
+            seen.add((svc.namespace, svc.name))
+        if problems:
+            raise ConfigError(source, problems)
+        out[cluster] = ClusterSnapshot.from_services(
+            cluster, (service_from_data(s) for s in cdata.services)
+        )
+    return out
+
+
+def load_static(path: Path) -> dict[str, ClusterSnapshot]:
+    """Read and validate a static data file (JSON is read faster than YAML)."""
+    if path.suffix == ".json":
+        try:
+            raw = json.loads(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
+        except ValueError as exc:
+            raise ConfigError(str(path), [f"invalid JSON: {exc}"]) from exc
+    else:
+        raw = read_yaml(path)
+    return parse_static(raw, str(path))
+
+
+class StaticSource:
+    """Feeds the clusters configured with one static file into the registry."""
+
+    def __init__(
+        self,
+        path: Path,
+        clusters: list[str],
+        registry: Registry,
+        *,
+        poll_interval: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self.clusters = clusters
+        self.registry = registry
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self._digest: bytes | None = None
+        self._last_error: str | None = None
+
+    async def load_once(self) -> bool:
+        """Read the file if it changed; apply it; return True when data was applied."""
+        try:
+            content = await asyncio.to_thread(self.path.read_bytes)
+        except OSError as exc:
+            self._report(f"cannot read {self.path}: {exc.strerror or exc}")
+            return False
+        digest = hashlib.sha256(content).digest()
+        if digest == self._digest:
+            return False
+        try:
+            snapshots = await asyncio.to_thread(load_static, self.path)
+        except ConfigError as exc:
+            self._report(exc.render())
+            return False
+        self._digest = digest
+        self._last_error = None
+        now = self.clock()
+        for cluster in self.clusters:
+            snap = snapshots.get(cluster)
+            if snap is None:
+                log.warning("%s has no data for cluster %s: it serves no services", self.path,
+                            cluster)
+                snap = ClusterSnapshot(cluster, {})
+            self.registry.replace(snap, now=now)
+        extra = sorted(set(snapshots) - set(self.clusters))
+        if extra:
+            log.warning("%s: clusters %s are not in the config and are ignored", self.path,
+                        ", ".join(extra))
+        log.info("loaded %s: %d cluster(s), %d service(s)", self.path, len(self.clusters),
+                 sum(len(s.services) for c, s in snapshots.items() if c in self.clusters))
+        return True
+
+    def _report(self, message: str) -> None:
+        if message != self._last_error:
+            log.error("static source: %s (keeping the last good data)", message)
+            self._last_error = message
+
+    async def run(self) -> None:
+        """Load, then poll for changes until cancelled."""
+        await self.load_once()
+        if self.poll_interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            await self.load_once()
