@@ -24,7 +24,6 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from feddns.errors import ConfigError
@@ -233,19 +232,30 @@ class Settings(_Model):
     clusters: list[ClusterConfig] = Field(default_factory=list)
     """The member clusters."""
 
-    @model_validator(mode="after")
-    def _unique(self) -> Settings:
-        seen: set[str] = set()
-        for cluster in self.clusters:
+    # Validated per field, not on the whole model, so each problem carries its key path
+    # (``clusters: ...``) instead of ``(top level): clusters: ...``.
+    @field_validator("clusters")
+    @classmethod
+    def _unique_clusters(cls, clusters: list[ClusterConfig]) -> list[ClusterConfig]:
+        seen: dict[str, int] = {}
+        for i, cluster in enumerate(clusters):
             if cluster.name in seen:
-                raise ValueError(f"clusters: cluster name {cluster.name!r} is used twice")
-            seen.add(cluster.name)
-        names = [o.name for o in self.origins]
+                raise ValueError(
+                    f"cluster name {cluster.name!r} is used twice"
+                    f" (clusters[{seen[cluster.name]}] and clusters[{i}])"
+                )
+            seen[cluster.name] = i
+        return clusters
+
+    @field_validator("origins")
+    @classmethod
+    def _disjoint_origins(cls, origins: list[OriginConfig]) -> list[OriginConfig]:
+        names = [o.name for o in origins]
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
                 if a == b or a.endswith("." + b) or b.endswith("." + a):
-                    raise ValueError(f"origins: {a!r} and {b!r} overlap")
-        return self
+                    raise ValueError(f"{a!r} and {b!r} overlap")
+        return origins
 
 
 def format_location(loc: tuple[int | str, ...]) -> str:
@@ -254,7 +264,8 @@ def format_location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(("function-after", "function-plain")):
+        elif part.startswith(("function-after", "function-plain")) or part == "[key]":
+            # "[key]": pydantic's marker for a bad mapping key; the key itself precedes it.
             continue
         else:
             out += ("." if out else "") + part

@@ -100,8 +100,10 @@ def apex_records(settings: Settings, origin: OriginZone, serial: int) -> NameRec
     ns_names = [wire.name_to_wire(s.name) for s in servers] or [origin.child("ns")]
     out[origin.wire] = {
         wire.SOA: (soa_record(settings, origin, serial, ttl=settings.soa.ttl),),
+        # dict.fromkeys: a name server listed twice is one NS record (RFC 2181 §5).
         wire.NS: tuple(
-            Record(origin.wire, wire.NS, settings.soa.ttl, (Name(n),)) for n in ns_names
+            Record(origin.wire, wire.NS, settings.soa.ttl, (Name(n),))
+            for n in dict.fromkeys(ns_names)
         ),
     }
     out[origin.child("dns-version")] = {
@@ -120,6 +122,10 @@ def apex_records(settings: Settings, origin: OriginZone, serial: int) -> NameRec
 
 
 def _add_addresses(rrsets: RRsets, owner: bytes, addresses: Sequence[str], ttl: int) -> None:
+    # RFC 2181 §5: an RRset never holds two identical records. The same address can
+    # come from two clusters (overlapping pod CIDRs behind a headless service) or twice
+    # from the config, so duplicates are dropped here, keeping the first position.
+    addresses = _unique(addresses)
     v4 = tuple(Record(owner, wire.A, ttl, (wire.a_rdata(a),)) for a in addresses if ":" not in a)
     v6 = tuple(Record(owner, wire.AAAA, ttl, (wire.a_rdata(a),)) for a in addresses if ":" in a)
     if v4:
@@ -162,6 +168,8 @@ def service_records(
     ttl = settings.dns.record_ttl
     cap = settings.dns.max_records
     base = origin.child(svc, ns, "svc")
+    if not _fits(base):
+        return {}  # too long for DNS under this origin (a long custom origin)
     out: NameRecords = {base: {}}
     # KEP-1645: conflicting headlessness is settled by one cluster; here the first in
     # configured order, which every replica agrees on.
@@ -182,8 +190,8 @@ def service_records(
         ports = _unique_ports(s for _, s in counting) if counting else []
         has_addresses = bool(v4 or v6)
         for name, _number, proto in all_ports:
-            if name:
-                owner = base_port_name(base, name, proto)
+            owner = base_port_name(base, name, proto)
+            if name and _fits(owner):
                 out[owner] = {}
         if has_addresses:
             bare: list[Record] = []
@@ -191,8 +199,8 @@ def service_records(
             for name, number, proto in ports:
                 rec = Record(base, wire.SRV, ttl,
                              (wire.srv_rdata(SRV_PRIORITY, SRV_WEIGHT, number, base),))
-                if name:
-                    owner = base_port_name(base, name, proto)
+                owner = base_port_name(base, name, proto)
+                if name and owner in out:
                     prev = out[owner].get(wire.SRV, ())
                     out[owner][wire.SRV] = (*prev, Record(owner, wire.SRV, ttl, rec.rdata))
                 if number not in seen_numbers:
@@ -208,6 +216,16 @@ def base_port_name(base: bytes, port_name: str, proto: str) -> bytes:
     p = ("_" + port_name.lower()).encode("ascii")
     q = ("_" + proto.lower()).encode("ascii")
     return bytes([len(p)]) + p + bytes([len(q)]) + q + base
+
+
+def _fits(name: bytes) -> bool:
+    """True when a wire name is at most 255 octets (RFC 1035 §2.3.4).
+
+    KEP-1645 leaves sizing names to the user; a name that cannot exist is left
+    out rather than put into an answer, where one over-long SRV target would
+    make the whole message unparseable for the client.
+    """
+    return len(name) <= wire.MAX_NAME
 
 
 def _unique_ports(services: object) -> list[tuple[str, int, str]]:
@@ -229,9 +247,12 @@ def _headless(
 ) -> None:
     # Group one pod's IPv4 and IPv6 endpoints (same hostname or target) so that A
     # and AAAA cover the same subset (KEP-1645).
-    groups: dict[tuple[str, str], tuple[bytes, list[Endpoint], Service]] = {}
+    groups: dict[tuple[str, str], tuple[bytes | None, list[Endpoint], Service]] = {}
     for entry, svc in views:
-        for ep in svc.endpoints:
+        # Sorted, not in arrival order: the order of records in an RRset carries no
+        # meaning (RFC 2181 §5), so a source that re-lists the same endpoints in another
+        # order must not change the answer, the bounded subset or the SOA serial.
+        for ep in sorted(svc.endpoints, key=_endpoint_order):
             if not ep.ready:
                 continue
             ident = ep.hostname or ep.target or ep.address
@@ -240,31 +261,44 @@ def _headless(
             if group is None:
                 label = endpoint_label(ep)
                 owner = origin_child_of(base, label, entry.name)
-                groups[gkey] = (owner, [ep], svc)
+                # An endpoint whose name would be too long still answers at the
+                # service name, but has no name of its own and no SRV record.
+                groups[gkey] = (owner if _fits(owner) else None, [ep], svc)
             else:
                 group[1].append(ep)
     selected = list(groups.values())[:cap]
-    for owner, eps, _ in groups.values():
-        rrsets = out.setdefault(owner, {})
-        _add_addresses(rrsets, owner, _unique([e.address for e in eps]), ttl)
+    for named, eps, _ in groups.values():
+        if named is not None:
+            rrsets = out.setdefault(named, {})
+            _add_addresses(rrsets, named, _unique([e.address for e in eps]), ttl)
     _add_addresses(out[base], base, [e.address for _, eps, _ in selected for e in eps], ttl)
     ports_named: dict[bytes, list[Record]] = {}
     bare: list[Record] = []
-    for owner, _, svc in selected:
+    for target, _, svc in selected:
+        if target is None:
+            continue
         for port in svc.ports:
-            rdata = (wire.srv_rdata(SRV_PRIORITY, SRV_WEIGHT, port.port, owner),)
+            rdata = (wire.srv_rdata(SRV_PRIORITY, SRV_WEIGHT, port.port, target),)
             bare.append(Record(base, wire.SRV, ttl, rdata))
-            if port.name:
-                pname = base_port_name(base, port.name, port.protocol.value)
+            pname = base_port_name(base, port.name, port.protocol.value)
+            if port.name and _fits(pname):
                 ports_named.setdefault(pname, []).append(Record(pname, wire.SRV, ttl, rdata))
     for _, svc in views:
         for port in svc.ports:
-            if port.name:
-                out.setdefault(base_port_name(base, port.name, port.protocol.value), {})
+            pname = base_port_name(base, port.name, port.protocol.value)
+            if port.name and _fits(pname):
+                out.setdefault(pname, {})
+    # RFC 2181 §5: no duplicate records in an RRset. Two ports with the same number
+    # (e.g. 53/UDP and 53/TCP) give identical bare SRV records for each endpoint.
     for pname, recs in ports_named.items():
-        out[pname] = {wire.SRV: tuple(recs)}
+        out[pname] = {wire.SRV: tuple(dict.fromkeys(recs))}
     if bare:
-        out[base][wire.SRV] = tuple(bare)
+        out[base][wire.SRV] = tuple(dict.fromkeys(bare))
+
+
+def _endpoint_order(ep: Endpoint) -> tuple[str, bool, str]:
+    """Group identity first, then IPv4 before IPv6, then the address."""
+    return (ep.hostname or ep.target or ep.address, ep.is_ipv6, ep.address)
 
 
 def origin_child_of(base: bytes, label: str, cluster: str) -> bytes:

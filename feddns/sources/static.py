@@ -35,7 +35,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from feddns.config import ClusterId, IpAddress, Label, problems_from_validation, read_yaml
 from feddns.errors import ConfigError
@@ -91,18 +99,30 @@ class ServiceData(_Model):
     namespace: Label
     name: Label
     type: Literal["ClusterIP", "LoadBalancer", "Headless"] = "ClusterIP"
-    cluster_ips: list[IpAddress] = Field(default_factory=list)
+    # validate_default: a missing cluster_ips is checked too. The checks are field
+    # validators so each problem names its key (``services[0].cluster_ips``); ``type``
+    # is declared first, so it is already in ``info.data`` when they run.
+    cluster_ips: list[IpAddress] = Field(default_factory=list, validate_default=True)
     load_balancer_ips: list[IpAddress] = Field(default_factory=list)
     ports: list[PortData] = Field(default_factory=list)
     endpoints: list[EndpointData] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _addresses_fit_type(self) -> ServiceData:
-        if self.type == "Headless" and (self.cluster_ips or self.load_balancer_ips):
-            raise ValueError("a Headless service has no cluster_ips or load_balancer_ips")
-        if self.type != "Headless" and not self.cluster_ips:
-            raise ValueError(f"a {self.type} service needs cluster_ips")
-        return self
+    @field_validator("cluster_ips")
+    @classmethod
+    def _cluster_ips_fit_type(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        kind = info.data.get("type")
+        if kind == "Headless" and value:
+            raise ValueError("a Headless service has no cluster_ips")
+        if kind in ("ClusterIP", "LoadBalancer") and not value:
+            raise ValueError(f"a {kind} service needs cluster_ips")
+        return value
+
+    @field_validator("load_balancer_ips")
+    @classmethod
+    def _lb_ips_fit_type(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("type") == "Headless" and value:
+            raise ValueError("a Headless service has no load_balancer_ips")
+        return value
 
 
 class ClusterData(_Model):
@@ -156,20 +176,21 @@ def parse_static(raw: object, source: str) -> dict[str, ClusterSnapshot]:
     except ValidationError as exc:
         raise ConfigError(source, problems_from_validation(exc)) from exc
     out = {}
+    # Collected over every cluster before raising: every problem is reported at once.
+    problems = []
     for cluster, cdata in data.clusters.items():
         seen: set[tuple[str, str]] = set()
-        problems = []
         for i, svc in enumerate(cdata.services):
             if (svc.namespace, svc.name) in seen:
                 problems.append(
                     f"clusters.{cluster}.services[{i}]: {svc.namespace}/{svc.name} is listed twice"
                 )
             seen.add((svc.namespace, svc.name))
-        if problems:
-            raise ConfigError(source, problems)
         out[cluster] = ClusterSnapshot.from_services(
             cluster, (service_from_data(s) for s in cdata.services)
         )
+    if problems:
+        raise ConfigError(source, problems)
     return out
 
 
@@ -216,6 +237,9 @@ class StaticSource:
             return False
         digest = hashlib.sha256(content).digest()
         if digest == self._digest:
+            # Back to the last good content (a broken edit was reverted): the episode
+            # is over, so the next breakage, even an identical one, is logged again.
+            self._last_error = None
             return False
         try:
             snapshots = await asyncio.to_thread(load_static, self.path)
@@ -242,7 +266,10 @@ class StaticSource:
 
     def _report(self, message: str) -> None:
         if message != self._last_error:
-            log.error("static source: %s (keeping the last good data)", message)
+            # Before the first good read there is no data to keep: say what happens instead.
+            outcome = ("keeping the last good data" if self._digest is not None
+                       else "no data yet: names of its clusters answer SERVFAIL")
+            log.error("static source: %s (%s)", message, outcome)
             self._last_error = message
 
     async def run(self) -> None:

@@ -1,0 +1,51 @@
+# feddns task runner. The two commands a new user needs:
+#   make demo   - set up and run feddns on the embedded demo (127.0.0.1:5353, UDP+TCP)
+#   make test   - set up (Python venv, Debian test tools) and run lint, types and tests
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Debian packages the tests use: dig (bind9-dnsutils), mosquitto (the MQTT bus tests),
+# unbound and dnsmasq (real resolvers in front of feddns), iproute2 (network namespaces).
+# The benchmarks add dnsperf/resperf and knot (the reference server).
+TEST_DEBS  := bind9-dnsutils mosquitto unbound dnsmasq-base iproute2
+BENCH_DEBS := dnsperf knot
+
+.PHONY: demo test venv system-deps bench-deps lint type fmt unit bench clean
+
+demo: venv
+	$(BIN)/feddns serve
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,fast]'
+	touch $@
+
+# Installs missing Debian packages with apt-get (as root, or through sudo).
+system-deps:
+	@PKGS="$(TEST_DEBS)" ./scripts/apt-install
+
+bench-deps:
+	@PKGS="$(BENCH_DEBS)" ./scripts/apt-install
+
+lint: venv
+	$(BIN)/ruff check feddns tests bench
+
+type: venv
+	$(BIN)/mypy feddns
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+test: system-deps venv lint type
+	$(BIN)/python -m pytest -q
+
+fmt: venv
+	$(BIN)/ruff check --fix feddns tests bench
+
+bench: bench-deps venv
+	$(BIN)/python bench/demo_qps.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

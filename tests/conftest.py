@@ -1,0 +1,16 @@
+"""Shared fixtures: the demo federation served on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import DEMO_CONFIG, ServerThread, serve
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[ServerThread]:
+    """The embedded demo, served once for the whole session (read-only tests only)."""
+    with serve(DEMO_CONFIG) as server:
+        yield server
