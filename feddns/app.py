@@ -18,12 +18,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from feddns import __version__
-from feddns.config import Settings, parse_host_port
+from feddns.config import KubernetesSourceConfig, Settings, StaticSourceConfig, parse_host_port
 from feddns.dns.answer import AnswerTable, sync_table
 from feddns.dns.handling import Handler
 from feddns.dns.server import DnsServer
 from feddns.model.registry import Registry
+from feddns.sources.kubernetes.source import KubernetesSource, WatchSettings
 from feddns.sources.static import StaticSource
+
+COMPILE_BATCH = 200
+"""Services compiled per turn of the event loop (keeps query latency flat during re-lists)."""
+
+Source = StaticSource | KubernetesSource
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +65,41 @@ class App:
         self._compile_pending = False
         self.registry.on_change = self._schedule_compile
 
-    def _build_sources(self) -> list[StaticSource]:
+    def _build_sources(self) -> list[Source]:
+        sources: list[Source] = []
         by_file: dict[Path, tuple[list[str], float]] = {}
         for cluster in self.settings.clusters:
             src = cluster.source
-            names, interval = by_file.get(src.file, ([], src.poll_interval))
-            names.append(cluster.name)
-            by_file[src.file] = (names, min(interval, src.poll_interval))
-        return [
+            if isinstance(src, StaticSourceConfig):
+                names, interval = by_file.get(src.file, ([], src.poll_interval))
+                names.append(cluster.name)
+                by_file[src.file] = (names, min(interval, src.poll_interval))
+            elif isinstance(src, KubernetesSourceConfig):
+                sources.append(KubernetesSource(cluster.name, watch_settings(src), self.registry,
+                                                clock=self.clock))
+        sources.extend(
             StaticSource(path, names, self.registry, poll_interval=interval, clock=self.clock)
             for path, (names, interval) in by_file.items()
-        ]
+        )
+        return sources
 
     def _schedule_compile(self) -> None:
         if not self._compile_pending:
             self._compile_pending = True
-            asyncio.get_running_loop().call_soon(self.compile_now)
+            asyncio.get_running_loop().call_soon(self._compile_batches)
 
-    def compile_now(self) -> int:
-        """Apply pending registry changes to the answer table (one synchronous step)."""
+    def _compile_batches(self) -> None:
+        """Compile one batch; if more is dirty, continue on a later turn of the loop."""
+        self.compile_now(limit=COMPILE_BATCH)
+        if self.registry.dirty:
+            self._compile_pending = True
+            asyncio.get_running_loop().call_soon(self._compile_batches)
+
+    def compile_now(self, *, limit: int | None = None) -> int:
+        """Apply pending registry changes to the answer table (``limit`` services at most)."""
         self._compile_pending = False
         started = time.perf_counter()
-        changed = sync_table(self.table, self.registry, wall_now=self.wall())
+        changed = sync_table(self.table, self.registry, wall_now=self.wall(), limit=limit)
         if changed:
             log.info(
                 "compiled %d changed service(s) in %.1f ms; serial %d",
@@ -101,9 +120,20 @@ class App:
             log.info("feddns %s serving %s on %s port %d (udp+tcp)", __version__,
                      ", ".join(o.name for o in self.settings.origins), host, port)
         for source in self.sources:
-            self._tasks.append(asyncio.create_task(
-                _guard(f"static source {source.path}", source.run), name=str(source.path)))
+            name = (f"static source {source.path}" if isinstance(source, StaticSource)
+                    else f"kubernetes source {source.cluster}")
+            self._tasks.append(asyncio.create_task(_guard(name, source.run), name=name))
+        self._tasks.append(asyncio.create_task(_guard("expiry", self._expire), name="expiry"))
         return addresses
+
+    async def _expire(self) -> None:
+        """Expire clusters whose data has been stale for longer than max_stale."""
+        max_stale = self.settings.freshness.max_stale
+        while True:
+            await asyncio.sleep(min(5.0, max_stale / 10))
+            for name in self.registry.expire(now=self.clock(), max_stale=max_stale):
+                log.error("cluster %s: data stale for more than %.0f s: expired, no longer"
+                          " answered", name, max_stale)
 
     async def stop(self) -> None:
         """Stop sources and the server."""
@@ -141,3 +171,18 @@ async def _guard(name: str, run: Callable[[], Awaitable[None]]) -> None:
             delay = 0.8
         await asyncio.sleep(delay * (1 + random.random()))
         delay = min(delay * 2, 30.0)
+
+
+def watch_settings(src: KubernetesSourceConfig) -> WatchSettings:
+    """The Kubernetes source's settings from its config section."""
+    return WatchSettings(
+        kubeconfig=src.kubeconfig,
+        context=src.context,
+        in_cluster=src.in_cluster,
+        namespaces=tuple(src.namespaces),
+        exported_only=src.exported_only,
+        watch_timeout=src.watch_timeout,
+        read_timeout=src.read_timeout,
+        connect_timeout=src.connect_timeout,
+        backoff_max=src.backoff_max,
+    )

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from feddns import __version__
-from feddns.config import Settings, load_settings, parse_host_port
+from feddns.config import (
+    KubernetesSourceConfig,
+    Settings,
+    StaticSourceConfig,
+    load_settings,
+    parse_host_port,
+)
 from feddns.errors import ConfigError
 
 log = logging.getLogger("feddns")
@@ -80,17 +86,26 @@ def check_config(path: Path) -> int:
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
     failed = False
-    for file in sorted({c.source.file for c in settings.clusters}):
+    static = {c.name: c.source for c in settings.clusters
+              if isinstance(c.source, StaticSourceConfig)}
+    for file in sorted({s.file for s in static.values()}):
         try:
             data = load_static(file)
         except ConfigError as exc:
             print(exc.render(), file=sys.stderr)
             failed = True
             continue
-        for cluster in settings.clusters:
-            if cluster.source.file == file and cluster.name not in data:
-                print(f"{file}: no data for cluster {cluster.name!r}", file=sys.stderr)
+        for name, src in static.items():
+            if src.file == file and name not in data:
+                print(f"{file}: no data for cluster {name!r}", file=sys.stderr)
                 failed = True
+    for i, cluster in enumerate(settings.clusters):
+        kube = cluster.source
+        if isinstance(kube, KubernetesSourceConfig) and kube.kubeconfig is not None \
+                and not kube.kubeconfig.is_file():
+            print(f"{path}: clusters[{i}].source.kubeconfig: {kube.kubeconfig}"
+                  " is not a readable file", file=sys.stderr)
+            failed = True
     if failed:
         return EXIT_CONFIG
     print(f"{path}: OK ({len(settings.clusters)} cluster(s), "

@@ -20,10 +20,13 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from feddns.errors import ConfigError
@@ -196,7 +199,85 @@ class StaticSourceConfig(_Model):
         return value
 
 
-SourceConfig = StaticSourceConfig
+class KubernetesSourceConfig(_Model):
+    """Services and EndpointSlices listed and watched from the cluster's API server."""
+
+    type: Literal["kubernetes"] = "kubernetes"
+    kubeconfig: Path | None = None
+    """A kubeconfig file (relative to the config file's folder); re-read whenever it or
+    the token file it names changes, and after every 401, so tokens rotate without a
+    restart. Leave empty with ``in_cluster: true``."""
+
+    context: str | None = None
+    """The kubeconfig context to use; default: its current context."""
+
+    in_cluster: bool = False
+    """Use the pod's service-account credentials (for the cluster feddns runs in)."""
+
+    namespaces: list[Label] = Field(default_factory=list)
+    """Watch only these namespaces (one watch per namespace); empty: all namespaces."""
+
+    exported_only: bool = False
+    """Serve only services that have a ``ServiceExport`` (multicluster.x-k8s.io) of the
+    same name and namespace, as KEP-1645 intends; off: every service is served."""
+
+    read_timeout: float = Field(default=60.0, gt=0)
+    """Client-side read timeout in seconds: a silent partition is detected within twice
+    this (the idle stream times out, then so does the reconnection)."""
+
+    watch_timeout: float = Field(default=300.0, gt=0)
+    """Server-side watch duration in seconds (randomised up to twice this), after which
+    the watch is renewed from its last resourceVersion."""
+
+    connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to establish a connection to the API server."""
+
+    backoff_max: float = Field(default=30.0, gt=0)
+    """Longest pause between retries after failures (0.8 s doubling, jittered)."""
+
+    @field_validator("kubeconfig")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        base = (info.context or {}).get("base_dir")
+        if value is not None and base is not None and not value.is_absolute():
+            return (Path(base) / value).resolve()
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> KubernetesSourceConfig:
+        if self.in_cluster == (self.kubeconfig is not None):
+            raise ValueError("give either 'kubeconfig' (with an optional 'context') or"
+                             " 'in_cluster: true'")
+        return self
+
+
+SOURCE_TYPES = ("static", "kubernetes")
+
+
+def _source_type(value: Any) -> str:
+    """The ``type`` of a source section; absent means ``static`` (older configs)."""
+    if isinstance(value, dict):
+        return str(value.get("type", "static"))
+    return str(getattr(value, "type", "static"))
+
+
+SourceConfig = Annotated[
+    Annotated[StaticSourceConfig, Tag("static")]
+    | Annotated[KubernetesSourceConfig, Tag("kubernetes")],
+    Discriminator(
+        _source_type,
+        custom_error_type="source_type",
+        custom_error_message="must be one of: static, kubernetes",
+    ),
+]
+
+
+class FreshnessConfig(_Model):
+    """How long a lost cluster's last data keeps answering (RFC 8767, adapted)."""
+
+    max_stale: float = Field(default=86400.0, gt=0)
+    """Seconds a cluster's data is kept after its source was lost; then it expires and no
+    longer answers (RFC 8767 suggests one to three days)."""
 
 
 class ClusterConfig(_Model):
@@ -226,6 +307,7 @@ class Settings(_Model):
 
     dns: DnsConfig = Field(default_factory=DnsConfig)
     soa: SoaConfig = Field(default_factory=SoaConfig)
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
     nameservers: list[NameServerConfig] = Field(default_factory=list)
     """The NS RRset at each apex; defaults to ``ns.<origin>`` with no addresses."""
 
@@ -261,14 +343,20 @@ class Settings(_Model):
 def format_location(loc: tuple[int | str, ...]) -> str:
     """Render a pydantic error location as ``clusters[1].region``."""
     out = ""
+    previous: int | str | None = None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part.startswith(("function-after", "function-plain")) or part == "[key]":
             # "[key]": pydantic's marker for a bad mapping key; the key itself precedes it.
             continue
+        elif previous == "source" and part in SOURCE_TYPES:
+            # The tag of the source union is pydantic's bookkeeping, not a key in the file.
+            previous = part
+            continue
         else:
             out += ("." if out else "") + part
+        previous = part
     return out or "(top level)"
 
 
@@ -284,7 +372,10 @@ def problems_from_validation(exc: ValidationError) -> list[str]:
             msg = "unknown key (not a feddns setting; check the spelling)"
         else:
             msg = msg[:1].lower() + msg[1:]
-        problems.append(f"{format_location(tuple(err['loc']))}: {msg}")
+        loc = tuple(err["loc"])
+        if err["type"] == "source_type":
+            loc = (*loc, "type")
+        problems.append(f"{format_location(loc)}: {msg}")
     return problems
 
 

@@ -285,21 +285,26 @@ def next_serial(current: int, wall_now: float) -> int:
     return max(current + 1, int(wall_now)) & 0xFFFFFFFF
 
 
-def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float) -> int:
+def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
+               limit: int | None = None) -> int:
     """Recompile the services the registry marked dirty; return how many changed visibly.
 
+    With ``limit``, at most that many services are compiled and the rest stay
+    dirty, so a caller on the event loop can yield to queries between batches.
     The SOA serial moves only when a compiled record set differs from before
     (CoreDNS bumps its serial on the same condition, ``endpointsEquivalent``).
+    NXDOMAIN is allowed only once every cluster has loaded *and* everything
+    is compiled: before that a missing name may just not be compiled yet.
     """
     changed = 0
-    for key in sorted(registry.take_dirty()):
+    for key in registry.take_dirty(limit):
         views = registry.views(key)
         records: NameRecords = {}
         for origin in table.origins:
             records.update(service_records(key, views, origin=origin, settings=table.settings))
         if table.apply_service(key, records):
             changed += 1
-    table.loaded = registry.is_loaded
+    table.loaded = registry.is_loaded and not registry.dirty
     if changed:
         table.set_serial(next_serial(table.serial, wall_now))
     return changed

@@ -157,7 +157,19 @@ class Registry:
         elif self.on_change is not None:
             self.on_change()
 
-    def take_dirty(self) -> set[ServiceKey]:
-        """Return and clear the set of services to recompile."""
-        dirty, self.dirty = self.dirty, set()
-        return dirty
+    def take_dirty(self, limit: int | None = None) -> list[ServiceKey]:
+        """Remove and return (sorted) up to ``limit`` services to recompile (all if None)."""
+        if limit is None or limit >= len(self.dirty):
+            dirty, self.dirty = self.dirty, set()
+            return sorted(dirty)
+        batch = [self.dirty.pop() for _ in range(limit)]
+        return sorted(batch)
+
+    def expire(self, *, now: float, max_stale: float) -> list[str]:
+        """Expire clusters stale for longer than ``max_stale``; return their names."""
+        expired = []
+        for entry in self.clusters.values():
+            if entry.state is ClusterState.STALE and now - entry.state_since > max_stale:
+                self.set_state(entry.name, ClusterState.EXPIRED, now=now, error=entry.error)
+                expired.append(entry.name)
+        return expired

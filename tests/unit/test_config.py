@@ -133,7 +133,7 @@ PROBLEMS = [
     ({"nameservers": [{"name": "ns1.example.org", "addresses": ["not-an-ip"]}]},
      "nameservers[0].addresses[0]:"),
     ({"clusters": [cluster(source={"type": "kube", "file": "x"})]},
-     "clusters[0].source.type: input should be 'static'"),
+     "clusters[0].source.type: must be one of: static, kubernetes"),
 ]
 
 

@@ -329,7 +329,7 @@ def test_on_change_fires_once_per_batch_of_new_dirt() -> None:
     registry.replace(ClusterSnapshot.from_services("east", [web("10.96.1.10")]), now=1.0)
     assert calls  # the first load always notifies (SERVFAIL may turn into NXDOMAIN)
     calls.clear()
-    assert registry.take_dirty() == {("shop", "web")}
+    assert registry.take_dirty() == [("shop", "web")]
     assert registry.dirty == set()
     registry.put_service("east", ("shop", "web"), web("10.96.1.11"), now=2.0)
     registry.put_service("east", ("shop", "web"), web("10.96.1.12"), now=3.0)

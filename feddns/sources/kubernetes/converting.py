@@ -1,0 +1,198 @@
+"""Convert Kubernetes API JSON into the registry's model, at the door.
+
+Why it exists: API objects are large and loosely typed; the rest of feddns
+wants small frozen values. Conversion happens in the watch threads on the raw
+JSON (``json.loads`` is far cheaper than the client's ``V1*`` deserializer),
+and applies the EndpointSlice v1 nil rules: ``ready`` nil means true,
+``serving`` nil means true, ``terminating`` nil means false. FQDN slices are
+ignored (they carry no addresses DNS can answer).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from feddns.model.services import (
+    Endpoint,
+    Port,
+    Protocol,
+    Service,
+    ServiceKey,
+    ServiceType,
+    dedupe_endpoints,
+)
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """What DNS needs from a v1 Service."""
+
+    namespace: str
+    name: str
+    type: ServiceType
+    cluster_ips: tuple[str, ...]
+    load_balancer_ips: tuple[str, ...]
+    ports: tuple[Port, ...]
+
+    @property
+    def key(self) -> ServiceKey:
+        """``(namespace, name)``."""
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class SliceInfo:
+    """What DNS needs from a discovery.k8s.io/v1 EndpointSlice."""
+
+    namespace: str
+    name: str
+    service: str
+    endpoints: tuple[Endpoint, ...]
+    ports: tuple[Port, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(namespace, slice name)``."""
+        return (self.namespace, self.name)
+
+    @property
+    def service_key(self) -> ServiceKey:
+        """The service this slice belongs to."""
+        return (self.namespace, self.service)
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        raise ValueError("metadata is not an object")
+    return meta
+
+
+def _ip_list(values: Iterable[Any]) -> tuple[str, ...]:
+    out = []
+    for v in values:
+        if not isinstance(v, str) or not v or v == "None":
+            continue
+        try:
+            out.append(sys.intern(str(ipaddress.ip_address(v))))
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(out))
+
+
+def _protocol(value: Any) -> Protocol:
+    try:
+        return Protocol(value or "TCP")
+    except ValueError:
+        return Protocol.TCP
+
+
+def service_info(obj: Mapping[str, Any]) -> ServiceInfo | None:
+    """A v1 Service as :class:`ServiceInfo`; None for ExternalName (not answerable)."""
+    meta = _meta(obj)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    stype = spec.get("type") or "ClusterIP"
+    if stype == "ExternalName":
+        return None
+    cluster_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    headless = spec.get("clusterIP") == "None" or cluster_ips == ["None"]
+    ingress = (status.get("loadBalancer") or {}).get("ingress") or []
+    lb_ips = [i.get("ip") for i in ingress if isinstance(i, Mapping)]
+    if headless:
+        kind = ServiceType.HEADLESS
+    elif stype == "LoadBalancer":
+        kind = ServiceType.LOAD_BALANCER
+    else:
+        kind = ServiceType.CLUSTER_IP
+    ports = tuple(
+        Port(str(p.get("name") or ""), int(p["port"]), _protocol(p.get("protocol")))
+        for p in spec.get("ports") or []
+        if isinstance(p, Mapping) and isinstance(p.get("port"), int)
+    )
+    return ServiceInfo(
+        namespace=sys.intern(str(meta["namespace"])),
+        name=sys.intern(str(meta["name"])),
+        type=kind,
+        cluster_ips=() if headless else _ip_list(cluster_ips),
+        load_balancer_ips=_ip_list(lb_ips) if kind is ServiceType.LOAD_BALANCER else (),
+        ports=ports,
+    )
+
+
+def _cond(conditions: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = conditions.get(name)
+    return default if value is None else bool(value)
+
+
+def slice_info(obj: Mapping[str, Any]) -> SliceInfo | None:
+    """An EndpointSlice as :class:`SliceInfo`; None for FQDN or unowned slices."""
+    meta = _meta(obj)
+    labels = meta.get("labels") or {}
+    service = labels.get(SERVICE_NAME_LABEL)
+    if not service or obj.get("addressType") not in ("IPv4", "IPv6"):
+        return None
+    intern = sys.intern
+    endpoints = []
+    for ep in obj.get("endpoints") or []:
+        if not isinstance(ep, Mapping):
+            continue
+        conditions = ep.get("conditions") or {}
+        target = ep.get("targetRef") or {}
+        hostname = ep.get("hostname")
+        zone = ep.get("zone")
+        node = ep.get("nodeName")
+        for address in _ip_list(ep.get("addresses") or []):
+            endpoints.append(
+                Endpoint(
+                    address=address,
+                    ready=_cond(conditions, "ready", True),
+                    serving=_cond(conditions, "serving", True),
+                    terminating=_cond(conditions, "terminating", False),
+                    hostname=hostname if isinstance(hostname, str) and hostname else None,
+                    zone=intern(zone) if isinstance(zone, str) and zone else None,
+                    node=intern(node) if isinstance(node, str) and node else None,
+                    target=target.get("name") if isinstance(target, Mapping) else None,
+                )
+            )
+    ports = tuple(
+        Port(str(p.get("name") or ""), int(p["port"]), _protocol(p.get("protocol")))
+        for p in obj.get("ports") or []
+        if isinstance(p, Mapping) and isinstance(p.get("port"), int)
+    )
+    return SliceInfo(
+        namespace=intern(str(meta["namespace"])),
+        name=str(meta["name"]),
+        service=intern(str(service)),
+        endpoints=tuple(endpoints),
+        ports=ports,
+    )
+
+
+def build_service(info: ServiceInfo, slices: Iterable[SliceInfo]) -> Service:
+    """Merge a Service with all its EndpointSlices (duplicates across slices removed).
+
+    Non-headless services answer their own ports; headless services answer the
+    endpoints' ports (what the pods listen on), falling back to the service's.
+    """
+    slice_list = list(slices)
+    endpoints = dedupe_endpoints(ep for s in slice_list for ep in s.endpoints)
+    ports = info.ports
+    if info.type is ServiceType.HEADLESS:
+        slice_ports = tuple(dict.fromkeys(p for s in slice_list for p in s.ports))
+        ports = slice_ports or ports
+    return Service(
+        namespace=info.namespace,
+        name=info.name,
+        type=info.type,
+        cluster_ips=info.cluster_ips,
+        load_balancer_ips=info.load_balancer_ips,
+        ports=ports,
+        endpoints=endpoints,
+    )

@@ -1,0 +1,326 @@
+"""List-then-watch of one resource kind, in a worker thread, with every known pitfall handled.
+
+Why it exists: this is where outages start (see failure-modes.md §1-3), so
+the loop is written once, defensively, and handed only plain callbacks:
+
+* list (paginated), then watch from the list's resourceVersion (kopf,
+  client-go Reflector);
+* 410 Gone, as an HTTP status or as a watch ERROR event: re-list, and the
+  re-list **replaces** what was known, so deletions missed in the gap vanish;
+* every request carries a client-side read timeout, so a silent partition
+  cannot hang a watch for ever (kubernetes-client/python #1402); a read
+  timeout or a chunk error on an established watch is routine: re-watch from
+  the last resourceVersion, without re-listing and without a state change;
+* bookmarks move the resourceVersion (KEP-956);
+* failures back off exponentially with jitter, 0.8 s doubling to 30 s, reset
+  after two minutes of health (client-go's reflector numbers);
+* 401 re-reads the credentials from disk before the next try; 401 and 403
+  keep the last data (the consumer is told the source is lost, never that
+  there are zero endpoints).
+
+The blocking client runs here, in a thread; results are converted to model
+objects here too and handed to ``emit``, which may block (a bounded queue):
+the watch then waits, which is the back-pressure we want.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+
+from feddns.sources.kubernetes.client import ApiException, ClusterClient, Resource
+from feddns.sources.kubernetes.converting import service_info, slice_info
+
+log = logging.getLogger(__name__)
+
+LIST_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Relisted:
+    """A complete, consistent list of ``resource`` (in ``namespace``, or all when None)."""
+
+    resource: str
+    namespace: str | None
+    items: tuple[Any, ...]
+    resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """One watch event: ``item`` added or modified, or (``deleted``) removed."""
+
+    resource: str
+    item: Any
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The source failed; ``forbidden``/``unauthorized`` say why when the API said so."""
+
+    resource: str
+    error: str
+    forbidden: bool = False
+    unauthorized: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Healthy:
+    """A request succeeded again after a loss (the watch is established)."""
+
+    resource: str
+
+
+Event = Relisted | Changed | Lost | Healthy
+
+
+class Gone(Exception):
+    """The resourceVersion is too old (410): a re-list is needed."""
+
+
+class Backoff:
+    """0.8 s doubling to ``maximum``, with full jitter, reset after ``reset_after`` healthy s."""
+
+    def __init__(self, *, initial: float = 0.8, maximum: float = 30.0,
+                 reset_after: float = 120.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.reset_after = reset_after
+        self.current = initial
+        self._healthy_since: float | None = None
+
+    def healthy(self, now: float) -> None:
+        """Note a success; after ``reset_after`` seconds of them the delay resets."""
+        if self._healthy_since is None:
+            self._healthy_since = now
+        elif now - self._healthy_since >= self.reset_after:
+            self.current = self.initial
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt (jittered in [d, 2d), d capped)."""
+        self._healthy_since = None
+        delay = self.current
+        self.current = min(self.current * 2, self.maximum)
+        return min(delay * (1 + random.random()), self.maximum)
+
+
+def _convert(resource: str, obj: dict[str, Any]) -> Any:
+    if resource == Resource.SERVICES:
+        return service_info(obj)
+    if resource == Resource.ENDPOINTSLICES:
+        return slice_info(obj)
+    meta = obj.get("metadata") or {}
+    return (str(meta["namespace"]), str(meta["name"]))
+
+
+def _identity(resource: str, obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace")), str(meta.get("name")))
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """The identity of a deleted object (its conversion may be None, e.g. FQDN slices)."""
+
+    key: tuple[str, str]
+
+
+class ResourceWatcher:
+    """Keeps one resource kind of one cluster listed and watched, in a thread."""
+
+    def __init__(
+        self,
+        client: ClusterClient,
+        resource: str,
+        emit: Callable[[Event], None],
+        *,
+        namespace: str | None = None,
+        watch_timeout: float = 300.0,
+        read_timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        backoff_max: float = 30.0,
+        cluster: str = "",
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace
+        self.emit = emit
+        self.watch_timeout = watch_timeout
+        self.read_timeout = read_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff = Backoff(maximum=backoff_max)
+        self.cluster = cluster
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, name=f"watch-{cluster}-{resource}-{namespace or 'all'}",
+            daemon=True,
+        )
+        self.lists = 0
+        self.watches = 0
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to stop (it notices within the read timeout)."""
+        self.stopping.set()
+
+    # --- the loop ------------------------------------------------------------
+
+    def _run(self) -> None:
+        rv: str | None = None
+        lost = False
+        while not self.stopping.is_set():
+            try:
+                if rv is None:
+                    rv = self._list()
+                    if lost:
+                        lost = False
+                        self.emit(Healthy(self.resource))
+                rv = self._watch(rv, on_established=self._healthy_once if lost else _nothing)
+                lost = False
+                self.backoff.healthy(time.monotonic())
+            except Gone:
+                log.info("%s/%s: resourceVersion expired (410); re-listing", self.cluster,
+                         self.resource)
+                rv = None
+            except _Routine as exc:
+                # An established watch ended abnormally (chunk error, read timeout on an idle
+                # stream, server closed): reconnect from the last resourceVersion.
+                log.debug("%s/%s: watch interrupted (%s); resuming", self.cluster,
+                          self.resource, exc)
+                lost = False
+            except ApiException as exc:
+                lost = True
+                status = exc.status or 0
+                if status == 401:
+                    self.client.invalidate()
+                self.emit(Lost(self.resource, f"HTTP {status} {exc.reason}",
+                               forbidden=status == 403, unauthorized=status == 401))
+                self._pause()
+            except Exception as exc:  # any failure is a lost source, never a crash
+                lost = True
+                self.emit(Lost(self.resource, _describe(exc)))
+                self._pause()
+        self.client.close()
+
+    def _healthy_once(self) -> None:
+        self.emit(Healthy(self.resource))
+
+    def _pause(self) -> None:
+        self.stopping.wait(self.backoff.next_delay())
+
+    def _timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+    def _list(self) -> str:
+        call = self.client.list_call(self.resource, self.namespace)
+        items: list[Any] = []
+        token: str | None = None
+        rv = ""
+        while True:
+            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False,
+                                      "_request_timeout": self._timeout()}
+            if token:
+                kwargs["_continue"] = token
+            resp = call(**kwargs)
+            try:
+                body = json.loads(resp.data)
+            finally:
+                resp.release_conn()
+            for obj in body.get("items") or []:
+                converted = _convert(self.resource, obj)
+                if converted is not None:
+                    items.append(converted)
+            meta = body.get("metadata") or {}
+            rv = str(meta.get("resourceVersion") or rv)
+            token = meta.get("continue") or None
+            if not token:
+                break
+        self.lists += 1
+        self.emit(Relisted(self.resource, self.namespace, tuple(items), rv))
+        return rv
+
+    def _watch(self, rv: str, *, on_established: Callable[[], None]) -> str:
+        call = self.client.list_call(self.resource, self.namespace)
+        timeout = int(self.watch_timeout * (1 + random.random()))
+        resp = call(
+            watch=True,
+            resource_version=rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout,
+            _preload_content=False,
+            _request_timeout=self._timeout(),
+        )
+        self.watches += 1
+        on_established()
+        try:
+            for line in _lines(resp, self.stopping):
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone()
+                    raise _Routine(f"watch error event: {obj.get('message')}")
+                new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if kind == "BOOKMARK":
+                    if new_rv:
+                        rv = str(new_rv)
+                    continue
+                if kind in ("ADDED", "MODIFIED"):
+                    converted = _convert(self.resource, obj)
+                    if converted is None:
+                        # e.g. a slice that became FQDN-only: forget the old version of it.
+                        self.emit(Changed(self.resource, Deleted(_identity(self.resource, obj)),
+                                          deleted=True))
+                    else:
+                        self.emit(Changed(self.resource, converted, deleted=False))
+                elif kind == "DELETED":
+                    self.emit(Changed(self.resource, Deleted(_identity(self.resource, obj)),
+                                      deleted=True))
+                if new_rv:
+                    rv = str(new_rv)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise _Routine(_describe(exc)) from exc
+        finally:
+            resp.release_conn()
+        return rv
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Routine(Exception):
+    """An interruption of an established watch: resume, do not re-list."""
+
+
+def _lines(resp: Any, stopping: threading.Event) -> Iterator[bytes]:
+    """Split a chunked watch body into JSON lines as they arrive."""
+    pending = b""
+    for chunk in resp.stream(amt=None, decode_content=False):
+        if stopping.is_set():
+            return
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]

@@ -1,0 +1,221 @@
+"""The Kubernetes source against fake API servers, asserting on feddns's DNS answers.
+
+Each test runs the real feddns (its real ``kubernetes`` client, unmodified) against
+in-repo fake API servers (tests/fakekube) and checks what a DNS client sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from feddns.config import load_settings
+from feddns.model.registry import ClusterState
+from tests.fakekube import FakeCluster, FakeFederation, make_endpointslice, make_service
+from tests.support import ServerThread, ask, make_query, records, wait_until
+
+pytest_plugins = ["tests.fakekube.fixtures"]
+
+NAME = "web.shop.svc.clusterset.local"
+
+
+def a_records(port: int, name: str = NAME) -> list[str] | str:
+    """The A addresses answered (sorted), or the rcode text when not NOERROR."""
+    reply = ask(port, make_query(name, "A"))
+    if reply.rcode() != 0:
+        import dns.rcode
+
+        return dns.rcode.to_text(reply.rcode())
+    return sorted(line.split()[-1] for line in records(reply))
+
+
+def web(cluster: FakeCluster, ips: list[str], *, ready: bool = True, cluster_ip: str) -> None:
+    """Publish shop/web with one slice holding ``ips``."""
+    cluster.apply_service(make_service("shop", "web", cluster_ips=[cluster_ip],
+                                       ports=[{"name": "http", "port": 80}]))
+    cluster.apply_endpointslice(make_endpointslice(
+        "shop", "web-abc", "web",
+        endpoints=[{"addresses": [ip], "conditions": {"ready": ready}} for ip in ips],
+        ports=[{"name": "http", "port": 8080}]))
+
+
+def config_for(tmp: Path, fed: FakeFederation, **source: Any) -> Path:
+    """A feddns config with one kubernetes-sourced cluster per fake cluster."""
+    kubeconfig = fed.write_kubeconfig(tmp / "kubeconfig")
+    cfg = {
+        "dns": {"listen": ["127.0.0.1:0"]},
+        "clusters": [
+            {
+                "name": c.name,
+                "region": "r1",
+                "zones": ["z1"],
+                "source": {"type": "kubernetes", "kubeconfig": str(kubeconfig),
+                           "context": c.name, "read_timeout": 1.0, "backoff_max": 0.5,
+                           **source},
+            }
+            for c in fed
+        ],
+    }
+    path = tmp / "feddns.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def federation(fake_federation_factory: Callable[..., FakeFederation]) -> FakeFederation:
+    fed = fake_federation_factory(("east", "west.prod"))
+    web(fed["east"], ["10.1.0.1"], cluster_ip="10.96.0.1")
+    web(fed["west.prod"], ["10.2.0.1"], cluster_ip="10.96.0.2")
+    return fed
+
+
+@pytest.fixture
+def feddns(tmp_path: Path, federation: FakeFederation) -> Iterator[ServerThread]:
+    server = ServerThread(load_settings(config_for(tmp_path, federation)))
+    with server:
+        yield server
+
+
+def state(server: ServerThread, cluster: str) -> ClusterState:
+    assert server.app is not None
+    return server.call(lambda: server.app.registry.clusters[cluster].state)  # type: ignore[union-attr]
+
+
+def test_initial_sync_answers_every_clusters_service_address(feddns: ServerThread) -> None:
+    assert a_records(feddns.port) == ["10.96.0.1", "10.96.0.2"]
+
+
+def test_endpoint_ready_changes_and_removal_reach_dns(feddns: ServerThread,
+                                                      federation: FakeFederation) -> None:
+    east = federation["east"]
+    web(east, ["10.1.0.1"], ready=False, cluster_ip="10.96.0.1")
+    wait_until(lambda: a_records(feddns.port) == ["10.96.0.2"])
+    web(east, ["10.1.0.1", "10.1.0.2"], cluster_ip="10.96.0.1")
+    wait_until(lambda: a_records(feddns.port) == ["10.96.0.1", "10.96.0.2"])
+    east.delete_endpointslice("shop", "web-abc")
+    wait_until(lambda: a_records(feddns.port) == ["10.96.0.2"])
+
+
+def test_headless_endpoints_are_merged_across_slices_without_duplicates(
+        feddns: ServerThread, federation: FakeFederation) -> None:
+    east = federation["east"]
+    east.apply_service(make_service("data", "db", headless=True,
+                                    ports=[{"name": "pg", "port": 5432}]))
+    for slice_name, ips in (("db-1", ["10.1.1.1", "10.1.1.2"]), ("db-2", ["10.1.1.2", "10.1.1.3"])):
+        east.apply_endpointslice(make_endpointslice(
+            "data", slice_name, "db", endpoints=[{"addresses": [ip]} for ip in ips],
+            ports=[{"name": "pg", "port": 5432}]))
+    wait_until(lambda: a_records(feddns.port, "db.data.svc.clusterset.local")
+               == ["10.1.1.1", "10.1.1.2", "10.1.1.3"])
+
+
+def test_service_deleted_while_the_watch_was_down_vanishes_after_the_410_relist(
+        feddns: ServerThread, federation: FakeFederation) -> None:
+    east = federation["east"]
+    east.apply_service(make_service("shop", "old", cluster_ips=["10.96.9.9"]))
+    east.apply_endpointslice(make_endpointslice("shop", "old-1", "old",
+                                                endpoints=[{"addresses": ["10.1.9.9"]}]))
+    wait_until(lambda: a_records(feddns.port, "old.shop.svc.clusterset.local") == ["10.96.9.9"])
+    lists_before = east.list_requests["services"]
+    east.refuse()
+    wait_until(lambda: state(feddns, "east") is ClusterState.STALE)
+    east.delete_service("shop", "old")
+    east.expire_history()
+    east.accept()
+    wait_until(lambda: east.list_requests["services"] > lists_before)
+    wait_until(lambda: a_records(feddns.port, "old.shop.svc.clusterset.local") == "NXDOMAIN")
+    assert state(feddns, "east") is ClusterState.FRESH
+
+
+def test_silent_partition_is_detected_within_the_timeout_and_recovers(
+        feddns: ServerThread, federation: FakeFederation) -> None:
+    east = federation["east"]
+    east.partition()
+    # read_timeout is 1 s: the idle stream times out, then the reconnection does.
+    wait_until(lambda: state(feddns, "east") is ClusterState.STALE, timeout=5)
+    assert a_records(feddns.port) == ["10.96.0.1", "10.96.0.2"], "stale data is kept"
+    east.heal()
+    wait_until(lambda: state(feddns, "east") is ClusterState.FRESH, timeout=10)
+    web(east, ["10.1.0.1"], cluster_ip="10.96.0.3")
+    wait_until(lambda: a_records(feddns.port) == ["10.96.0.2", "10.96.0.3"])
+
+
+def test_mid_stream_disconnect_resumes_without_relist_and_loses_nothing(
+        feddns: ServerThread, federation: FakeFederation) -> None:
+    east = federation["east"]
+    lists = east.list_requests["endpointslices"]
+    east.drop_watches()
+    web(east, ["10.1.0.1"], ready=False, cluster_ip="10.96.0.1")
+    wait_until(lambda: a_records(feddns.port) == ["10.96.0.2"])
+    web(east, ["10.1.0.7"], cluster_ip="10.96.0.1")
+    wait_until(lambda: a_records(feddns.port) == ["10.96.0.1", "10.96.0.2"])
+    assert east.list_requests["endpointslices"] == lists, "resumed from the last resourceVersion"
+
+
+def test_401_keeps_data_and_a_rotated_token_on_disk_recovers_without_restart(
+        tmp_path: Path, fake_federation_factory: Callable[..., FakeFederation]) -> None:
+    fed = fake_federation_factory(("east",), token_files=False)
+    east = fed["east"]
+    web(east, ["10.1.0.1"], cluster_ip="10.96.0.1")
+    cfg = config_for(tmp_path, fed)
+    with ServerThread(load_settings(cfg)) as server:
+        assert a_records(server.port) == ["10.96.0.1"]
+        east.rotate_token("rotated-token")
+        east.drop_watches()
+        wait_until(lambda: state(server, "east") is ClusterState.STALE)
+        assert a_records(server.port) == ["10.96.0.1"], "401 never means zero endpoints"
+        assert east.auth_failures > 0
+        fed.write_kubeconfig(tmp_path / "kubeconfig")  # the new token reaches the disk
+        wait_until(lambda: state(server, "east") is ClusterState.FRESH, timeout=10)
+        web(east, ["10.1.0.1"], cluster_ip="10.96.0.5")
+        wait_until(lambda: a_records(server.port) == ["10.96.0.5"])
+
+
+def test_403_keeps_the_last_data_and_marks_the_cluster_stale(
+        feddns: ServerThread, federation: FakeFederation) -> None:
+    east = federation["east"]
+    east.forbid("endpointslices")
+    east.drop_watches()
+    wait_until(lambda: state(feddns, "east") is ClusterState.STALE)
+    assert a_records(feddns.port) == ["10.96.0.1", "10.96.0.2"]
+    east.allow("endpointslices")
+    wait_until(lambda: state(feddns, "east") is ClusterState.FRESH, timeout=10)
+
+
+def test_an_api_server_down_at_startup_does_not_block_the_other_clusters(
+        tmp_path: Path, federation: FakeFederation) -> None:
+    federation["west.prod"].refuse()
+    server = ServerThread(load_settings(config_for(tmp_path, federation)))
+    server.start(wait_loaded=False)  # the server answers while west.prod is unreachable
+    try:
+        wait_until(lambda: a_records(server.port) == ["10.96.0.1"])
+        assert state(server, "west.prod") is ClusterState.SYNCING
+        # Unknown names may exist in the cluster not heard from: SERVFAIL, not NXDOMAIN.
+        assert a_records(server.port, "nope.shop.svc.clusterset.local") == "SERVFAIL"
+        federation["west.prod"].accept()
+        wait_until(lambda: a_records(server.port) == ["10.96.0.1", "10.96.0.2"], timeout=10)
+        assert a_records(server.port, "nope.shop.svc.clusterset.local") == "NXDOMAIN"
+    finally:
+        server.stop()
+
+
+def test_exported_only_serves_services_with_a_serviceexport(
+        tmp_path: Path, fake_federation_factory: Callable[..., FakeFederation]) -> None:
+    fed = fake_federation_factory(("east",))
+    east = fed["east"]
+    web(east, ["10.1.0.1"], cluster_ip="10.96.0.1")
+    east.apply_service(make_service("shop", "api", cluster_ips=["10.96.0.9"]))
+    east.apply_endpointslice(make_endpointslice("shop", "api-1", "api",
+                                                endpoints=[{"addresses": ["10.1.0.9"]}]))
+    east.apply_serviceexport("shop", "api")
+    with ServerThread(load_settings(config_for(tmp_path, fed, exported_only=True))) as server:
+        assert a_records(server.port, "api.shop.svc.clusterset.local") == ["10.96.0.9"]
+        assert a_records(server.port) == "NXDOMAIN"
+        east.apply_serviceexport("shop", "web")
+        wait_until(lambda: a_records(server.port) == ["10.96.0.1"])
+        east.delete_serviceexport("shop", "api")
+        wait_until(lambda: a_records(server.port, "api.shop.svc.clusterset.local") == "NXDOMAIN")
