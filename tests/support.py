@@ -157,7 +157,8 @@ def make_query(
 ) -> dns.message.Message:
     """A query as a client builds it (no EDNS unless asked)."""
     q = dns.message.make_query(
-        qname, qtype, use_edns=edns, payload=payload, want_dnssec=want_dnssec, options=options
+        qname, qtype, use_edns=edns if edns is not None else bool(want_dnssec or options),
+        payload=payload, want_dnssec=want_dnssec, options=options,
     )
     if not rd:
         q.flags &= ~dns.flags.RD

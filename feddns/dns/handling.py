@@ -106,10 +106,17 @@ class Handler:
                         and not data[qend + 7] & 0x7F
                         and data[qend + 8 : qend + 11] == b"\x00\x00\x00"
                     )
-                    variant = _EDNS_DO if data[qend + 7] else _EDNS
-                    size = (data[qend + 3] << 8) | data[qend + 4]
-                    limit = size if size > 512 else 512
-                    limit = min(limit, self.udp_payload_size)
+                    # Read the OPT only once it is known to be there: a query that
+                    # announces ARCOUNT=1 but ends early must get FORMERR from the
+                    # full path (RFC 1035 §4.1.1), not an IndexError here.
+                    variant = _EDNS
+                    limit = 512
+                    if ok:
+                        if data[qend + 7]:
+                            variant = _EDNS_DO
+                        size = (data[qend + 3] << 8) | data[qend + 4]
+                        limit = size if size > 512 else 512
+                        limit = min(limit, self.udp_payload_size)
                 if ok:
                     name = data[12 : end + 1].lower()
                     table = self.table
@@ -119,7 +126,10 @@ class Handler:
                         qclass = (data[end + 3] << 8) | data[end + 4]
                         ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass)
                     if ans is not None:
-                        key = variant | (data[2] & 1) << 2
+                        # The memo lives on the shared CompiledAnswer (REFUSED and SERVFAIL
+                        # are module singletons), and its OPT carries this handler's
+                        # advertised size, so the size is part of the key (RFC 6891 §6.2.3).
+                        key = variant | (data[2] & 1) << 2 | self.udp_payload_size << 3
                         memo = ans.fast.get(key)
                         if memo is None:
                             full = pieces(

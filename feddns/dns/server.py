@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 HandleFn = Callable[[bytes, bool], "bytes | None"]
 
+TCP_BACKLOG = 1024
+"""Pending TCP connections the kernel queues before accept (RFC 7766 §6.2.2: many clients)."""
+
 
 @dataclass(slots=True)
 class ServerStats:
@@ -95,7 +98,7 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             udp.bind((host, port))
             tcp.bind((host, udp.getsockname()[1]))
-            tcp.listen(1024)
+            tcp.listen(TCP_BACKLOG)
             udp.setblocking(False)
             tcp.setblocking(False)
             return udp, tcp
@@ -146,7 +149,10 @@ class DnsServer:
                 lambda: _UdpProtocol(self.handle, self.stats), sock=udp_sock
             )
             self._udp.append(transport)
-            server = await asyncio.start_server(self._serve_tcp, sock=tcp_sock)
+            # start_server listens again with its own backlog (default 100), which would
+            # drop SYNs from a burst of clients while the loop is busy: pass ours.
+            server = await asyncio.start_server(self._serve_tcp, sock=tcp_sock,
+                                                backlog=TCP_BACKLOG)
             self._tcp.append(server)
             self.addresses.append((host, udp_sock.getsockname()[1]))
         return self.addresses

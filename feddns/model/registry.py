@@ -40,6 +40,10 @@ class ClusterEntry:
     last_sync: float | None = None
     """Monotonic time of the last successful sync (None before the first)."""
     state_since: float = 0.0
+    fresh_since: float | None = None
+    """When the cluster last became fresh (monotonic)."""
+    lost_since: float | None = None
+    """When the cluster last went from fresh to stale (None: never lost since start)."""
     error: str | None = None
     """Why the source is not fresh, for status and logs."""
 
@@ -114,6 +118,7 @@ class Registry:
         if became_fresh:
             entry.state = ClusterState.FRESH
             entry.state_since = now
+            entry.fresh_since = now
             # A state change alters which clusters answer for every service they hold.
             changed |= set(new)
         self._changed(changed)
@@ -144,6 +149,10 @@ class Registry:
         entry.error = error
         if entry.state is state:
             return
+        if state is ClusterState.FRESH:
+            entry.fresh_since = now
+        elif state is ClusterState.STALE and entry.state is ClusterState.FRESH:
+            entry.lost_since = now
         entry.state = state
         entry.state_since = now
         if entry.snapshot is not None:
