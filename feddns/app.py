@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import time
@@ -23,6 +24,8 @@ from feddns.dns.answer import AnswerTable, sync_table
 from feddns.dns.handling import Handler
 from feddns.dns.server import DnsServer
 from feddns.model.registry import Registry
+from feddns.policy.health import Damping, next_change
+from feddns.policy.locality import Locator, Place, rules_from
 from feddns.sources.kubernetes.source import KubernetesSource, WatchSettings
 from feddns.sources.static import StaticSource
 
@@ -49,7 +52,8 @@ class App:
         self.clock = clock
         self.wall = wall
         self.registry = Registry.for_clusters(c.name for c in settings.clusters)
-        self.table = AnswerTable(settings, serial=int(wall()))
+        self.table = AnswerTable(settings, serial=int(wall()), locator=locator_from(settings),
+                                 clock=clock)
         self.handler = Handler(self.table, udp_payload_size=settings.dns.udp_payload_size)
         addresses = [parse_host_port(a) for a in (listen or settings.dns.listen)]
         self.server = DnsServer(
@@ -63,6 +67,7 @@ class App:
         self.sources = self._build_sources()
         self._tasks: list[asyncio.Task[None]] = []
         self._compile_pending = False
+        self._damping_timers: dict[str, float] = {}
         self.registry.on_change = self._schedule_compile
 
     def _build_sources(self) -> list[Source]:
@@ -99,7 +104,9 @@ class App:
         """Apply pending registry changes to the answer table (``limit`` services at most)."""
         self._compile_pending = False
         started = time.perf_counter()
-        changed = sync_table(self.table, self.registry, wall_now=self.wall(), limit=limit)
+        changed = sync_table(self.table, self.registry, wall_now=self.wall(), now=self.clock(),
+                             limit=limit)
+        self._schedule_damping()
         if changed:
             log.info(
                 "compiled %d changed service(s) in %.1f ms; serial %d",
@@ -110,6 +117,25 @@ class App:
                      len(self.registry.clusters))
             self.loaded.set()
         return changed
+
+    def _schedule_damping(self) -> None:
+        """Recompile a cluster's services when its hold-down or readmission delay ends."""
+        now = self.clock()
+        damping = Damping(self.settings.selection.hold_down,
+                          self.settings.selection.readmit_after)
+        for entry in self.registry.clusters.values():
+            at = next_change(entry, now=now, damping=damping)
+            if at is None or self._damping_timers.get(entry.name) == at:
+                continue
+            self._damping_timers[entry.name] = at
+            asyncio.get_running_loop().call_later(at - now + 0.001, self._damping_due,
+                                                  entry.name, at)
+
+    def _damping_due(self, cluster: str, at: float) -> None:
+        if self._damping_timers.get(cluster) == at:
+            del self._damping_timers[cluster]
+            log.info("cluster %s: damping period over; re-evaluating its answers", cluster)
+            self.registry.touch(cluster)
 
     async def start(self) -> list[tuple[str, int]]:
         """Listen first, then start the sources; return the bound addresses."""
@@ -186,3 +212,15 @@ def watch_settings(src: KubernetesSourceConfig) -> WatchSettings:
         connect_timeout=src.connect_timeout,
         backoff_max=src.backoff_max,
     )
+
+
+def locator_from(settings: Settings) -> Locator:
+    """The client locator from the clusters' networks and the locality section."""
+    regions = {c.name: c.region for c in settings.clusters}
+    rules = rules_from([
+        (c.name, c.region, [(n.cidr, n.zone) for n in c.networks]) for c in settings.clusters
+    ])
+    local_name = settings.locality.local_cluster
+    local = Place(local_name, regions.get(local_name)) if local_name else None
+    trusted = [ipaddress.ip_network(n) for n in settings.locality.trusted_forwarders]
+    return Locator(rules, local=local, trusted_forwarders=trusted)

@@ -280,6 +280,23 @@ class FreshnessConfig(_Model):
     longer answers (RFC 8767 suggests one to three days)."""
 
 
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block such as 10.1.0.0/16") from exc
+
+
+NetworkCidr = Annotated[str, AfterValidator(_cidr)]
+
+
+class ClientNetworkConfig(_Model):
+    """A CIDR whose clients are located in a cluster (and optionally a zone)."""
+
+    cidr: NetworkCidr
+    zone: Label | None = None
+
+
 class ClusterConfig(_Model):
     """A member cluster: its identity, topology and where its data comes from."""
 
@@ -295,6 +312,280 @@ class ClusterConfig(_Model):
     source: SourceConfig
     """Where this cluster's services and endpoints come from."""
 
+    networks: list[ClientNetworkConfig] = Field(default_factory=list)
+    """Client networks of this cluster (pod and node CIDRs): a query from an address
+    inside one is placed in this cluster, and in ``zone`` when the entry names one."""
+
+    @model_validator(mode="after")
+    def _network_zones_known(self) -> ClusterConfig:
+        for i, net in enumerate(self.networks):
+            if net.zone is not None and net.zone not in self.zones:
+                raise ValueError(f"networks[{i}].zone {net.zone!r} is not one of this"
+                                 f" cluster's zones {self.zones}")
+        return self
+
+
+def _resolve_relative(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Resolve a relative path against the config file's folder (when known)."""
+    base = (info.context or {}).get("base_dir")
+    if value is not None and base is not None and not value.is_absolute():
+        return (Path(base) / value).resolve()
+    return value
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block such as 10.0.0.0/8") from exc
+
+
+def _check_topic_prefix(value: str) -> str:
+    levels = value.split("/")
+    if not value or value.startswith("$") or any(not lvl for lvl in levels) or any(
+        c in value for c in "+#\0"
+    ):
+        raise ValueError(f"{value!r} is not a topic prefix: non-empty levels separated by '/',"
+                         " no wildcards, not starting with '$'")
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+
+BUS_ALLOWED_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                     "fc00::/7")
+"""Private (RFC 1918, RFC 6598 shared, RFC 4193 unique-local) ranges: pod, service and
+internal load-balancer addresses. Public load-balancer ranges must be added explicitly."""
+
+BUS_DENIED_CIDRS = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4",
+                    "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96", "fe80::/10",
+                    "ff00::/8")
+"""Never answered for a peer, whatever ``allowed_cidrs`` says: this host, link-local
+(cloud metadata at 169.254.169.254), multicast, and IPv4-mapped IPv6 (which would
+smuggle 127.0.0.1 in). The CoreDNS ``rebind`` plugin's default list is the model."""
+
+
+class BusKeyConfig(_Model):
+    """One HMAC-SHA256 key of the bus key ring; the secret is never written in this file."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    """The key id sent with every message so receivers pick the matching secret."""
+
+    secret_file: Path | None = None
+    """A file holding the secret (at least 16 bytes; trailing whitespace is ignored), e.g.
+    a mounted Kubernetes Secret; relative paths are resolved against the config's folder."""
+
+    secret_env: str | None = None
+    """The name of an environment variable holding the secret (instead of a file)."""
+
+    @field_validator("secret_file")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_relative(value, info)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> BusKeyConfig:
+        if (self.secret_file is None) == (self.secret_env is None):
+            raise ValueError("give either 'secret_file' or 'secret_env'")
+        return self
+
+
+class BusTlsConfig(_Model):
+    """TLS towards the broker (mosquitto ``cafile``/``require_certificate``)."""
+
+    ca_file: Path | None = None
+    """CA bundle that signed the broker's certificate; default: the system store."""
+
+    cert_file: Path | None = None
+    """Client certificate, for brokers that require one (with ``key_file``)."""
+
+    key_file: Path | None = None
+    """The client certificate's private key."""
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_relative(value, info)
+
+    @model_validator(mode="after")
+    def _pair(self) -> BusTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give 'cert_file' and 'key_file' together")
+        return self
+
+
+class BusConfig(_Model):
+    """The MQTT federation bus: own clusters go out, the other members' come in.
+
+    Every message is signed and validated; peers' data ages (fresh -> stale), never
+    vanishes, when the bus or a peer is lost.
+    """
+
+    broker: str = Field(min_length=1)
+    """The broker's host name or IP address."""
+
+    port: int = Field(default=1883, ge=1, le=65535)
+    """The broker's port (usually 8883 with ``tls``)."""
+
+    topic_prefix: str = "feddns"
+    """First topic levels; topics are ``<prefix>/<federation>/clusters/<cluster>/...``."""
+
+    username: str | None = None
+    """User name for the broker (mosquitto ``password_file``)."""
+
+    password_file: Path | None = None
+    """A file holding the broker password (read at every connection attempt)."""
+
+    password_env: str | None = None
+    """An environment variable holding the broker password (instead of a file)."""
+
+    tls: BusTlsConfig | None = None
+    """TLS settings; absent: plain TCP (only for a broker on a trusted network)."""
+
+    keys: list[BusKeyConfig] = Field(min_length=1)
+    """The key ring: every key listed is accepted, so a new key is added everywhere first,
+    then used for signing, then the old one removed (a key roll without an outage)."""
+
+    signing_key: str | None = None
+    """The id of the key this instance signs with; default: the first key."""
+
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    """MQTT keepalive in seconds: the broker fires the last will ("offline") after about
+    1.5 times this without traffic from a vanished instance."""
+
+    heartbeat_interval: float = Field(default=30.0, gt=0)
+    """Seconds between "online" heartbeats for each own cluster."""
+
+    peer_timeout: float = Field(default=90.0, gt=0)
+    """A peer not heard from for this many seconds (by local monotonic time) turns
+    stale, not absent. At least twice ``heartbeat_interval``."""
+
+    republish_interval: float = Field(default=300.0, gt=0)
+    """Seconds between full republications of own state, which restore retained messages
+    a broker lost (mosquitto keeps none across a restart without persistence)."""
+
+    replay_window: float = Field(default=300.0, gt=0)
+    """Accepted difference, in seconds, between a message's signed timestamp and the local
+    wall clock (TSIG's fudge, RFC 8945); retained messages may also be up to
+    ``republish_interval`` older. Older generations are always rejected."""
+
+    max_payload_size: int = Field(default=256 * 1024, ge=4096, le=256 * 1024 * 1024)
+    """Largest accepted message in bytes; keep it below the broker's ``max_packet_size``."""
+
+    allowed_cidrs: list[Cidr] = Field(default_factory=lambda: list(BUS_ALLOWED_CIDRS))
+    """Addresses a peer may publish (endpoints, cluster and load-balancer IPs); a message
+    with any other address is rejected whole."""
+
+    denied_cidrs: list[Cidr] = Field(default_factory=lambda: list(BUS_DENIED_CIDRS))
+    """Addresses never accepted from a peer, even inside ``allowed_cidrs``."""
+
+    accept_unknown_clusters: bool = False
+    """Also serve peers' clusters that are not in ``clusters`` (off: they are rejected and
+    counted, so a typo or a foreign federation cannot add names)."""
+
+    max_queued_messages: int = Field(default=65536, ge=16)
+    """Bound of the incoming and outgoing message queues (aiomqtt's are unbounded by
+    default); overflow is counted and repaired by resubscribing."""
+
+    connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for the broker's CONNACK and for each acknowledgement."""
+
+    backoff_max: float = Field(default=30.0, gt=0)
+    """Longest pause between connection attempts (0.8 s doubling, jittered)."""
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _check_topic_prefix(value)
+
+    @field_validator("password_file")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_relative(value, info)
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_keys(cls, keys: list[BusKeyConfig]) -> list[BusKeyConfig]:
+        ids = [k.id for k in keys]
+        for key_id in ids:
+            if ids.count(key_id) > 1:
+                raise ValueError(f"key id {key_id!r} is used twice")
+        return keys
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BusConfig:
+        if self.signing_key is not None and self.signing_key not in {k.id for k in self.keys}:
+            raise ValueError(f"signing_key {self.signing_key!r} is not one of 'keys'")
+        if self.peer_timeout < 2 * self.heartbeat_interval:
+            raise ValueError("peer_timeout must be at least twice heartbeat_interval")
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give either 'password_file' or 'password_env'")
+        return self
+
+
+class LocalityConfig(_Model):
+    """How a query's origin is located (see README, "How feddns chooses an answer")."""
+
+    local_cluster: ClusterId | None = None
+    """The cluster this instance runs in: clients no network places are taken to be
+    there (zone unknown). Empty: such clients get the federation-wide answer."""
+
+    trusted_forwarders: list[NetworkCidr] = Field(default_factory=list)
+    """Resolvers whose EDNS Client Subnet option is believed (RFC 7871); ECS from any
+    other source is ignored, so clients cannot pick their own answers."""
+
+
+class SelectionConfig(_Model):
+    """Health, damping and fallbacks of answer selection."""
+
+    hold_down: float = Field(default=3.0, ge=0)
+    """Seconds a lost cluster keeps counting as fresh before its addresses leave the
+    answers (absorbs watch blips; failover takes about this long)."""
+
+    readmit_after: float = Field(default=10.0, ge=0)
+    """Seconds a recovered cluster must stay fresh before it counts as fresh again."""
+
+    none_healthy: Literal["fail-closed", "fail-open", "servfail"] = "fail-closed"
+    """What a name answers when no candidate is healthy, fresh or stale: NODATA
+    (``fail-closed``, default: kube-proxy would refuse such a service anyway), the last
+    known addresses (``fail-open``), or SERVFAIL."""
+
+    stale_ttl: int = Field(default=30, ge=1, le=3600)
+    """TTL of answers built from stale data (RFC 8767 recommends 30 s); they also carry
+    Extended DNS Error 3, Stale Answer (RFC 8914), for EDNS clients."""
+
+
+class ServicePolicyConfig(_Model):
+    """Policy for one service (``name`` given) or every service of a namespace."""
+
+    namespace: Label
+    name: Label | None = None
+    weights: dict[ClusterId, Annotated[float, Field(ge=0)]] | None = None
+    """Relative weight per cluster (clusters not listed: weight 0, drained); moves traffic
+    between clusters step by step. Default: each cluster's ready-endpoint count."""
+    regions: list[Label] | None = None
+    """Residency: only addresses in these regions are ever answered, even on failover."""
+    none_healthy: Literal["fail-closed", "fail-open", "servfail"] | None = None
+    """Overrides ``selection.none_healthy`` for this service."""
+
+
+class NamesConfig(_Model):
+    """Names served beyond the KEP-1645 set."""
+
+    federation_v1: bool = False
+    """Serve Federation v1 style locality names ``<svc>.<ns>.<federation>.svc.<zone>.
+    <region>.<origin>`` and ``<svc>.<ns>.<federation>.svc.<region>.<origin>``, each a
+    CNAME to the wider name when it has nothing healthy, up to the global
+    ``<svc>.<ns>.<federation>.svc.<origin>``."""
+
+    cluster_pinned: bool = False
+    """Serve ``<cluster>.<svc>.<ns>.svc.<origin>`` with that cluster's addresses only
+    (KEP-1645 reserves this name, so it is off by default)."""
+
+    explain: bool = True
+    """Serve ``_explain.<svc>.<ns>.svc.<origin>`` TXT: per cluster, its freshness,
+    health, tier for the asking client and why it was or was not chosen."""
+
 
 class Settings(_Model):
     """The whole feddns configuration file."""
@@ -308,11 +599,19 @@ class Settings(_Model):
     dns: DnsConfig = Field(default_factory=DnsConfig)
     soa: SoaConfig = Field(default_factory=SoaConfig)
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
+    locality: LocalityConfig = Field(default_factory=LocalityConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    services: list[ServicePolicyConfig] = Field(default_factory=list)
+    """Per-service (or per-namespace) policy; it overrides annotations on the Service."""
+    names: NamesConfig = Field(default_factory=NamesConfig)
     nameservers: list[NameServerConfig] = Field(default_factory=list)
     """The NS RRset at each apex; defaults to ``ns.<origin>`` with no addresses."""
 
     clusters: list[ClusterConfig] = Field(default_factory=list)
     """The member clusters."""
+
+    bus: BusConfig | None = None
+    """The MQTT federation bus (absent: this instance neither publishes nor receives)."""
 
     # Validated per field, not on the whole model, so each problem carries its key path
     # (``clusters: ...``) instead of ``(top level): clusters: ...``.

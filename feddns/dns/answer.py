@@ -21,24 +21,41 @@ copying a million-entry dict for a one-endpoint change.
 
 from __future__ import annotations
 
+import math
 import struct
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from feddns.config import Settings
 from feddns.dns import wire
 from feddns.dns.compiling import (
-    NameRecords,
     OriginZone,
     RRsets,
     apex_records,
     negative_ttl,
     origins_from,
-    service_records,
     soa_record,
 )
-from feddns.dns.wire import Record
+from feddns.dns.planning import (
+    Outcome,
+    ServiceNode,
+    ServicePlan,
+    Topology,
+    evaluate,
+    plan_service,
+    service_nodes,
+)
+from feddns.dns.wire import Name, Record
 from feddns.model.registry import Registry
 from feddns.model.services import ServiceKey
+from feddns.policy.locality import Locator
+
+Node = RRsets | ServiceNode
+"""A name's content: fixed records (apex, empty non-terminals) or a service name."""
+
+STALE_EDE = wire.ede_option(3)  # RFC 8914 §4.4: Stale Answer
+_MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY)
+MAX_CNAME_CHAIN = 4
 
 ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
 _QKEY = struct.Struct("!HH")
@@ -53,7 +70,8 @@ class CompiledAnswer:
     handler's memo of ready-made response pieces.
     """
 
-    __slots__ = ("aa", "additional", "ancount", "arcount", "body", "fast", "nscount", "rcode")
+    __slots__ = ("aa", "additional", "ancount", "arcount", "body", "ede", "fast", "nscount",
+                 "rcode", "turn", "variants")
 
     def __init__(
         self,
@@ -74,6 +92,11 @@ class CompiledAnswer:
         self.body = body
         self.additional = additional
         self.fast: dict[int, tuple[bytes, bytes, int]] = {}
+        self.ede = b""
+        """An Extended DNS Error option to add for EDNS clients (RFC 8914)."""
+        self.variants: tuple[CompiledAnswer, ...] | None = None
+        """Record orders to rotate through, one per query (weights, round robin)."""
+        self.turn = 0
 
     def __repr__(self) -> str:
         return (
@@ -123,30 +146,37 @@ def encode_answer(
 
 
 class AnswerTable:
-    """All served names (per origin) and the memo of their encoded answers."""
+    """All served names (per origin) and the memo of their encoded answers per client class."""
 
-    def __init__(self, settings: Settings, *, serial: int) -> None:
+    def __init__(self, settings: Settings, *, serial: int, locator: Locator | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.origins: tuple[OriginZone, ...] = origins_from(settings)
+        self.topology = Topology.from_settings(settings)
+        self.locator = locator if locator is not None else Locator([])
+        self.clock = clock
         self.serial = serial & 0xFFFFFFFF
         self.loaded = False
-        self.names: dict[bytes, RRsets] = {}
+        self.names: dict[bytes, Node] = {}
         self.ents: dict[bytes, int] = {}
         self.static: set[bytes] = set()
-        self.by_service: dict[ServiceKey, NameRecords] = {}
-        self.compiled: dict[bytes, CompiledAnswer] = {}
+        self.plans: dict[ServiceKey, ServicePlan] = {}
+        self.by_service: dict[ServiceKey, dict[bytes, ServiceNode]] = {}
+        # One memo per client class; class 0 (unknown place) is also ``compiled``.
+        self.memos: list[dict[bytes, CompiledAnswer]] = [{} for _ in self.locator.places]
+        self.compiled = self.memos[0]
         self._negative: dict[tuple[int, int, int], CompiledAnswer] = {}
         self._install_apex()
 
     # --- lookups (the query path) ------------------------------------------
 
-    def lookup(self, qname_lower: bytes, qtype: int, qclass: int) -> CompiledAnswer:
-        """The answer for a question (name already lowercased)."""
+    def lookup(self, qname_lower: bytes, qtype: int, qclass: int, cls: int = 0) -> CompiledAnswer:
+        """The answer for a question (name already lowercased) from client class ``cls``."""
         key = qname_lower + _QKEY.pack(qtype, qclass)
-        hit = self.compiled.get(key)
+        hit = self.memos[cls].get(key)
         if hit is not None:
             return hit
-        return self.resolve(key, qname_lower, qtype, qclass)
+        return self.resolve(key, qname_lower, qtype, qclass, cls)
 
     def origin_of(self, name: bytes) -> OriginZone | None:
         """The origin ``name`` falls in, or None (then it is REFUSED)."""
@@ -155,7 +185,8 @@ class AnswerTable:
                 return origin
         return None
 
-    def resolve(self, key: bytes, name: bytes, qtype: int, qclass: int) -> CompiledAnswer:
+    def resolve(self, key: bytes, name: bytes, qtype: int, qclass: int,
+                cls: int = 0) -> CompiledAnswer:
         """Work out an answer that was not in the memo (and memoize it when positive)."""
         if qclass != wire.CLASS_IN:
             return REFUSED
@@ -170,11 +201,10 @@ class AnswerTable:
                 return SERVFAIL
             else:
                 return self._negative_answer(origin, name, wire.NXDOMAIN)
+        if isinstance(node, ServiceNode):
+            return self._service_answer(key, name, node, qtype=qtype, origin=origin, cls=cls)
         if qtype == wire.ANY and node:
-            hinfo = Record(name, wire.HINFO, ANY_HINFO_TTL, (wire.txt_rdata("RFC8482", ""),))
-            compiled = encode_answer(name, rcode=wire.NOERROR, answer=(hinfo,))
-            self.compiled[key] = compiled
-            return compiled
+            return self._memo(cls, key, self._hinfo(name))
         rrset = node.get(qtype)
         if rrset is None:
             if not self.loaded and name not in self.static:
@@ -183,21 +213,68 @@ class AnswerTable:
         compiled = encode_answer(
             name, rcode=wire.NOERROR, answer=rrset, additional=self._additional(rrset)
         )
-        self.compiled[key] = compiled
-        return compiled
+        return self._memo(cls, key, compiled)
+
+    def _memo(self, cls: int, key: bytes, answer: CompiledAnswer) -> CompiledAnswer:
+        self.memos[cls][key] = answer
+        return answer
+
+    @staticmethod
+    def _hinfo(name: bytes) -> CompiledAnswer:
+        """RFC 8482 §4.2: ANY gets one synthesized HINFO "RFC8482" ""."""
+        hinfo = Record(name, wire.HINFO, ANY_HINFO_TTL, (wire.txt_rdata("RFC8482", ""),))
+        return encode_answer(name, rcode=wire.NOERROR, answer=(hinfo,))
+
+    def _service_answer(self, key: bytes, name: bytes, node: ServiceNode, *, qtype: int,
+                        origin: OriginZone, cls: int) -> CompiledAnswer:
+        if node.plan.expired:
+            return SERVFAIL  # known only from expired data: unknown, never NXDOMAIN
+        if qtype == wire.ANY:
+            return self._memo(cls, key, self._hinfo(name))
+        lb = origin.service_address == "load-balancer"
+        place = self.locator.place(cls)
+        outcome = evaluate(node, qtype, place, lb=lb, now=self.clock())
+        chain: list[Record] = []
+        target = name
+        for _ in range(MAX_CNAME_CHAIN):
+            if outcome.cname is None:
+                break
+            chain.append(Record(target, wire.CNAME, outcome.cname_ttl, (Name(outcome.cname),)))
+            target = outcome.cname
+            next_node = self.names.get(target)
+            if not isinstance(next_node, ServiceNode):
+                outcome = Outcome(nodata=True)
+                break
+            outcome = evaluate(next_node, qtype, place, lb=lb, now=self.clock())
+        if outcome.rcode == wire.SERVFAIL:
+            return SERVFAIL
+        if not outcome.variants and not chain:
+            if not self.loaded:
+                return SERVFAIL
+            return self._negative_answer(origin, name, wire.NOERROR)
+        variants = outcome.variants or (((), ()),)
+        compiled = []
+        for answer, additional in variants:
+            ans = encode_answer(name, rcode=wire.NOERROR, answer=(*chain, *answer),
+                                additional=additional)
+            if outcome.stale:
+                ans.ede = STALE_EDE
+            compiled.append(ans)
+        first = compiled[0]
+        if len(compiled) > 1:
+            first.variants = tuple(compiled)
+        if outcome.memoize:
+            self._memo(cls, key, first)
+        return first
 
     def _additional(self, rrset: tuple[Record, ...]) -> list[Record]:
-        """In-zone addresses of SRV targets and NS hosts (RFC 2782, RFC 1035 §6.3.2)."""
-        targets: list[bytes] = []
-        for rec in rrset:
-            if rec.rtype == wire.SRV:
-                targets.append(rec.rdata[0][6:])  # type: ignore[index]
-            elif rec.rtype == wire.NS:
-                targets.append(rec.rdata[0].wire)  # type: ignore[union-attr]
+        """In-zone addresses of NS hosts (RFC 1035 §6.3.2)."""
         out: list[Record] = []
-        for target in dict.fromkeys(targets):
-            node = self.names.get(target)
-            if node:
+        for rec in rrset:
+            if rec.rtype != wire.NS:
+                continue
+            node = self.names.get(rec.rdata[0].wire)  # type: ignore[union-attr]
+            if isinstance(node, dict):
                 out.extend(node.get(wire.A, ()))
                 out.extend(node.get(wire.AAAA, ()))
         return out
@@ -224,30 +301,37 @@ class AnswerTable:
         self._negative.clear()
 
     def _forget(self, name: bytes) -> None:
-        """Drop memoized answers of ``name`` (every type it has, and ANY)."""
-        node = self.names.get(name)
-        types = set(node) if node else set()
-        types.add(wire.ANY)
-        for t in types:
-            self.compiled.pop(name + _QKEY.pack(t, wire.CLASS_IN), None)
+        """Drop memoized answers of ``name`` in every client class."""
+        keys = [name + _QKEY.pack(t, wire.CLASS_IN) for t in _MEMO_TYPES]
+        for memo in self.memos:
+            if memo:
+                for k in keys:
+                    memo.pop(k, None)
 
-    def apply_service(self, key: ServiceKey, records: NameRecords) -> bool:
-        """Replace one service's names; return True when something visible changed."""
-        old = self.by_service.get(key, {})
-        if old == records:
+    def apply_service(self, key: ServiceKey, plan: ServicePlan | None,
+                      nodes: dict[bytes, ServiceNode]) -> bool:
+        """Replace one service's plan and names; True when something visible changed."""
+        if self.plans.get(key) == plan and key in self.by_service:
+            # Equal plans answer the same; only refresh the nodes (explain ages).
+            for name, node in nodes.items():
+                self.names[name] = node
             return False
+        old = self.by_service.get(key, {})
         for name in old:
             self._forget(name)
             self.names.pop(name, None)
             self._unref_parents(name)
-        for name, rrsets in records.items():
-            self.names[name] = rrsets
+        for name, node in nodes.items():
+            self._forget(name)
+            self.names[name] = node
             self._ref_parents(name)
-        if records:
-            self.by_service[key] = records
+        if nodes and plan is not None:
+            self.by_service[key] = nodes
+            self.plans[key] = plan
         else:
             self.by_service.pop(key, None)
-        return True
+            self.plans.pop(key, None)
+        return bool(old) or bool(nodes)
 
     def _parents(self, name: bytes) -> list[bytes]:
         origin = self.origin_of(name)
@@ -275,7 +359,7 @@ class AnswerTable:
         return {
             "names": len(self.names),
             "services": len(self.by_service),
-            "compiled_answers": len(self.compiled),
+            "compiled_answers": sum(len(m) for m in self.memos),
             "serial": self.serial,
         }
 
@@ -286,23 +370,29 @@ def next_serial(current: int, wall_now: float) -> int:
 
 
 def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
-               limit: int | None = None) -> int:
+               now: float | None = None, limit: int | None = None) -> int:
     """Recompile the services the registry marked dirty; return how many changed visibly.
 
-    With ``limit``, at most that many services are compiled and the rest stay
+    ``now`` (monotonic) drives flap damping; None means "long after every
+    transition" (no damping), which is what socket-free tables use. With
+    ``limit``, at most that many services are compiled and the rest stay
     dirty, so a caller on the event loop can yield to queries between batches.
-    The SOA serial moves only when a compiled record set differs from before
+    The SOA serial moves only when a service's plan differs from before
     (CoreDNS bumps its serial on the same condition, ``endpointsEquivalent``).
     NXDOMAIN is allowed only once every cluster has loaded *and* everything
     is compiled: before that a missing name may just not be compiled yet.
     """
+    at = math.inf if now is None else now
     changed = 0
     for key in registry.take_dirty(limit):
-        views = registry.views(key)
-        records: NameRecords = {}
-        for origin in table.origins:
-            records.update(service_records(key, views, origin=origin, settings=table.settings))
-        if table.apply_service(key, records):
+        plan = plan_service(key, registry.views(key), settings=table.settings,
+                            topology=table.topology, now=at,
+                            expired=registry.known_expired(key))
+        nodes: dict[bytes, ServiceNode] = {}
+        if plan is not None:
+            for origin in table.origins:
+                nodes.update(service_nodes(plan, origin, table.settings, table.topology))
+        if table.apply_service(key, plan, nodes):
             changed += 1
     table.loaded = registry.is_loaded and not registry.dirty
     if changed:

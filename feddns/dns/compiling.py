@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from feddns.config import Settings
 from feddns.dns import wire
 from feddns.dns.wire import Name, Record
-from feddns.model.registry import ClusterEntry
-from feddns.model.services import Endpoint, Service, ServiceKey
+from feddns.model.services import Endpoint
 
 DNS_SCHEMA_VERSION = "1.0.0"
 SRV_PRIORITY = 0
@@ -148,69 +147,6 @@ def endpoint_label(ep: Endpoint) -> str:
     return ep.address.replace(".", "-")
 
 
-def service_records(
-    key: ServiceKey,
-    views: Sequence[tuple[ClusterEntry, Service]],
-    *,
-    origin: OriginZone,
-    settings: Settings,
-) -> NameRecords:
-    """All names and records of one federated service under one origin.
-
-    A cluster counts for a non-headless service only while it has at least
-    one ready endpoint for it; a headless service answers ready endpoints.
-    The service's names exist (answering NODATA) even when nothing counts,
-    so a flapping service never produces cacheable NXDOMAINs.
-    """
-    if not views:
-        return {}
-    ns, svc = key
-    ttl = settings.dns.record_ttl
-    cap = settings.dns.max_records
-    base = origin.child(svc, ns, "svc")
-    if not _fits(base):
-        return {}  # too long for DNS under this origin (a long custom origin)
-    out: NameRecords = {base: {}}
-    # KEP-1645: conflicting headlessness is settled by one cluster; here the first in
-    # configured order, which every replica agrees on.
-    headless = views[0][1].is_headless
-    all_ports = _unique_ports(svc for _, svc in views)
-    if headless:
-        _headless(out, base, views, origin=origin, ttl=ttl, cap=cap)
-    else:
-        counting = [(e, s) for e, s in views if any(ep.ready for ep in s.endpoints)]
-        addresses: list[str] = []
-        for _, s in counting:
-            use_lb = origin.service_address == "load-balancer" and s.load_balancer_ips
-            addresses.extend(s.load_balancer_ips if use_lb else s.cluster_ips)
-        addresses = _unique(addresses)
-        v4 = [a for a in addresses if ":" not in a][:cap]
-        v6 = [a for a in addresses if ":" in a][:cap]
-        _add_addresses(out[base], base, v4 + v6, ttl)
-        ports = _unique_ports(s for _, s in counting) if counting else []
-        has_addresses = bool(v4 or v6)
-        for name, _number, proto in all_ports:
-            owner = base_port_name(base, name, proto)
-            if name and _fits(owner):
-                out[owner] = {}
-        if has_addresses:
-            bare: list[Record] = []
-            seen_numbers: set[int] = set()
-            for name, number, proto in ports:
-                rec = Record(base, wire.SRV, ttl,
-                             (wire.srv_rdata(SRV_PRIORITY, SRV_WEIGHT, number, base),))
-                owner = base_port_name(base, name, proto)
-                if name and owner in out:
-                    prev = out[owner].get(wire.SRV, ())
-                    out[owner][wire.SRV] = (*prev, Record(owner, wire.SRV, ttl, rec.rdata))
-                if number not in seen_numbers:
-                    seen_numbers.add(number)
-                    bare.append(rec)
-            if bare:
-                out[base][wire.SRV] = tuple(bare)
-    return out
-
-
 def base_port_name(base: bytes, port_name: str, proto: str) -> bytes:
     """``_<port>._<proto>.`` prepended to the service name."""
     p = ("_" + port_name.lower()).encode("ascii")
@@ -226,79 +162,6 @@ def _fits(name: bytes) -> bool:
     make the whole message unparseable for the client.
     """
     return len(name) <= wire.MAX_NAME
-
-
-def _unique_ports(services: object) -> list[tuple[str, int, str]]:
-    seen: dict[tuple[str, int, str], None] = {}
-    for s in services:  # type: ignore[attr-defined]
-        for p in s.ports:
-            seen.setdefault((p.name, p.port, p.protocol.value), None)
-    return list(seen)
-
-
-def _headless(
-    out: NameRecords,
-    base: bytes,
-    views: Sequence[tuple[ClusterEntry, Service]],
-    *,
-    origin: OriginZone,
-    ttl: int,
-    cap: int,
-) -> None:
-    # Group one pod's IPv4 and IPv6 endpoints (same hostname or target) so that A
-    # and AAAA cover the same subset (KEP-1645).
-    groups: dict[tuple[str, str], tuple[bytes | None, list[Endpoint], Service]] = {}
-    for entry, svc in views:
-        # Sorted, not in arrival order: the order of records in an RRset carries no
-        # meaning (RFC 2181 §5), so a source that re-lists the same endpoints in another
-        # order must not change the answer, the bounded subset or the SOA serial.
-        for ep in sorted(svc.endpoints, key=_endpoint_order):
-            if not ep.ready:
-                continue
-            ident = ep.hostname or ep.target or ep.address
-            gkey = (entry.name, ident)
-            group = groups.get(gkey)
-            if group is None:
-                label = endpoint_label(ep)
-                owner = origin_child_of(base, label, entry.name)
-                # An endpoint whose name would be too long still answers at the
-                # service name, but has no name of its own and no SRV record.
-                groups[gkey] = (owner if _fits(owner) else None, [ep], svc)
-            else:
-                group[1].append(ep)
-    selected = list(groups.values())[:cap]
-    for named, eps, _ in groups.values():
-        if named is not None:
-            rrsets = out.setdefault(named, {})
-            _add_addresses(rrsets, named, _unique([e.address for e in eps]), ttl)
-    _add_addresses(out[base], base, [e.address for _, eps, _ in selected for e in eps], ttl)
-    ports_named: dict[bytes, list[Record]] = {}
-    bare: list[Record] = []
-    for target, _, svc in selected:
-        if target is None:
-            continue
-        for port in svc.ports:
-            rdata = (wire.srv_rdata(SRV_PRIORITY, SRV_WEIGHT, port.port, target),)
-            bare.append(Record(base, wire.SRV, ttl, rdata))
-            pname = base_port_name(base, port.name, port.protocol.value)
-            if port.name and _fits(pname):
-                ports_named.setdefault(pname, []).append(Record(pname, wire.SRV, ttl, rdata))
-    for _, svc in views:
-        for port in svc.ports:
-            pname = base_port_name(base, port.name, port.protocol.value)
-            if port.name and _fits(pname):
-                out.setdefault(pname, {})
-    # RFC 2181 §5: no duplicate records in an RRset. Two ports with the same number
-    # (e.g. 53/UDP and 53/TCP) give identical bare SRV records for each endpoint.
-    for pname, recs in ports_named.items():
-        out[pname] = {wire.SRV: tuple(dict.fromkeys(recs))}
-    if bare:
-        out[base][wire.SRV] = tuple(dict.fromkeys(bare))
-
-
-def _endpoint_order(ep: Endpoint) -> tuple[str, bool, str]:
-    """Group identity first, then IPv4 before IPv6, then the address."""
-    return (ep.hostname or ep.target or ep.address, ep.is_ipv6, ep.address)
 
 
 def origin_child_of(base: bytes, label: str, cluster: str) -> bytes:

@@ -22,12 +22,14 @@ same :func:`pieces`, so they cannot disagree (a property test checks it).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import struct
 from collections import Counter
 
 from feddns.dns import wire
 from feddns.dns.answer import AnswerTable, CompiledAnswer
+from feddns.policy.locality import Locator
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ _EDNS_DO = 2
 
 
 def pieces(
-    ans: CompiledAnswer, *, flags_in: int, edns: int, udp_size: int, ext_rcode: int = 0
+    ans: CompiledAnswer, *, flags_in: int, edns: int, udp_size: int, ext_rcode: int = 0,
+    options: bytes = b"",
 ) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes], tuple[bytes, bytes]]:
     """The three candidate responses, as (header after ID, tail after question) pairs.
 
@@ -54,7 +57,8 @@ def pieces(
     opt = b""
     extra = 0
     if edns != _NO_EDNS:
-        opt = wire.opt_record(udp_size=udp_size, do=edns == _EDNS_DO, ext_rcode=ext_rcode)
+        opt = wire.opt_record(udp_size=udp_size, do=edns == _EDNS_DO, ext_rcode=ext_rcode,
+                              options=ans.ede + options)
         extra = 1
     full = (
         _HEAD.pack(flags, 1, ans.ancount, ans.nscount, ans.arcount + extra),
@@ -82,8 +86,9 @@ class Handler:
         self.counters: Counter[str] = Counter()
 
     # The fast path. Kept flat on purpose: every attribute lookup here is paid per query.
-    def handle(self, data: bytes, tcp: bool = False) -> bytes | None:
-        """Answer one DNS message; None means send nothing."""
+    def handle(self, data: bytes, tcp: bool = False,
+               addr: tuple[str, int] | None = None) -> bytes | None:
+        """Answer one DNS message from ``addr``; None means send nothing."""
         n = len(data)
         if (
             n >= 17
@@ -120,12 +125,19 @@ class Handler:
                 if ok:
                     name = data[12 : end + 1].lower()
                     table = self.table
-                    ans = table.compiled.get(name + data[end + 1 : qend])
+                    cls = 0
+                    if addr is not None and table.locator.active:
+                        cls = table.locator.class_of_source(addr[0])
+                    ans = table.memos[cls].get(name + data[end + 1 : qend])
                     if ans is None and _plain_name(data, end):
                         qtype = (data[end + 1] << 8) | data[end + 2]
                         qclass = (data[end + 3] << 8) | data[end + 4]
-                        ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass)
+                        ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass,
+                                            cls)
                     if ans is not None:
+                        if ans.variants is not None:
+                            # Rotate by query ID: stateless, and the same for both paths.
+                            ans = ans.variants[((data[0] << 8) | data[1]) % len(ans.variants)]
                         # The memo lives on the shared CompiledAnswer (REFUSED and SERVFAIL
                         # are module singletons), and its OPT carries this handler's
                         # advertised size, so the size is part of the key (RFC 6891 §6.2.3).
@@ -142,9 +154,10 @@ class Handler:
                             ans.fast[key] = memo
                         if tcp or memo[2] + qend - 12 <= limit:
                             return data[:2] + memo[0] + data[12:qend] + memo[1]
-        return self.handle_full(data, tcp)
+        return self.handle_full(data, tcp, addr)
 
-    def handle_full(self, data: bytes, tcp: bool) -> bytes | None:
+    def handle_full(self, data: bytes, tcp: bool,
+                    addr: tuple[str, int] | None = None) -> bytes | None:
         """The complete, strict path for everything the fast path does not take."""
         if len(data) < 12:
             self.counters["dropped_short"] += 1
@@ -165,6 +178,7 @@ class Handler:
         edns = _NO_EDNS
         limit = 512
         ext_rcode = 0
+        ecs_option = b""
         if q.edns is not None:
             edns = _EDNS_DO if q.edns.do else _EDNS
             limit = min(max(q.edns.udp_size, 512), self.udp_payload_size)
@@ -176,10 +190,24 @@ class Handler:
             ans = _BADVERS
             ext_rcode = wire.BADVERS >> 4
         else:
-            ans = self.table.lookup(q.qname_lower, q.qtype, q.qclass)
+            table = self.table
+            cls = 0
+            if addr is not None and table.locator.active:
+                cls = table.locator.class_of_source(addr[0])
+            if q.edns is not None and addr is not None:
+                try:
+                    located = _client_subnet(q.edns.options, addr[0], table.locator)
+                except wire.FormError:
+                    self.counters["formerr"] += 1
+                    return _header_only(data, flags, wire.FORMERR)
+                if located is not None:
+                    cls, ecs_option = located
+            ans = table.lookup(q.qname_lower, q.qtype, q.qclass, cls)
+            if ans.variants is not None:
+                ans = ans.variants[q.qid % len(ans.variants)]
         full, lean, truncated = pieces(
             ans, flags_in=q.flags, edns=edns, udp_size=self.udp_payload_size,
-            ext_rcode=ext_rcode,
+            ext_rcode=ext_rcode, options=ecs_option,
         )
         head = data[:2]
         for part in (full, lean, truncated):
@@ -204,3 +232,35 @@ def _plain_name(data: bytes, end: int) -> bool:
             return False
         pos += length + 1
     return pos == end
+
+
+def _client_subnet(options: list[tuple[int, bytes]], source: str,
+                   locator: Locator) -> tuple[int, bytes] | None:
+    """The class an ECS option places the client in, and the option to echo.
+
+    Only trusted forwarders may speak for their clients (anyone else could
+    choose their own answers); their option is validated (RFC 7871 §6) and
+    echoed with the scope that decided the answer (§7.2.1).
+    """
+    found = [data for code, data in options if code == wire.EDNS_OPT_ECS]
+    if not found or not locator.is_trusted(source):
+        return None
+    if len(found) > 1:
+        raise wire.FormError("more than one ECS option")
+    data = found[0]
+    if len(data) < 4:
+        raise wire.FormError("ECS option too short")
+    family, source_prefix, scope = data[0] << 8 | data[1], data[2], data[3]
+    address = data[4:]
+    width = {1: 32, 2: 128}.get(family)
+    if width is None or source_prefix > width or scope != 0:
+        raise wire.FormError("bad ECS family, prefix or scope")
+    if len(address) != (source_prefix + 7) // 8:
+        raise wire.FormError("ECS address length does not match its prefix")
+    if source_prefix % 8 and address[-1] & (0xFF >> (source_prefix % 8)):
+        raise wire.FormError("ECS address has bits set beyond its prefix")
+    raw = address + bytes(width // 8 - len(address))
+    network = ipaddress.ip_network((ipaddress.ip_address(raw), source_prefix))
+    cls, scope_len = locator.class_of_subnet(network)
+    body = data[:3] + bytes([min(scope_len, width)]) + address
+    return cls, struct.pack("!HH", wire.EDNS_OPT_ECS, len(body)) + body

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-HandleFn = Callable[[bytes, bool], "bytes | None"]
+HandleFn = Callable[[bytes, bool, "tuple[str, int] | None"], "bytes | None"]
 
 TCP_BACKLOG = 1024
 """Pending TCP connections the kernel queues before accept (RFC 7766 §6.2.2: many clients)."""
@@ -53,7 +53,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
-            resp = self.handle(data, False)
+            resp = self.handle(data, False, addr)
             if resp is not None:
                 self.transport.sendto(resp, addr)  # type: ignore[union-attr]
         except Exception as exc:  # one packet must never take the listener down
@@ -172,6 +172,8 @@ class DnsServer:
         self._tcp.clear()
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = (str(peername[0]), int(peername[1])) if peername else None
         self._conns.add(writer)
         self.stats.tcp_connections += 1
         self.stats.tcp_accepted += 1
@@ -185,7 +187,7 @@ class DnsServer:
                 async with asyncio.timeout(self.tcp_io_timeout):
                     data = await reader.readexactly(length)
                 try:
-                    resp = self.handle(data, True)
+                    resp = self.handle(data, True, peer)
                 except Exception as exc:
                     _count_error(self.stats, "tcp", exc)
                     break

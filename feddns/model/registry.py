@@ -92,6 +92,14 @@ class Registry:
                 out.append((entry, svc))
         return out
 
+    def known_expired(self, key: ServiceKey) -> bool:
+        """True when an expired cluster's last data has ``key`` (it answers SERVFAIL)."""
+        return any(
+            e.state is ClusterState.EXPIRED and e.snapshot is not None
+            and key in e.snapshot.services
+            for e in self.clusters.values()
+        )
+
     # --- writes --------------------------------------------------------------
 
     def _changed(self, keys: Iterable[ServiceKey]) -> None:
@@ -156,6 +164,12 @@ class Registry:
         entry.state = state
         entry.state_since = now
         if entry.snapshot is not None:
+            self._changed(entry.snapshot.services)
+
+    def touch(self, cluster: str) -> None:
+        """Recompile every service of ``cluster`` (its damped freshness changed by time)."""
+        entry = self.clusters.get(cluster)
+        if entry is not None and entry.snapshot is not None:
             self._changed(entry.snapshot.services)
 
     def remove_cluster(self, cluster: str) -> None:

@@ -72,6 +72,20 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ServicePolicy:
+    """Per-service DNS policy carried with the data (e.g. from Service annotations).
+
+    ``weights`` maps cluster ids to relative weights (0 drains a cluster);
+    ``regions`` restricts answers to those regions (residency); ``none_healthy``
+    is ``fail-closed``, ``fail-open`` or ``servfail``.
+    """
+
+    weights: tuple[tuple[str, float], ...] = ()
+    regions: tuple[str, ...] | None = None
+    none_healthy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     """One cluster's view of a service: addresses, ports and endpoints."""
 
@@ -82,6 +96,7 @@ class Service:
     load_balancer_ips: tuple[str, ...] = ()
     ports: tuple[Port, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
+    policy: ServicePolicy | None = None
 
     @property
     def key(self) -> ServiceKey:

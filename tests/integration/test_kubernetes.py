@@ -48,6 +48,9 @@ def config_for(tmp: Path, fed: FakeFederation, **source: Any) -> Path:
     kubeconfig = fed.write_kubeconfig(tmp / "kubeconfig")
     cfg = {
         "dns": {"listen": ["127.0.0.1:0"]},
+        # These tests are about the source, not about failover: a lost cluster keeps
+        # counting as fresh (long hold-down), so its kept data stays in the answers.
+        "selection": {"hold_down": 3600, "readmit_after": 0},
         "clusters": [
             {
                 "name": c.name,

@@ -98,13 +98,18 @@ def query(
     full: bool = False,
     edns: bool = True,
     tcp: bool = True,
+    qid: int | None = None,
 ) -> dns.message.Message:
     """Ask ``table`` one question through the real handler and parse the reply.
 
     ``full`` takes the strict path (``handle_full``) instead of the fast path;
-    TCP by default so that size limits never truncate a case's answer.
+    TCP by default so that size limits never truncate a case's answer. Answers
+    that rotate (several clusters, weights) rotate by query ID, so ``qid`` pins
+    which order is seen.
     """
     q = dns.message.make_query(qname, qtype, use_edns=0 if edns else None)
+    if qid is not None:
+        q.id = qid
     q.flags &= ~dns.flags.RD
     handler = Handler(table, udp_payload_size=table.settings.dns.udp_payload_size)
     wire = q.to_wire()

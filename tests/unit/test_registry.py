@@ -46,10 +46,10 @@ def compiled(fed: Federation, name: str, qtype: str = "A") -> CompiledAnswer:
     return fed.table.lookup(qname.lower(), wire.A if qtype == "A" else wire.SRV, wire.CLASS_IN)
 
 
-def answers(fed: Federation, name: str, qtype: str = "A") -> list[str]:
+def answers(fed: Federation, name: str, qtype: str = "A", *, qid: int = 0) -> list[str]:
     from tests.unit.dnscase import query
 
-    return section(query(fed.table, name, qtype))
+    return section(query(fed.table, name, qtype, qid=qid))
 
 
 # --- what a change recompiles ----------------------------------------------------------------
@@ -69,9 +69,10 @@ def test_a_change_to_one_service_recompiles_only_that_service() -> None:
 
 def test_apply_service_reports_whether_the_records_changed() -> None:
     fed = initial()
-    records = fed.table.by_service[("shop", "web")]
-    assert fed.table.apply_service(("shop", "web"), dict(records)) is False
-    assert fed.table.apply_service(("shop", "web"), {}) is True
+    key = ("shop", "web")
+    plan, nodes = fed.table.plans[key], dict(fed.table.by_service[key])
+    assert fed.table.apply_service(key, plan, nodes) is False
+    assert fed.table.apply_service(key, None, {}) is True
     assert ("shop", "web") not in fed.table.by_service
     check(fed.table, Case(WEB, "A", rcode="NXDOMAIN", authority=(soa(serial=2000),)))
 
@@ -122,10 +123,19 @@ def test_an_invisible_endpoint_change_recompiles_but_keeps_the_serial(
     assert compiled(fed, WEB) is before
 
 
-def test_another_ready_endpoint_for_a_counting_cluster_ip_service_keeps_the_serial() -> None:
+def test_another_ready_endpoint_moves_the_default_weight_so_the_serial_moves() -> None:
+    # Default weights follow each cluster's ready endpoints (issue #4), so one more
+    # endpoint changes how often the cluster comes first: a visible change.
     fed = initial()
     more = (Endpoint("10.1.0.1", zone="z1", node="n1"), Endpoint("10.1.0.2"))
     fed.load("east", [web("10.96.1.10", *more), db()])
+    assert fed.sync() == 1
+    assert fed.table.serial == 2001
+
+
+def test_an_endpoints_node_and_zone_under_a_cluster_ip_service_are_not_visible() -> None:
+    fed = initial()
+    fed.load("east", [web("10.96.1.10", Endpoint("10.1.0.1", zone="z9", node="n9")), db()])
     assert fed.sync() == 0
     assert fed.table.serial == 2000
 
@@ -149,8 +159,9 @@ def test_which_endpoints_a_bounded_headless_answer_holds_does_not_depend_on_orde
     pods = [Endpoint(f"10.2.0.{i}", hostname=f"db-{i}") for i in range(1, 6)]
     first = federation({"east": [db(*pods)]}, dns={"max_records": 2})
     second = federation({"east": [db(*reversed(pods))]}, dns={"max_records": 2})
-    assert answers(first, DB) == answers(second, DB)
-    assert answers(first, DB, "SRV") == answers(second, DB, "SRV")
+    for qid in range(4):
+        assert answers(first, DB, qid=qid) == answers(second, DB, qid=qid)
+        assert answers(first, DB, "SRV", qid=qid) == answers(second, DB, "SRV", qid=qid)
 
 
 def test_a_new_cluster_ip_changes_the_answer_and_the_serial() -> None:
@@ -261,16 +272,20 @@ def test_a_cluster_starts_syncing_and_becomes_fresh_on_its_first_snapshot() -> N
     assert registry.is_loaded
 
 
-def test_a_stale_cluster_keeps_answering_and_the_serial_stays() -> None:
+def test_a_stale_cluster_leaves_the_answer_while_a_fresh_one_answers_and_keeps_its_data() -> None:
     fed = initial()
     fed.registry.set_state("west", ClusterState.STALE, now=10.0, error="connection lost")
     entry = fed.registry.clusters["west"]
     assert (entry.state, entry.state_since, entry.error) == (
         ClusterState.STALE, 10.0, "connection lost")
     assert fed.registry.dirty == {("shop", "web")}
-    assert fed.sync() == 0
-    assert fed.table.serial == 2000
-    assert answers(fed, WEB) == [f"{WEB} 5 IN A 10.96.1.10", f"{WEB} 5 IN A 10.96.2.10"]
+    assert fed.sync() == 1
+    assert answers(fed, WEB) == [f"{WEB} 5 IN A 10.96.1.10"]
+    assert entry.snapshot is not None and ("shop", "web") in entry.snapshot.services
+    # With every cluster stale, the stale data answers, with the stale TTL (RFC 8767).
+    fed.registry.set_state("east", ClusterState.STALE, now=11.0, error="connection lost")
+    fed.sync()
+    assert answers(fed, WEB) == [f"{WEB} 30 IN A 10.96.1.10", f"{WEB} 30 IN A 10.96.2.10"]
 
 
 def test_an_expired_cluster_stops_answering_and_returns_when_it_syncs_again() -> None:
@@ -278,7 +293,8 @@ def test_an_expired_cluster_stops_answering_and_returns_when_it_syncs_again() ->
     fed.registry.set_state("east", ClusterState.EXPIRED, now=10.0)
     assert fed.sync() == 2
     assert answers(fed, WEB) == [f"{WEB} 5 IN A 10.96.2.10"]
-    check(fed.table, Case(DB, "A", rcode="NXDOMAIN", authority=(soa(serial=2001),)))
+    # Known only from expired data: unknown now, so SERVFAIL, never NXDOMAIN (#4).
+    check(fed.table, Case(DB, "A", rcode="SERVFAIL", aa=False))
     assert fed.registry.service_keys() == {("shop", "web")}
     # A fresh snapshot (even an unchanged one) brings it back.
     fed.load("east", [web("10.96.1.10"), db()], now=20.0)
