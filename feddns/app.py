@@ -23,9 +23,10 @@ from feddns.config import KubernetesSourceConfig, Settings, StaticSourceConfig, 
 from feddns.dns.answer import AnswerTable, sync_table
 from feddns.dns.handling import Handler
 from feddns.dns.server import DnsServer
-from feddns.model.registry import Registry
+from feddns.model.registry import ClusterState, Registry
 from feddns.policy.health import Damping, next_change
 from feddns.policy.locality import Locator, Place, rules_from
+from feddns.sources import snapshot
 from feddns.sources.kubernetes.source import KubernetesSource, WatchSettings
 from feddns.sources.static import StaticSource
 
@@ -138,8 +139,13 @@ class App:
             self.registry.touch(cluster)
 
     async def start(self) -> list[tuple[str, int]]:
-        """Listen first, then start the sources; return the bound addresses."""
-        if not self.registry.clusters:
+        """Load the warm-start snapshot, listen, then start the sources.
+
+        Returns the bound addresses. Nothing here waits for a source: a dead API
+        server or broker never delays DNS.
+        """
+        await self._warm_start()
+        if not self.registry.clusters or self.registry.dirty:
             self.compile_now()
         addresses = await self.server.start()
         for host, port in addresses:
@@ -150,7 +156,61 @@ class App:
                     else f"kubernetes source {source.cluster}")
             self._tasks.append(asyncio.create_task(_guard(name, source.run), name=name))
         self._tasks.append(asyncio.create_task(_guard("expiry", self._expire), name="expiry"))
+        if self.settings.snapshot.path is not None:
+            self._tasks.append(asyncio.create_task(_guard("snapshot", self._save_snapshots),
+                                                   name="snapshot"))
         return addresses
+
+    async def _warm_start(self) -> None:
+        path = self.settings.snapshot.path
+        if path is None:
+            return
+        started = time.perf_counter()
+        saved = await asyncio.to_thread(
+            snapshot.load, path, federation=self.settings.federation, wall_now=self.wall(),
+            max_stale=self.settings.freshness.max_stale)
+        now, wall = self.clock(), self.wall()
+        known = {c.name for c in self.settings.clusters}
+        for name, item in saved.items():
+            if name in known:
+                self.registry.restore(item.snapshot, now=now, age=max(0.0, wall - item.synced_wall))
+        if saved:
+            self.compile_now()
+            log.info("warm start: answering from the snapshot after %.0f ms",
+                     (time.perf_counter() - started) * 1000)
+
+    async def _save_snapshots(self) -> None:
+        """Save the registry every ``snapshot.interval`` s when it changed."""
+        path = self.settings.snapshot.path
+        assert path is not None
+        saved_generation = -1
+        failing = False
+        while True:
+            await asyncio.sleep(self.settings.snapshot.interval)
+            if self.registry.generation == saved_generation:
+                continue
+            generation = self.registry.generation
+            now, wall = self.clock(), self.wall()
+            clusters = {
+                e.name: snapshot.SavedCluster(e.snapshot, wall - (now - e.last_sync))
+                for e in self.registry.clusters.values()
+                if e.snapshot is not None and e.last_sync is not None
+                and e.state is not ClusterState.EXPIRED
+            }
+            data = await asyncio.to_thread(snapshot.encode, clusters,
+                                           federation=self.settings.federation, wall=wall)
+            try:
+                await asyncio.to_thread(snapshot.write_atomically, path, data)
+            except OSError as exc:
+                if not failing:
+                    log.error("cannot save the snapshot to %s: %s (still serving from memory;"
+                              " the previous snapshot is kept)", path, exc)
+                failing = True
+                continue
+            if failing:
+                log.info("snapshot saved to %s again", path)
+            failing = False
+            saved_generation = generation
 
     async def _expire(self) -> None:
         """Expire clusters whose data has been stale for longer than max_stale."""

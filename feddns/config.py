@@ -280,6 +280,25 @@ class FreshnessConfig(_Model):
     longer answers (RFC 8767 suggests one to three days)."""
 
 
+class SnapshotConfig(_Model):
+    """Warm start: the registry saved to disk and loaded back as stale data at start."""
+
+    path: Path | None = None
+    """The snapshot file (relative to the config file's folder); empty: no warm start.
+    Put it on storage that survives a restart (a volume, not the container layer)."""
+
+    interval: float = Field(default=5.0, gt=0)
+    """Seconds between saves (only when something changed)."""
+
+    @field_validator("path")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        base = (info.context or {}).get("base_dir")
+        if value is not None and base is not None and not value.is_absolute():
+            return (Path(base) / value).resolve()
+        return value
+
+
 def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value.strip(), strict=False))
@@ -599,6 +618,7 @@ class Settings(_Model):
     dns: DnsConfig = Field(default_factory=DnsConfig)
     soa: SoaConfig = Field(default_factory=SoaConfig)
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     locality: LocalityConfig = Field(default_factory=LocalityConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     services: list[ServicePolicyConfig] = Field(default_factory=list)

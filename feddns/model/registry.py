@@ -46,6 +46,8 @@ class ClusterEntry:
     """When the cluster last went from fresh to stale (None: never lost since start)."""
     error: str | None = None
     """Why the source is not fresh, for status and logs."""
+    synced_once: bool = False
+    """True once a live source delivered data (a warm-start snapshot does not count)."""
 
 
 @dataclass(slots=True)
@@ -54,6 +56,8 @@ class Registry:
 
     clusters: dict[str, ClusterEntry] = field(default_factory=dict)
     dirty: set[ServiceKey] = field(default_factory=set)
+    generation: int = 0
+    """Counts changes, so a writer can tell whether anything changed since it last looked."""
     on_change: Callable[[], None] | None = None
     """Called (synchronously, on the event loop) after any change, to schedule a compile."""
 
@@ -71,7 +75,7 @@ class Registry:
         Before that, a name that is not found may still exist in a cluster not
         yet heard from, so it answers SERVFAIL, never NXDOMAIN.
         """
-        return all(c.snapshot is not None for c in self.clusters.values())
+        return all(c.synced_once for c in self.clusters.values())
 
     def service_keys(self) -> set[ServiceKey]:
         """Every service known from any cluster that still answers."""
@@ -103,6 +107,7 @@ class Registry:
     # --- writes --------------------------------------------------------------
 
     def _changed(self, keys: Iterable[ServiceKey]) -> None:
+        self.generation += 1
         before = len(self.dirty)
         self.dirty.update(keys)
         if len(self.dirty) != before and self.on_change is not None:
@@ -123,6 +128,7 @@ class Registry:
         entry.snapshot = snapshot
         entry.last_sync = now
         entry.error = None
+        entry.synced_once = True
         if became_fresh:
             entry.state = ClusterState.FRESH
             entry.state_since = now
@@ -133,6 +139,23 @@ class Registry:
         if not was_loaded and self.on_change is not None:
             # Loading can turn SERVFAIL into NXDOMAIN: the table must hear of it.
             self.on_change()
+
+    def restore(self, snapshot: ClusterSnapshot, *, now: float, age: float) -> None:
+        """Load a cluster's data from a warm-start snapshot, as stale data ``age`` s old.
+
+        A cluster that already has live data keeps it. Restored data does not
+        make the registry *loaded*: names not found still answer SERVFAIL until
+        a live source has synced (the snapshot may predate a new service).
+        """
+        entry = self.clusters.setdefault(snapshot.cluster, ClusterEntry(snapshot.cluster))
+        if entry.snapshot is not None:
+            return
+        entry.snapshot = snapshot
+        entry.state = ClusterState.STALE
+        entry.state_since = now - age
+        entry.last_sync = now - age
+        entry.error = "restored from the warm-start snapshot; source not synced yet"
+        self._changed(snapshot.services)
 
     def put_service(self, cluster: str, key: ServiceKey, service: Service | None, *,
                     now: float) -> None:
