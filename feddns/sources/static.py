@@ -33,7 +33,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -54,6 +54,7 @@ from feddns.model.services import (
     Port,
     Protocol,
     Service,
+    ServicePolicy,
     ServiceType,
     dedupe_endpoints,
 )
@@ -93,6 +94,14 @@ class PortData(_Model):
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
 
 
+class PolicyData(_Model):
+    """Per-service DNS policy (the static counterpart of ``feddns.io/*`` annotations)."""
+
+    weights: dict[ClusterId, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    regions: list[Label] | None = None
+    none_healthy: Literal["fail-closed", "fail-open", "servfail"] | None = None
+
+
 class ServiceData(_Model):
     """One cluster's view of a service."""
 
@@ -106,6 +115,7 @@ class ServiceData(_Model):
     load_balancer_ips: list[IpAddress] = Field(default_factory=list)
     ports: list[PortData] = Field(default_factory=list)
     endpoints: list[EndpointData] = Field(default_factory=list)
+    policy: PolicyData | None = None
 
     @field_validator("cluster_ips")
     @classmethod
@@ -164,6 +174,11 @@ def service_from_data(data: ServiceData) -> Service:
         load_balancer_ips=tuple(data.load_balancer_ips),
         ports=tuple(Port(p.name, p.port, Protocol(p.protocol)) for p in data.ports),
         endpoints=dedupe_endpoints(endpoints),
+        policy=None if data.policy is None else ServicePolicy(
+            tuple(data.policy.weights.items()),
+            tuple(data.policy.regions) if data.policy.regions is not None else None,
+            data.policy.none_healthy,
+        ),
     )
 
 

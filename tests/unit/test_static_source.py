@@ -349,3 +349,26 @@ async def test_a_file_unreadable_from_the_start_is_not_said_to_keep_good_data(
     assert "last good data" not in message
     assert "SERVFAIL" in message
     assert registry.clusters["east"].snapshot is None
+
+
+def test_a_services_policy_block_becomes_its_dns_policy() -> None:
+    snaps = parse_static({"clusters": {"east": {"services": [{
+        "namespace": "shop", "name": "web", "cluster_ips": ["10.96.0.1"],
+        "policy": {"weights": {"east": 90, "west.prod": 10}, "regions": ["us-east"],
+                   "none_healthy": "fail-open"},
+    }]}}}, "data.yaml")
+    policy = snaps["east"].services[("shop", "web")].policy
+    assert policy is not None
+    assert dict(policy.weights) == {"east": 90.0, "west.prod": 10.0}
+    assert policy.regions == ("us-east",)
+    assert policy.none_healthy == "fail-open"
+
+
+def test_a_bad_policy_is_reported_with_its_key_path() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_static({"clusters": {"east": {"services": [{
+            "namespace": "shop", "name": "web", "cluster_ips": ["10.96.0.1"],
+            "policy": {"none_healthy": "sometimes"},
+        }]}}}, "data.yaml")
+    assert any(p.startswith("clusters.east.services[0].policy.none_healthy:")
+               for p in err.value.problems)

@@ -22,11 +22,49 @@ from feddns.model.services import (
     Protocol,
     Service,
     ServiceKey,
+    ServicePolicy,
     ServiceType,
     dedupe_endpoints,
 )
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+ANNOTATION_WEIGHTS = "feddns.io/weights"
+ANNOTATION_REGIONS = "feddns.io/regions"
+ANNOTATION_NONE_HEALTHY = "feddns.io/none-healthy"
+NONE_HEALTHY_CHOICES = ("fail-closed", "fail-open", "servfail")
+
+
+def policy_from_annotations(annotations: Mapping[str, Any]) -> ServicePolicy | None:
+    """Per-service DNS policy from ``feddns.io/*`` annotations (None when there is none).
+
+    ``feddns.io/weights: "east-1=90,west-1=10"``, ``feddns.io/regions: "eu-west,eu-central"``,
+    ``feddns.io/none-healthy: fail-open``. Malformed values are ignored (and the
+    config's ``services`` section always wins over annotations).
+    """
+    weights: list[tuple[str, float]] = []
+    raw = annotations.get(ANNOTATION_WEIGHTS)
+    if isinstance(raw, str):
+        for item in raw.split(","):
+            cluster, sep, value = item.strip().partition("=")
+            try:
+                weight = float(value)
+            except ValueError:
+                return None
+            if not sep or not cluster or weight < 0:
+                return None
+            weights.append((cluster.strip(), weight))
+    regions = None
+    raw = annotations.get(ANNOTATION_REGIONS)
+    if isinstance(raw, str) and raw.strip():
+        regions = tuple(r.strip() for r in raw.split(",") if r.strip())
+    none_healthy = annotations.get(ANNOTATION_NONE_HEALTHY)
+    if none_healthy not in NONE_HEALTHY_CHOICES:
+        none_healthy = None
+    if not weights and regions is None and none_healthy is None:
+        return None
+    return ServicePolicy(tuple(weights), regions, none_healthy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +77,7 @@ class ServiceInfo:
     cluster_ips: tuple[str, ...]
     load_balancer_ips: tuple[str, ...]
     ports: tuple[Port, ...]
+    policy: ServicePolicy | None = None
 
     @property
     def key(self) -> ServiceKey:
@@ -123,6 +162,7 @@ def service_info(obj: Mapping[str, Any]) -> ServiceInfo | None:
         cluster_ips=() if headless else _ip_list(cluster_ips),
         load_balancer_ips=_ip_list(lb_ips) if kind is ServiceType.LOAD_BALANCER else (),
         ports=ports,
+        policy=policy_from_annotations(meta.get("annotations") or {}),
     )
 
 
@@ -195,4 +235,5 @@ def build_service(info: ServiceInfo, slices: Iterable[SliceInfo]) -> Service:
         load_balancer_ips=info.load_balancer_ips,
         ports=ports,
         endpoints=endpoints,
+        policy=info.policy,
     )

@@ -1,0 +1,68 @@
+"""Kubernetes JSON is converted at the door, with EndpointSlice nil rules and annotations."""
+
+from __future__ import annotations
+
+import pytest
+
+from feddns.model.services import ServicePolicy, ServiceType
+from feddns.sources.kubernetes.converting import (
+    build_service,
+    policy_from_annotations,
+    service_info,
+    slice_info,
+)
+from tests.fakekube import make_endpointslice, make_service
+
+
+def test_nil_conditions_mean_ready_serving_and_not_terminating() -> None:
+    obj = make_endpointslice("ns", "s-1", "s", endpoints=[
+        {"addresses": ["10.0.0.1"], "conditions": {}},
+        {"addresses": ["10.0.0.2"], "conditions": {"ready": False, "serving": True,
+                                                   "terminating": True}},
+    ])
+    info = slice_info(obj)
+    assert info is not None
+    first, second = info.endpoints
+    assert (first.ready, first.serving, first.terminating) == (True, True, False)
+    assert (second.ready, second.serving, second.terminating) == (False, True, True)
+
+
+def test_fqdn_slices_and_external_name_services_are_ignored() -> None:
+    assert slice_info(make_endpointslice("ns", "s-1", "s", address_type="FQDN",
+                                         endpoints=[{"addresses": ["db.example.com"]}])) is None
+    assert service_info(make_service("ns", "ext", type="ExternalName",
+                                     external_name="db.example.com")) is None
+
+
+def test_headless_load_balancer_and_cluster_ip_services_are_told_apart() -> None:
+    assert service_info(make_service("ns", "h", headless=True)).type is ServiceType.HEADLESS
+    lb = service_info(make_service("ns", "lb", type="LoadBalancer", cluster_ips=["10.96.0.1"],
+                                   lb_ips=["203.0.113.1"]))
+    assert lb is not None and lb.load_balancer_ips == ("203.0.113.1",)
+    assert lb.type is ServiceType.LOAD_BALANCER
+
+
+def test_endpoints_of_all_slices_are_merged_without_duplicates() -> None:
+    info = service_info(make_service("ns", "s", cluster_ips=["10.96.0.1"]))
+    a = slice_info(make_endpointslice("ns", "s-1", "s", endpoints=[{"addresses": ["10.0.0.1"]}]))
+    b = slice_info(make_endpointslice("ns", "s-2", "s", endpoints=[
+        {"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}]))
+    assert info is not None and a is not None and b is not None
+    svc = build_service(info, [a, b])
+    assert sorted(e.address for e in svc.endpoints) == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_feddns_annotations_become_the_service_policy() -> None:
+    info = service_info(make_service("ns", "s", cluster_ips=["10.96.0.1"], annotations={
+        "feddns.io/weights": "east=90, west.prod=10",
+        "feddns.io/regions": "us-east,eu-west",
+        "feddns.io/none-healthy": "servfail",
+    }))
+    assert info is not None
+    assert info.policy == ServicePolicy((("east", 90.0), ("west.prod", 10.0)),
+                                        ("us-east", "eu-west"), "servfail")
+
+
+@pytest.mark.parametrize("weights", ["east", "east=-1", "east=x", "=3"])
+def test_malformed_weight_annotations_are_ignored(weights: str) -> None:
+    assert policy_from_annotations({"feddns.io/weights": weights}) is None
