@@ -26,6 +26,8 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from cachetools import LRUCache
+
 from feddns.config import Settings
 from feddns.dns import wire
 from feddns.dns.compiling import (
@@ -38,6 +40,7 @@ from feddns.dns.compiling import (
 )
 from feddns.dns.planning import (
     Outcome,
+    Role,
     ServiceNode,
     ServicePlan,
     Topology,
@@ -56,6 +59,7 @@ Node = RRsets | ServiceNode
 STALE_EDE = wire.ede_option(3)  # RFC 8914 §4.4: Stale Answer
 _MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY)
 MAX_CNAME_CHAIN = 4
+NEGATIVE_MEMO_SIZE = 65536
 
 ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
 _QKEY = struct.Struct("!HH")
@@ -166,6 +170,10 @@ class AnswerTable:
         self.memos: list[dict[bytes, CompiledAnswer]] = [{} for _ in self.locator.places]
         self.compiled = self.memos[0]
         self._negative: dict[tuple[int, int, int], CompiledAnswer] = {}
+        self._rtypes: dict[bytes, frozenset[int]] = {}
+        # NXDOMAIN and NODATA for well-known types, per question, bounded: random names
+        # (a random-subdomain flood) must not grow memory (cachetools LRU).
+        self.negatives: LRUCache[bytes, CompiledAnswer] = LRUCache(NEGATIVE_MEMO_SIZE)
         self._install_apex()
 
     # --- lookups (the query path) ------------------------------------------
@@ -200,7 +208,8 @@ class AnswerTable:
             elif not self.loaded:
                 return SERVFAIL
             else:
-                return self._negative_answer(origin, name, wire.NXDOMAIN)
+                return self._remember_negative(key, qtype, self._negative_answer(
+                    origin, name, wire.NXDOMAIN))
         if isinstance(node, ServiceNode):
             return self._service_answer(key, name, node, qtype=qtype, origin=origin, cls=cls)
         if qtype == wire.ANY and node:
@@ -209,11 +218,18 @@ class AnswerTable:
         if rrset is None:
             if not self.loaded and name not in self.static:
                 return SERVFAIL
-            return self._negative_answer(origin, name, wire.NOERROR)
+            return self._remember_negative(key, qtype, self._negative_answer(
+                origin, name, wire.NOERROR))
         compiled = encode_answer(
             name, rcode=wire.NOERROR, answer=rrset, additional=self._additional(rrset)
         )
         return self._memo(cls, key, compiled)
+
+    def _remember_negative(self, key: bytes, qtype: int,
+                           answer: CompiledAnswer) -> CompiledAnswer:
+        if qtype in _MEMO_TYPES:
+            self.negatives[key] = answer
+        return answer
 
     def _memo(self, cls: int, key: bytes, answer: CompiledAnswer) -> CompiledAnswer:
         self.memos[cls][key] = answer
@@ -232,6 +248,16 @@ class AnswerTable:
         if qtype == wire.ANY:
             return self._memo(cls, key, self._hinfo(name))
         lb = origin.service_address == "load-balancer"
+        types = self._rtypes.get(name)
+        if types is None:
+            types = self._rtypes[name] = record_types(node, lb=lb)
+        if qtype not in types:
+            # The name can never hold this type: NODATA without running the selection
+            # (AAAA for an IPv4-only service is a tenth of real traffic).
+            if not self.loaded:
+                return SERVFAIL
+            return self._remember_negative(key, qtype, self._negative_answer(
+                origin, name, wire.NOERROR))
         place = self.locator.place(cls)
         outcome = evaluate(node, qtype, place, lb=lb, now=self.clock())
         chain: list[Record] = []
@@ -299,14 +325,21 @@ class AnswerTable:
                 self.static.add(name)
                 self.static.update(wire.parent_names(name, origin.wire))
         self._negative.clear()
+        # Negative answers carry the SOA serial: a new serial outdates them all.
+        self.negatives = LRUCache(NEGATIVE_MEMO_SIZE)
 
     def _forget(self, name: bytes) -> None:
         """Drop memoized answers of ``name`` in every client class."""
+        self._rtypes.pop(name, None)
         keys = [name + _QKEY.pack(t, wire.CLASS_IN) for t in _MEMO_TYPES]
         for memo in self.memos:
             if memo:
                 for k in keys:
                     memo.pop(k, None)
+        negatives = self.negatives
+        if negatives:
+            for k in keys:
+                negatives.pop(k, None)
 
     def apply_service(self, key: ServiceKey, plan: ServicePlan | None,
                       nodes: dict[bytes, ServiceNode]) -> bool:
@@ -315,6 +348,7 @@ class AnswerTable:
             # Equal plans answer the same; only refresh the nodes (explain ages).
             for name, node in nodes.items():
                 self.names[name] = node
+                self._rtypes.pop(name, None)
             return False
         old = self.by_service.get(key, {})
         for name in old:
@@ -339,13 +373,17 @@ class AnswerTable:
 
     def _ref_parents(self, name: bytes) -> None:
         for parent in self._parents(name):
-            self.ents[parent] = self.ents.get(parent, 0) + 1
+            count = self.ents.get(parent, 0)
+            if count == 0:
+                self._forget(parent)  # was NXDOMAIN, is NODATA now
+            self.ents[parent] = count + 1
 
     def _unref_parents(self, name: bytes) -> None:
         for parent in self._parents(name):
             count = self.ents.get(parent, 0) - 1
             if count <= 0:
                 self.ents.pop(parent, None)
+                self._forget(parent)  # was NODATA, is NXDOMAIN now
             else:
                 self.ents[parent] = count
 
@@ -398,3 +436,27 @@ def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
     if changed:
         table.set_serial(next_serial(table.serial, wall_now))
     return changed
+
+
+
+def record_types(node: ServiceNode, *, lb: bool) -> frozenset[int]:
+    """The types ``node`` can ever answer with records (whatever the client and health)."""
+    role = node.role
+    types: set[int] = set()
+    if role is Role.EXPLAIN:
+        types.add(wire.TXT)
+    elif role is Role.PORT:
+        types.add(wire.SRV)
+    else:
+        cands = [node.candidate] if role is Role.ENDPOINT and node.candidate else \
+            node.plan.candidates
+        for c in cands:
+            if c is None:
+                continue
+            for a in (c.lb_addresses if lb and c.lb_addresses else c.addresses):
+                types.add(wire.AAAA if ":" in a else wire.A)
+        if role is Role.BASE and node.plan.ports:
+            types.add(wire.SRV)
+        if role is Role.FEDV1 and node.wider is not None:
+            types.update((wire.A, wire.AAAA))  # may answer a CNAME for either
+    return frozenset(types)

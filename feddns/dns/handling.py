@@ -129,6 +129,8 @@ class Handler:
                     if addr is not None and table.locator.active:
                         cls = table.locator.class_of_source(addr[0])
                     ans = table.memos[cls].get(name + data[end + 1 : qend])
+                    if ans is None:
+                        ans = table.negatives.get(name + data[end + 1 : qend])
                     if ans is None and _plain_name(data, end):
                         qtype = (data[end + 1] << 8) | data[end + 2]
                         qclass = (data[end + 3] << 8) | data[end + 4]
