@@ -9,7 +9,6 @@ No clock is read: ``now`` and ``wall_now`` are passed explicitly.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import dns.name
@@ -115,7 +114,7 @@ def test_an_invisible_endpoint_change_recompiles_but_keeps_the_serial(
 ) -> None:
     fed = initial()
     before = compiled(fed, WEB)
-    ep = replace(Endpoint("10.1.0.1", zone="z1", node="n1"), **change)
+    ep = Endpoint("10.1.0.1", zone="z1", node="n1")._replace(**change)
     fed.load("east", [web("10.96.1.10", ep), db()])
     assert fed.registry.dirty == {("shop", "web")}  # the model changed...
     assert fed.sync() == 0  # ...the DNS answers did not
