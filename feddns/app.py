@@ -17,23 +17,27 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 from feddns import __version__
 from feddns.config import KubernetesSourceConfig, Settings, StaticSourceConfig, parse_host_port
-from feddns.dns.answer import AnswerTable, sync_table
+from feddns.dns.answer import AnswerTable, compile_one, service_key_of, sync_table
+from feddns.dns.compiling import OriginZone
 from feddns.dns.handling import Handler
 from feddns.dns.server import DnsServer
 from feddns.model.registry import ClusterState, Registry
 from feddns.policy.health import Damping, next_change
 from feddns.policy.locality import Locator, Place, rules_from
 from feddns.sources import snapshot
-from feddns.sources.kubernetes.source import KubernetesSource, WatchSettings
 from feddns.sources.static import StaticSource
 
 COMPILE_BATCH = 200
 """Services compiled per turn of the event loop (keeps query latency flat during re-lists)."""
 
-Source = StaticSource | KubernetesSource
+if TYPE_CHECKING:
+    from feddns.sources.kubernetes.source import KubernetesSource, WatchSettings
+
+Source = Union[StaticSource, "KubernetesSource"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class App:
         self._compile_pending = False
         self._damping_timers: dict[str, float] = {}
         self.registry.on_change = self._schedule_compile
+        self.table.on_miss = self._compile_on_demand
 
     def _build_sources(self) -> list[Source]:
         sources: list[Source] = []
@@ -81,6 +86,9 @@ class App:
                 names.append(cluster.name)
                 by_file[src.file] = (names, min(interval, src.poll_interval))
             elif isinstance(src, KubernetesSourceConfig):
+                # Imported only when used: the client costs a quarter of a second at start.
+                from feddns.sources.kubernetes.source import KubernetesSource
+
                 sources.append(KubernetesSource(cluster.name, watch_settings(src), self.registry,
                                                 clock=self.clock))
         sources.extend(
@@ -88,6 +96,20 @@ class App:
             for path, (names, interval) in by_file.items()
         )
         return sources
+
+    def _compile_on_demand(self, name: bytes, origin: OriginZone) -> bool:
+        """A query for a name of a service still waiting to be compiled: compile it now.
+
+        After a warm start or a large re-list, services compile in batches; a query
+        must not wait for its turn (nor see SERVFAIL meanwhile).
+        """
+        if not self.registry.dirty:
+            return False
+        key = service_key_of(name, origin)
+        if key is None:
+            return False
+        return compile_one(self.table, self.registry, key, wall_now=self.wall(),
+                           now=self.clock())
 
     def _schedule_compile(self) -> None:
         if not self._compile_pending:
@@ -145,7 +167,7 @@ class App:
         server or broker never delays DNS.
         """
         await self._warm_start()
-        if not self.registry.clusters or self.registry.dirty:
+        if not self.registry.clusters:
             self.compile_now()
         addresses = await self.server.start()
         for host, port in addresses:
@@ -175,7 +197,7 @@ class App:
             if name in known:
                 self.registry.restore(item.snapshot, now=now, age=max(0.0, wall - item.synced_wall))
         if saved:
-            self.compile_now()
+            # Compiled in batches once serving (and any service a query asks for, at once).
             log.info("warm start: answering from the snapshot after %.0f ms",
                      (time.perf_counter() - started) * 1000)
 
@@ -189,6 +211,8 @@ class App:
             await asyncio.sleep(self.settings.snapshot.interval)
             if self.registry.generation == saved_generation:
                 continue
+            if not any(e.snapshot is not None for e in self.registry.clusters.values()):
+                continue  # nothing known yet: never replace a good snapshot with an empty one
             generation = self.registry.generation
             now, wall = self.clock(), self.wall()
             clusters = {
@@ -261,6 +285,8 @@ async def _guard(name: str, run: Callable[[], Awaitable[None]]) -> None:
 
 def watch_settings(src: KubernetesSourceConfig) -> WatchSettings:
     """The Kubernetes source's settings from its config section."""
+    from feddns.sources.kubernetes.source import WatchSettings
+
     return WatchSettings(
         kubeconfig=src.kubeconfig,
         context=src.context,

@@ -174,6 +174,8 @@ class AnswerTable:
         # NXDOMAIN and NODATA for well-known types, per question, bounded: random names
         # (a random-subdomain flood) must not grow memory (cachetools LRU).
         self.negatives: LRUCache[bytes, CompiledAnswer] = LRUCache(NEGATIVE_MEMO_SIZE)
+        self.on_miss: Callable[[bytes, OriginZone], bool] | None = None
+        """Called for a name not in the table: may compile its service now (True if so)."""
         self._install_apex()
 
     # --- lookups (the query path) ------------------------------------------
@@ -202,6 +204,8 @@ class AnswerTable:
         if origin is None or qtype in (wire.AXFR, wire.IXFR):
             return REFUSED
         node = self.names.get(name)
+        if node is None and self.on_miss is not None and self.on_miss(name, origin):
+            node = self.names.get(name)  # compiled on demand just now
         if node is None:
             if name in self.ents or name in self.static:
                 node = {}
@@ -331,6 +335,8 @@ class AnswerTable:
     def _forget(self, name: bytes) -> None:
         """Drop memoized answers of ``name`` in every client class."""
         self._rtypes.pop(name, None)
+        if not self.negatives and not any(self.memos):
+            return  # nothing memoized yet (a cold or warm start): nothing to drop
         keys = [name + _QKEY.pack(t, wire.CLASS_IN) for t in _MEMO_TYPES]
         for memo in self.memos:
             if memo:
@@ -407,6 +413,44 @@ def next_serial(current: int, wall_now: float) -> int:
     return max(current + 1, int(wall_now)) & 0xFFFFFFFF
 
 
+def service_key_of(name: bytes, origin: OriginZone) -> ServiceKey | None:
+    """The ``(namespace, name)`` a name under ``<svc>.<ns>.svc.<origin>`` belongs to."""
+    labels = []
+    pos = 0
+    cut = len(name) - len(origin.wire)
+    while pos < cut:
+        n = name[pos]
+        labels.append(name[pos + 1 : pos + 1 + n])
+        pos += n + 1
+    if len(labels) < 3 or labels[-1] != b"svc":
+        return None
+    try:
+        return (labels[-2].decode("ascii"), labels[-3].decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+
+
+def compile_one(table: AnswerTable, registry: Registry, key: ServiceKey, *, wall_now: float,
+                now: float | None = None) -> bool:
+    """Compile one dirty service now (a query is waiting for it); True when it was dirty."""
+    if key not in registry.dirty:
+        return False
+    registry.dirty.discard(key)
+    if _compile_key(table, registry, key, math.inf if now is None else now):
+        table.set_serial(next_serial(table.serial, wall_now))
+    return True
+
+
+def _compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: float) -> bool:
+    plan = plan_service(key, registry.views(key), settings=table.settings,
+                        topology=table.topology, now=at, expired=registry.known_expired(key))
+    nodes: dict[bytes, ServiceNode] = {}
+    if plan is not None:
+        for origin in table.origins:
+            nodes.update(service_nodes(plan, origin, table.settings, table.topology))
+    return table.apply_service(key, plan, nodes)
+
+
 def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
                now: float | None = None, limit: int | None = None) -> int:
     """Recompile the services the registry marked dirty; return how many changed visibly.
@@ -423,14 +467,7 @@ def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
     at = math.inf if now is None else now
     changed = 0
     for key in registry.take_dirty(limit):
-        plan = plan_service(key, registry.views(key), settings=table.settings,
-                            topology=table.topology, now=at,
-                            expired=registry.known_expired(key))
-        nodes: dict[bytes, ServiceNode] = {}
-        if plan is not None:
-            for origin in table.origins:
-                nodes.update(service_nodes(plan, origin, table.settings, table.topology))
-        if table.apply_service(key, plan, nodes):
+        if _compile_key(table, registry, key, at):
             changed += 1
     table.loaded = registry.is_loaded and not registry.dirty
     if changed:
