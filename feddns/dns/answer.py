@@ -255,7 +255,7 @@ class AnswerTable:
         types = self._rtypes.get(name)
         if types is None:
             types = self._rtypes[name] = record_types(node, lb=lb)
-        if qtype not in types:
+        if qtype not in types and node.role is not Role.FEDV1:
             # The name can never hold this type: NODATA without running the selection
             # (AAAA for an IPv4-only service is a tenth of real traffic).
             if not self.loaded:
@@ -283,10 +283,14 @@ class AnswerTable:
                 return SERVFAIL
             return self._negative_answer(origin, name, wire.NOERROR)
         variants = outcome.variants or (((), ()),)
+        # RFC 2308 §2.2: a CNAME chain ending in NODATA carries the SOA, so resolvers can
+        # cache the denial.
+        authority = () if outcome.variants else (
+            soa_record(self.settings, origin, self.serial, ttl=negative_ttl(self.settings)),)
         compiled = []
         for answer, additional in variants:
             ans = encode_answer(name, rcode=wire.NOERROR, answer=(*chain, *answer),
-                                additional=additional)
+                                authority=authority, additional=additional)
             if outcome.stale:
                 ans.ede = STALE_EDE
             compiled.append(ans)
@@ -442,8 +446,14 @@ def compile_one(table: AnswerTable, registry: Registry, key: ServiceKey, *, wall
 
 
 def _compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: float) -> bool:
-    plan = plan_service(key, registry.views(key), settings=table.settings,
-                        topology=table.topology, now=at, expired=registry.known_expired(key))
+    views = registry.views(key)
+    expired = False
+    if not views:
+        # Known only from expired clusters: keep every name it had, answering SERVFAIL.
+        views = registry.views(key, expired=True)
+        expired = bool(views)
+    plan = plan_service(key, views, settings=table.settings, topology=table.topology, now=at,
+                        expired=expired)
     nodes: dict[bytes, ServiceNode] = {}
     if plan is not None:
         for origin in table.origins:
@@ -494,6 +504,4 @@ def record_types(node: ServiceNode, *, lb: bool) -> frozenset[int]:
                 types.add(wire.AAAA if ":" in a else wire.A)
         if role is Role.BASE and node.plan.ports:
             types.add(wire.SRV)
-        if role is Role.FEDV1 and node.wider is not None:
-            types.update((wire.A, wire.AAAA))  # may answer a CNAME for either
     return frozenset(types)

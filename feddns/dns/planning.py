@@ -23,6 +23,7 @@ Names (KEP-1645, plus the switches in ``names``):
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -209,6 +210,7 @@ def plan_service(
         stale_ttl=sel.stale_ttl,
         cap=settings.dns.max_records,
         clusters=tuple(infos),
+        expired=expired,
     )
 
 
@@ -254,9 +256,12 @@ def _endpoint_candidates(cluster: str, region: str, svc: Service, *, fresh: bool
             owner=_relative(endpoint_label(eps[0]), cluster), ports=svc.ports, endpoint=True,
         ))
     if weights is not None:
+        # The cluster's share is split among its endpoints of the same level, so that
+        # whichever level answers, the cluster's endpoints together weigh its share
+        # (unready endpoints of the cluster must not dilute it).
         share = float(weights.get(cluster, 0.0))
-        n = len(out) or 1
-        out = [replace(c, weight=share / n) for c in out]
+        count = Counter(c.level for c in out)
+        out = [replace(c, weight=share / count[c.level]) for c in out]
     return out
 
 
@@ -403,15 +408,19 @@ def evaluate(node: ServiceNode, qtype: int, place: Place, *, lb: bool,
         return _explain(node, place, lb=lb, now=now)
     if node.role is Role.ENDPOINT:
         return _endpoint(node, qtype)
+    if node.role is Role.FEDV1 and node.wider is not None and _spills(node, place, lb=lb):
+        # A CNAME owns the whole name (RFC 1034 §3.6.2, RFC 2181 §10.1): every type
+        # is sent on, or a cached CNAME would contradict this name's own records.
+        return Outcome(cname=node.wider, cname_ttl=plan.record_ttl)
     if qtype in (wire.A, wire.AAAA) and node.role in (Role.BASE, Role.PINNED, Role.FEDV1):
         sel, exists = address_selection(node, qtype, place, lb=lb)
         if not sel.variants:
-            if node.role is Role.FEDV1 and node.wider is not None:
-                return Outcome(cname=node.wider, cname_ttl=plan.record_ttl)
-            return _none_outcome(plan) if exists or _any_family(node, lb=lb) else \
-                Outcome(nodata=True)
-        if node.role is Role.FEDV1 and node.wider is not None and sel.level is not Level.READY:
-            return Outcome(cname=node.wider, cname_ttl=plan.record_ttl)
+            if exists or not _other_family_answers(node, qtype, place, lb=lb):
+                return _none_outcome(plan) if exists or _any_family(node, lb=lb) else \
+                    Outcome(nodata=True)
+            # The service has no address of this family but answers the other one:
+            # plain NODATA, whatever the none-healthy choice (the service is healthy).
+            return Outcome(nodata=True)
         ttl = _ttl(plan, sel.stale)
         return Outcome(
             variants=tuple((_address_records(node.owner, qtype, v, ttl, plan.cap), ())
@@ -421,6 +430,20 @@ def evaluate(node: ServiceNode, qtype: int, place: Place, *, lb: bool,
     if qtype == wire.SRV and node.role in (Role.BASE, Role.PORT):
         return _srv(node, place, lb=lb)
     return Outcome(nodata=True)
+
+
+def _spills(node: ServiceNode, place: Place, *, lb: bool) -> bool:
+    """A Federation v1 zone or region name with nothing fresh and ready to answer."""
+    for rtype in (wire.A, wire.AAAA):
+        sel, _ = address_selection(node, rtype, place, lb=lb)
+        if sel.variants and sel.level is Level.READY:
+            return False
+    return True
+
+
+def _other_family_answers(node: ServiceNode, qtype: int, place: Place, *, lb: bool) -> bool:
+    other = wire.AAAA if qtype == wire.A else wire.A
+    return bool(address_selection(node, other, place, lb=lb)[0].variants)
 
 
 def _any_family(node: ServiceNode, *, lb: bool) -> bool:

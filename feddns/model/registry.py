@@ -46,6 +46,8 @@ class ClusterEntry:
     """When the cluster last went from fresh to stale (None: never lost since start)."""
     error: str | None = None
     """Why the source is not fresh, for status and logs."""
+    transitions: list[tuple[float, ClusterState]] = field(default_factory=list)
+    """The last fresh/stale transitions, oldest first (flap damping replays them)."""
     synced_once: bool = False
     """True once a live source delivered data (a warm-start snapshot does not count)."""
 
@@ -85,11 +87,15 @@ class Registry:
                 keys.update(entry.snapshot.services)
         return keys
 
-    def views(self, key: ServiceKey) -> list[tuple[ClusterEntry, Service]]:
-        """Each answering cluster's view of one service, in configured cluster order."""
+    def views(self, key: ServiceKey, *, expired: bool = False
+              ) -> list[tuple[ClusterEntry, Service]]:
+        """Each answering cluster's view of one service, in configured cluster order.
+
+        With ``expired``, the views of the clusters whose data expired instead.
+        """
         out = []
         for entry in self.clusters.values():
-            if entry.snapshot is None or entry.state is ClusterState.EXPIRED:
+            if entry.snapshot is None or (entry.state is ClusterState.EXPIRED) is not expired:
                 continue
             svc = entry.snapshot.services.get(key)
             if svc is not None:
@@ -133,6 +139,7 @@ class Registry:
             entry.state = ClusterState.FRESH
             entry.state_since = now
             entry.fresh_since = now
+            _note(entry, now, ClusterState.FRESH)
             # A state change alters which clusters answer for every service they hold.
             changed |= set(new)
         self._changed(changed)
@@ -182,8 +189,10 @@ class Registry:
             return
         if state is ClusterState.FRESH:
             entry.fresh_since = now
+            _note(entry, now, state)
         elif state is ClusterState.STALE and entry.state is ClusterState.FRESH:
             entry.lost_since = now
+            _note(entry, now, state)
         entry.state = state
         entry.state_since = now
         if entry.snapshot is not None:
@@ -219,3 +228,11 @@ class Registry:
                 self.set_state(entry.name, ClusterState.EXPIRED, now=now, error=entry.error)
                 expired.append(entry.name)
         return expired
+
+
+MAX_TRANSITIONS = 16
+
+
+def _note(entry: ClusterEntry, now: float, state: ClusterState) -> None:
+    entry.transitions.append((now, state))
+    del entry.transitions[:-MAX_TRANSITIONS]

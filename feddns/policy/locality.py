@@ -55,8 +55,10 @@ class Locator:
         trusted_forwarders: Iterable[Network] = (),
         cache_size: int = 65536,
     ) -> None:
-        # Longest prefix first, so the first match is the most specific.
-        self.rules = sorted(rules, key=lambda r: r.network.prefixlen, reverse=True)
+        # Longest prefix first, so the first match is the most specific; at equal
+        # length a zone-level network beats a cluster-level one (it says more).
+        self.rules = sorted(rules, key=lambda r: (r.network.prefixlen, r.place.zone is not None),
+                            reverse=True)
         self.local = local
         self.trusted = tuple(trusted_forwarders)
         self.places: list[Place] = [Place()]
@@ -66,6 +68,7 @@ class Locator:
         if local is not None:
             self.class_for(local)
         self._cache: dict[str, int] = {}
+        self._subnet_cache: dict[Network, tuple[int, int]] = {}
         self.cache_size = cache_size
         self.active = bool(self.rules) or local is not None
         """False when every client is unknown (then the handler skips locating)."""
@@ -118,17 +121,48 @@ class Locator:
             return False
         return any(address.version == n.version and address in n for n in self.trusted)
 
+    def scope(self, address: Address, place: Place, prefix: int) -> int:
+        """The shortest prefix around ``address`` whose addresses are all placed at ``place``.
+
+        ``prefix`` is the length of the rule that placed it (0: none did). It is that
+        length, or longer when a more specific rule with another place lies nearby
+        (a zone-level network inside a cluster-level one): a resolver caches the
+        answer for the whole scope (RFC 7871 §7.3.1), so the scope must not cover
+        clients that are answered differently.
+        """
+        width = address.max_prefixlen
+        value = int(address)
+        scope = prefix
+        for rule in self.rules:
+            net = rule.network
+            if net.version != address.version or rule.place == place or address in net:
+                continue
+            # Leading bits shared with the rule's network; fewer than its prefix length,
+            # since the address is outside it. One bit more leaves the rule out.
+            common = width - (value ^ int(net.network_address)).bit_length()
+            scope = max(scope, common + 1)
+        return scope
+
     def class_of_subnet(self, network: Network) -> tuple[int, int]:
         """The class for an ECS subnet and the scope prefix length to echo (RFC 7871 §7.2.1).
 
         The scope is the prefix length of the rule that placed the subnet (0 when no
-        rule did: the answer does not depend on the client's address).
+        rule did), lengthened when a rule placing elsewhere lies nearby (see
+        :meth:`scope`); memoized per subnet.
         """
-        place, prefix = self.locate(network.network_address)
-        if prefix > network.prefixlen:
-            # The subnet is wider than the rule: we cannot tell, treat as unknown.
-            return UNKNOWN, prefix
-        return self.class_for(place), prefix
+        hit = self._subnet_cache.get(network)
+        if hit is not None:
+            return hit
+        address = network.network_address
+        place, prefix = self.locate(address)
+        scope = self.scope(address, place, prefix)
+        # A subnet wider than the scope holds clients placed differently: we cannot
+        # tell where this one is, so it is unknown.
+        out = (UNKNOWN if scope > network.prefixlen else self.class_for(place), scope)
+        if len(self._subnet_cache) >= self.cache_size:
+            self._subnet_cache.clear()
+        self._subnet_cache[network] = out
+        return out
 
 
 def rules_from(clusters: Sequence[tuple[str, str, Sequence[tuple[str, str | None]]]]

@@ -239,10 +239,11 @@ def rotations(pool: Sequence[Candidate], *, cap: int) -> tuple[tuple[Candidate, 
         return (tuple([*base, *rest][:cap]),)
     equal = len({c.weight for c in base}) == 1
     if equal:
-        if n <= cap:
-            starts = list(range(min(n, MAX_VARIANTS)))
-        else:
-            starts = [(i * cap) % n for i in range(min(math.ceil(n / cap), MAX_VARIANTS))]
+        # Every candidate leads equally often (its share of first records is its
+        # weight), spread evenly when there are more candidates than variants; the
+        # windows of ``cap`` then cover every candidate while n <= cap * MAX_VARIANTS.
+        k = min(n, MAX_VARIANTS)
+        starts = [i * n // k for i in range(k)]
     else:
         starts = swrr(_int_weights([c.weight for c in base], MAX_VARIANTS))
     variants = []

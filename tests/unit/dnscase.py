@@ -11,10 +11,11 @@ with the expected zone-text lines (both sides normalised by dnspython, so
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.name
@@ -28,6 +29,7 @@ from feddns.dns.answer import AnswerTable, sync_table
 from feddns.dns.handling import Handler
 from feddns.model.registry import Registry
 from feddns.model.services import ClusterSnapshot, Service
+from feddns.policy.locality import Locator
 
 SERIAL = 1000
 """The serial an answer table starts with in these tests."""
@@ -66,22 +68,33 @@ class Federation:
         """Replace ``cluster``'s snapshot with ``services`` (not compiled yet)."""
         self.registry.replace(ClusterSnapshot.from_services(cluster, services), now=now)
 
-    def sync(self) -> int:
-        """Compile what changed, one wall-clock second later than the last compile."""
+    def sync(self, *, now: float | None = None) -> int:
+        """Compile what changed, one wall-clock second later than the last compile.
+
+        ``now`` is the monotonic time flap damping is judged at (None: long after
+        every transition, i.e. no damping).
+        """
         self.wall += 1
-        return sync_table(self.table, self.registry, wall_now=self.wall)
+        return sync_table(self.table, self.registry, wall_now=self.wall, now=now)
 
 
 def federation(
     data: Mapping[str, Iterable[Service] | None],
     *,
     settings: Settings | None = None,
+    locator: Locator | None = None,
+    clock: Callable[[], float] | None = None,
     **overrides: Any,
 ) -> Federation:
-    """A compiled federation: cluster -> services (``None``: the cluster never delivered)."""
+    """A compiled federation: cluster -> services (``None``: the cluster never delivered).
+
+    ``locator`` places clients (default: every client unknown); ``clock`` is what the
+    table reads for the ages in explain records (default: the monotonic clock).
+    """
     settings = settings or settings_for(list(data), **overrides)
     registry = Registry.for_clusters(c.name for c in settings.clusters)
-    table = AnswerTable(settings, serial=SERIAL)
+    table = (AnswerTable(settings, serial=SERIAL, locator=locator, clock=clock)
+             if clock is not None else AnswerTable(settings, serial=SERIAL, locator=locator))
     fed = Federation(settings, registry, table, wall=WALL - 1)
     for cluster, services in data.items():
         if services is not None:
@@ -99,21 +112,25 @@ def query(
     edns: bool = True,
     tcp: bool = True,
     qid: int | None = None,
+    addr: tuple[str, int] | None = None,
+    options: Sequence[dns.edns.Option] = (),
 ) -> dns.message.Message:
     """Ask ``table`` one question through the real handler and parse the reply.
 
     ``full`` takes the strict path (``handle_full``) instead of the fast path;
     TCP by default so that size limits never truncate a case's answer. Answers
     that rotate (several clusters, weights) rotate by query ID, so ``qid`` pins
-    which order is seen.
+    which order is seen. ``addr`` is the client's source address (it decides the
+    client's place); ``options`` are EDNS options to send (e.g. Client Subnet).
     """
-    q = dns.message.make_query(qname, qtype, use_edns=0 if edns else None)
+    q = dns.message.make_query(qname, qtype, use_edns=0 if edns or options else None,
+                               options=list(options) or None)
     if qid is not None:
         q.id = qid
     q.flags &= ~dns.flags.RD
     handler = Handler(table, udp_payload_size=table.settings.dns.udp_payload_size)
     wire = q.to_wire()
-    reply = handler.handle_full(wire, tcp) if full else handler.handle(wire, tcp)
+    reply = handler.handle_full(wire, tcp, addr) if full else handler.handle(wire, tcp, addr)
     assert reply is not None, f"no reply to {qname} {qtype}"
     msg = dns.message.from_wire(reply)
     assert msg.id == q.id
@@ -171,9 +188,13 @@ class Case:
         return f"{self.qname} {self.qtype} -> {self.rcode}"
 
 
-def check(table: AnswerTable, case: Case, *, full: bool = False) -> dns.message.Message:
-    """Run ``case`` against ``table`` and assert every expected part of the reply."""
-    msg = query(table, case.qname, case.qtype, full=full)
+def check(table: AnswerTable, case: Case, *, full: bool = False,
+          addr: tuple[str, int] | None = None) -> dns.message.Message:
+    """Run ``case`` against ``table`` and assert every expected part of the reply.
+
+    ``addr`` is the asking client's source address (None: an unknown client).
+    """
+    msg = query(table, case.qname, case.qtype, full=full, addr=addr)
     where = f"{case.qname} {case.qtype}"
     assert dns.rcode.to_text(msg.rcode()) == case.rcode, f"{where}: rcode"
     assert bool(msg.flags & dns.flags.AA) is case.aa, f"{where}: AA"

@@ -1,0 +1,430 @@
+"""The MQTT federation bus: connection, subscription and publication (the only aiomqtt user).
+
+Why it exists: every cluster's feddns must see the whole federation and
+survive losing the bus. :class:`FederationBus` runs as a background task that
+nothing awaits, so a broker that is down at startup never delays DNS; it
+reconnects forever with jittered exponential backoff (aiomqtt's ``Client`` is
+reusable but not reentrant, ``docs/reconnection.md``; a fresh client per
+attempt also lets each session carry its own signed last will), resubscribes
+and republishes its own state after every reconnect (mosquitto without
+persistence forgets retained messages on restart), and bounds aiomqtt's
+queues, which are unbounded by default. While the broker is away, the
+registry keeps every peer's data; peers turn stale after ``peer_timeout``.
+
+Own data is published retained at QoS 1 (the broker acknowledges storing it),
+but the subscription is QoS 0, on purpose: mosquitto queues at most
+``max_queued_messages`` (default 1000) QoS 1 messages per subscriber and
+drops the rest ("Outgoing messages are being dropped"), so a new subscriber
+of a 10,000-service cluster would receive a tenth of its retained messages.
+QoS 0 delivery is not limited that way, and loses nothing that matters here:
+state is idempotent, a message lost with a broken connection is delivered
+again as a retained message after the reconnect, and a gap shows up as an
+incomplete manifest, which keeps the cluster "unknown" instead of "removed".
+
+The protocol details live next door: ``topics`` (the topic tree), ``codec``
+(signed payloads), ``merging`` (peers' data into the registry, freshness, the
+rule between a direct source and the bus) and ``publishing`` (own data out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+
+from feddns.config import BusConfig
+from feddns.model.registry import Registry
+from feddns.sources.mqtt.codec import AddressPolicy, Codec, KeyRing
+from feddns.sources.mqtt.merging import Merger
+from feddns.sources.mqtt.publishing import Generations, Outbox, Publisher
+from feddns.sources.mqtt.topics import Topics
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF = 0.8
+"""First pause after a failed connection (client-go's reflector starts at 0.8 s)."""
+HEALTHY_RESET = 60.0
+"""A session that lasted this long resets the backoff."""
+PUBLISH_WINDOW = 64
+"""QoS 1 publications awaiting their PUBACK at once (pipelining over a slow link)."""
+RECEIVE_BATCH = 256
+"""Messages merged before the registry is written (when more are already queued)."""
+RESUBSCRIBE_INTERVAL = 30.0
+"""After incoming messages were dropped (queue full), resubscribe at most this often: the
+broker then resends every retained message, repairing what was lost."""
+OFFLINE_TIMEOUT = 2.0
+"""Seconds allowed to publish "offline" statuses at a clean shutdown."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    """What the bus knows about one cluster heard on it."""
+
+    online: bool | None
+    instance: str | None
+    services: int
+    complete: bool
+    heartbeat_age: float | None
+    """Seconds since the last heartbeat (local monotonic clock); None before any."""
+
+
+@dataclass(frozen=True, slots=True)
+class BusStats:
+    """The bus's state for status pages and metrics (``feddns_bus_*``)."""
+
+    connected: bool
+    last_connect: float | None
+    """Wall-clock time of the last successful connection."""
+    connects: int
+    last_error: str | None
+    published: int
+    received: int
+    applied: int
+    duplicates: int
+    dropped: int
+    """Incoming messages discarded because the bounded queue was full."""
+    oversized_own: int
+    """Own messages not published because they exceed ``max_payload_size``."""
+    rejected: dict[str, int]
+    peers: dict[str, PeerStats]
+
+
+class _DropCounter(logging.Filter):
+    """Counts aiomqtt's "queue is full" warnings (one per dropped message) and mutes them.
+
+    paho's per-socket errors are muted too: the bus logs one summary line of its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Message queue is full. Discarding message.":
+            self.count += 1
+            return False
+        return not str(record.msg).startswith("failed to receive on socket")
+
+
+class FederationBus:
+    """Publishes this instance's own clusters and merges every peer's into the registry.
+
+    Args:
+        settings: The ``bus`` section of the config.
+        federation: The federation name (the second topic level).
+        registry: The registry sources write to; only the event loop touches it.
+        own_clusters: Clusters this instance sources itself; they are published, and the
+            bus writes them only while their own source is not fresh.
+        clock: Monotonic seconds, for freshness (never the sender's clock).
+        wall: Wall-clock seconds, for signed timestamps, the replay window and generations.
+        keyring: The HMAC keys; default: read from the files or variables ``settings``
+            names (raises :class:`~feddns.errors.ConfigError` when one is missing).
+    """
+
+    def __init__(
+        self,
+        settings: BusConfig,
+        *,
+        federation: str,
+        registry: Registry,
+        own_clusters: Iterable[str],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        keyring: KeyRing | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.clock = clock
+        self.wall = wall
+        self.own_clusters = tuple(sorted(set(own_clusters)))
+        self.topics = Topics(settings.topic_prefix, federation)
+        self.codec = Codec(self.topics, keyring or KeyRing.from_config(settings),
+                           AddressPolicy.from_config(settings),
+                           max_payload_size=settings.max_payload_size)
+        slug = (self.own_clusters[0] if self.own_clusters else "peer")[:40]
+        self.instance = f"{slug}-{secrets.token_hex(4)}"
+        """Unique per process: tells own echoes apart and names the MQTT client."""
+        self.client_id = f"feddns-{self.instance}"
+        self.merger = Merger(
+            registry, self.codec, own_clusters=self.own_clusters, instance=self.instance,
+            peer_timeout=settings.peer_timeout, replay_window=settings.replay_window,
+            retained_age=settings.republish_interval + settings.heartbeat_interval,
+            accept_unknown_clusters=settings.accept_unknown_clusters,
+        )
+        self.publisher = Publisher(
+            registry, self.codec, own_clusters=self.own_clusters, instance=self.instance,
+            generations=Generations(wall), is_relayed=self.merger.is_relayed,
+        )
+        self.connected = False
+        self.connects = 0
+        self.last_connect: float | None = None
+        self.last_error: str | None = None
+        self.published = 0
+        self._wake = asyncio.Event()
+        self._drops = _DropCounter()
+        self._drops_repaired = 0
+        # Not registered with logging.getLogger: one per bus, so drop counts do not mix.
+        self._mqtt_log = logging.Logger(f"{__name__}.client", logging.WARNING)
+        self._mqtt_log.parent = log
+        self._mqtt_log.addFilter(self._drops)
+
+    # --- the public surface ---------------------------------------------------------
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Rejected messages by reason (``feddns_bus_rejected_total{reason}``)."""
+        return self.merger.rejected
+
+    def notify(self) -> None:
+        """Own data may have changed: publish the difference soon (call on the loop)."""
+        self._wake.set()
+
+    def set_keyring(self, keyring: KeyRing) -> None:
+        """Swap the key ring (a reload).
+
+        It verifies from now on, signs from the next message, and signs the last will
+        from the next connection.
+        """
+        self.codec.keyring = keyring
+
+    def stats(self) -> BusStats:
+        """A snapshot of the bus's state and counters."""
+        now = self.clock()
+        counts = self.merger.counts
+        return BusStats(
+            connected=self.connected,
+            last_connect=self.last_connect,
+            connects=self.connects,
+            last_error=self.last_error,
+            published=self.published,
+            received=counts["received"],
+            applied=counts["applied"],
+            duplicates=counts["duplicates"],
+            dropped=self._drops.count,
+            oversized_own=self.publisher.oversized,
+            rejected=dict(self.merger.rejected),
+            peers={
+                name: PeerStats(
+                    online=p.online, instance=p.instance, services=len(p.services),
+                    complete=p.complete,
+                    heartbeat_age=None if p.last_heartbeat is None else now - p.last_heartbeat,
+                )
+                for name, p in self.merger.peers.items()
+            },
+        )
+
+    async def run(self) -> None:
+        """Connect, publish and receive until cancelled; never raises anything else."""
+        ticking = asyncio.create_task(self._tick_forever(), name="bus ticker")
+        try:
+            await self._connect_forever()
+        finally:
+            ticking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticking
+            self.connected = False
+
+    # --- the connection loop -------------------------------------------------------
+
+    async def _connect_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = min(INITIAL_BACKOFF, self.settings.backoff_max)
+        logged: str | None = None
+        while True:
+            started = loop.time()
+            try:
+                await self._session()
+                error = "the session ended"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must survive anything; report it
+                leaf = _leaf(exc)
+                error = f"{type(leaf).__name__}: {leaf}"
+                if not isinstance(leaf, (aiomqtt.MqttError, OSError)) and error != logged:
+                    log.error("bus: unexpected error; reconnecting", exc_info=exc)
+            was_connected, self.connected = self.connected, False
+            self.last_error = error
+            if was_connected:
+                log.warning("bus: lost the broker %s:%d (%s); reconnecting; peers' data is kept"
+                            " and turns stale after %.0f s", self.settings.broker,
+                            self.settings.port, error, self.settings.peer_timeout)
+            elif error != logged:
+                log.warning("bus: cannot reach the broker %s:%d (%s); retrying with backoff"
+                            " (DNS keeps serving)", self.settings.broker, self.settings.port,
+                            error)
+            logged = error
+            if loop.time() - started >= HEALTHY_RESET:
+                delay = min(INITIAL_BACKOFF, self.settings.backoff_max)
+            await asyncio.sleep(min(self.settings.backoff_max, delay * (1 + random.random())))
+            delay = min(delay * 2, self.settings.backoff_max)
+
+    def _client(self, will: aiomqtt.Will | None) -> aiomqtt.Client:
+        s = self.settings
+        tls = None
+        if s.tls is not None:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=str(s.tls.ca_file) if s.tls.ca_file else None,
+                certfile=str(s.tls.cert_file) if s.tls.cert_file else None,
+                keyfile=str(s.tls.key_file) if s.tls.key_file else None,
+            )
+        client = aiomqtt.Client(
+            s.broker, s.port,
+            username=s.username, password=self._password(),
+            identifier=self.client_id, will=will, clean_session=True,
+            keepalive=s.keepalive, timeout=s.connect_timeout, tls_params=tls,
+            max_queued_incoming_messages=s.max_queued_messages,
+            max_queued_outgoing_messages=s.max_queued_messages,
+            max_inflight_messages=PUBLISH_WINDOW,
+            logger=self._mqtt_log,
+        )
+        client.pending_calls_threshold = 2 * PUBLISH_WINDOW
+        return client
+
+    def _password(self) -> str | None:
+        """Read at every attempt, so a rotated password file takes effect on reconnect."""
+        s = self.settings
+        if s.password_file is not None:
+            return s.password_file.read_text(encoding="utf-8").strip()
+        if s.password_env is not None:
+            return os.environ.get(s.password_env)
+        return None
+
+    async def _session(self) -> None:
+        """One connection: subscribe, publish everything, then follow both directions."""
+        will_message = self.publisher.will(wall_now=self.wall())
+        will = None
+        if will_message is not None:
+            will = aiomqtt.Will(will_message[0], will_message[1], qos=1, retain=True)
+        client = self._client(will)
+        async with client:
+            self.connected = True
+            self.connects += 1
+            self.last_connect = self.wall()
+            log.info("bus: connected to %s:%d as %s (session %d)", self.settings.broker,
+                     self.settings.port, self.client_id, self.publisher.session)
+            await client.subscribe(self.topics.subscription, qos=0)  # QoS 0: see above
+            self.publisher.reset()
+            receiving = asyncio.create_task(self._receive(client), name="bus receive")
+            publishing = asyncio.create_task(self._publish_forever(client), name="bus publish")
+            try:
+                done, _ = await asyncio.wait((receiving, publishing),
+                                             return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                await _stop(receiving, publishing)
+                await self._say_offline(client)
+                raise
+            await _stop(receiving, publishing)
+            for task in done:
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """At a clean shutdown, tell peers now (a clean DISCONNECT discards the will)."""
+        statuses = self.publisher.statuses(online=False, wall_now=self.wall())
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._publish_all(client, statuses), OFFLINE_TIMEOUT)
+
+    # --- receiving -----------------------------------------------------------------
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        last_resubscribe = loop.time()
+        batch = 0
+        # Each message takes one turn of the event loop, so queries are served in between.
+        async for message in client.messages:
+            self.merger.receive(message.topic.value, message.payload,
+                                retained=bool(message.retain), now=self.clock(),
+                                wall_now=self.wall())
+            batch += 1
+            if batch < RECEIVE_BATCH and len(client.messages) > 0:
+                continue
+            batch = 0
+            self.merger.flush(now=self.clock())
+            if (self._drops.count > self._drops_repaired and len(client.messages) == 0
+                    and loop.time() - last_resubscribe >= RESUBSCRIBE_INTERVAL):
+                log.warning("bus: %d incoming message(s) dropped (queue of %d full);"
+                            " resubscribing to get the retained state again",
+                            self._drops.count - self._drops_repaired,
+                            self.settings.max_queued_messages)
+                self._drops_repaired = self._drops.count
+                last_resubscribe = loop.time()
+                await client.subscribe(self.topics.subscription, qos=0)
+
+    async def _tick_forever(self) -> None:
+        """Judge peers' silence by the local clock, even while the broker is away."""
+        interval = min(1.0, self.settings.peer_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.merger.tick(now=self.clock())
+            except Exception:  # a bug here must not stop the ticking
+                log.exception("bus: checking peers' freshness failed")
+            # Cheap when nothing changed; publishes own changes even without a registry hook.
+            self._wake.set()
+
+    # --- publishing ----------------------------------------------------------------
+
+    async def _publish_forever(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        next_heartbeat = loop.time() + s.heartbeat_interval
+        next_republish = loop.time() + s.republish_interval
+        while True:
+            self._wake.clear()
+            await self._send(client, self.publisher.changes(wall_now=self.wall()))
+            now = loop.time()
+            if now >= next_heartbeat:
+                await self._publish_all(
+                    client, self.publisher.statuses(online=True, wall_now=self.wall()))
+                next_heartbeat = now + s.heartbeat_interval
+            if now >= next_republish:
+                self.publisher.reset()
+                next_republish = now + s.republish_interval
+                continue
+            timeout = min(next_heartbeat, next_republish) - loop.time()
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _send(self, client: aiomqtt.Client, outbox: Outbox) -> None:
+        """Services first, then manifests and statuses, then clears, each acknowledged."""
+        await self._publish_all(client, outbox.services)
+        await self._publish_all(client, outbox.manifests)
+        await self._publish_all(client, [(topic, b"") for topic in outbox.clears])
+
+    async def _publish_all(self, client: aiomqtt.Client,
+                           messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish retained QoS 1 messages, at most ``PUBLISH_WINDOW`` awaiting a PUBACK."""
+        pending = iter(messages)
+
+        async def worker() -> None:
+            for topic, payload in pending:  # the workers share one iterator
+                await client.publish(topic, payload, qos=1, retain=True)
+                self.published += 1
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(PUBLISH_WINDOW, len(messages))):
+                group.create_task(worker())
+
+
+async def _stop(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

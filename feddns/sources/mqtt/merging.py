@@ -1,0 +1,391 @@
+"""Merging peers' verified bus messages into the registry (no I/O, no clock).
+
+Why it exists: this is where "unknown is not absent" and "lost is stale,
+not empty" are kept for data that arrives over the bus. It holds a shadow of
+every cluster heard on the bus and decides what reaches the registry:
+
+* **Completeness.** A cluster's manifest (``snapshot``) lists its service
+  keys. Until a manifest and a service message for each of its keys have
+  arrived, the cluster stays as it was (``syncing`` = unknown): a retained
+  message lost by a broker restart is "not yet known", never "removed". A
+  service disappears only when a newer manifest leaves it out. The first
+  complete view is written with one ``Registry.replace``; later changes one
+  ``put_service`` each (or one ``replace`` for a burst).
+* **Ordering.** Per topic, only a newer generation is applied; an equal one
+  is a duplicate (QoS 1 redelivery, retained messages after a resubscribe)
+  and ignored; an older one is rejected. A service message that is not in a
+  newer manifest is a leftover or a replay and is rejected the same way.
+* **Freshness** is judged by the local monotonic receive time of the last
+  "online" heartbeat (never the sender's clock): a peer silent for
+  ``peer_timeout``, or whose session ended (its "offline" status, or its last
+  will published by the broker), makes its data STALE, never absent; a peer
+  whose own source is stale is stale here too. The registry's own ageing
+  (stale -> expired after ``max_stale``) is left alone.
+* **Two paths to one cluster.** For a cluster this instance sources itself
+  (``own_clusters``), the bus never writes while that source is FRESH. When
+  the source is syncing or stale and another instance publishes the same
+  cluster with complete data newer than the registry's, that data is
+  written but the cluster stays STALE (relayed data is a fallback, never
+  "fresh"); from then on it follows the bus until the direct source writes
+  again or turns fresh, which always wins. Losing either path therefore
+  never empties answers.
+
+Timestamps are checked against the local wall clock within the replay
+window; for retained messages (delivered on subscribe, possibly stored up to
+one republish interval earlier) the window reaches ``retained_age`` further
+into the past. A last will carries its session's connect-time timestamp, so
+it is accepted outside the window when it ends the session currently heard
+online (it cannot have been seen, hence replayed, before the broker sent it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from feddns.model.registry import ClusterState, Registry
+from feddns.model.services import ClusterSnapshot, Service, ServiceKey
+from feddns.sources.mqtt.codec import (
+    Codec,
+    Header,
+    Reason,
+    Rejected,
+    ServiceMessage,
+    SnapshotMessage,
+    StatusMessage,
+    check_time,
+)
+
+log = logging.getLogger(__name__)
+
+BULK = 64
+"""More changed services than this in one flush are written with one ``replace``
+(``put_service`` copies the cluster's mapping, so many of them would be quadratic)."""
+MAX_UNKNOWN_CLUSTERS = 256
+"""Bound on clusters accepted with ``accept_unknown_clusters`` (memory, not policy)."""
+MAX_LOGGED = 1024
+"""Bound on the remembered (reason, origin) pairs already logged."""
+ENDED_SESSIONS = 32
+
+
+@dataclass(slots=True)
+class PeerCluster:
+    """Everything heard on the bus about one cluster."""
+
+    name: str
+    services: dict[ServiceKey, tuple[int, Service]] = field(default_factory=dict)
+    manifest: frozenset[ServiceKey] | None = None
+    manifest_gen: int = -1
+    status_gen: int = -1
+    online: bool | None = None
+    """From the last accepted status; None before any."""
+    session: int | None = None
+    """Session of the last accepted "online" status."""
+    ended: deque[int] = field(default_factory=lambda: deque(maxlen=ENDED_SESSIONS))
+    reported: ClusterState | None = None
+    """The publisher's view of its own source (fresh, stale, ...)."""
+    instance: str | None = None
+    """The instance that sent the last accepted status."""
+    last_heartbeat: float | None = None
+    """Local monotonic time of the last accepted "online" status."""
+    last_change: float | None = None
+    """Local monotonic time the shadow data last changed."""
+    loaded: bool = False
+    """A complete view has been written to the registry."""
+    relayed: ClusterSnapshot | None = None
+    """Own clusters only: the registry snapshot the bus itself wrote last."""
+    dirty: set[ServiceKey] = field(default_factory=set)
+    missing: set[ServiceKey] = field(default_factory=set)
+    """Keys the manifest lists that no service message has brought yet."""
+
+    @property
+    def complete(self) -> bool:
+        """True when a manifest arrived and data for every key it lists."""
+        return self.manifest is not None and not self.missing
+
+    def wanted(self, key: ServiceKey) -> Service | None:
+        """What the registry should hold for ``key`` according to the bus."""
+        item = self.services.get(key)
+        return None if item is None else item[1]
+
+    def view(self) -> ClusterSnapshot:
+        """The cluster as the bus knows it."""
+        return ClusterSnapshot(self.name, {k: s for k, (_, s) in self.services.items()})
+
+
+class Merger:
+    """Applies verified messages to per-cluster shadows, and the shadows to the registry."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        codec: Codec,
+        *,
+        own_clusters: Iterable[str],
+        instance: str,
+        peer_timeout: float,
+        replay_window: float,
+        retained_age: float,
+        accept_unknown_clusters: bool = False,
+    ) -> None:
+        self.registry = registry
+        self.codec = codec
+        self.own_clusters = frozenset(own_clusters)
+        self.instance = instance
+        self.peer_timeout = peer_timeout
+        self.replay_window = replay_window
+        self.retained_age = retained_age
+        self.accept_unknown_clusters = accept_unknown_clusters
+        self.peers: dict[str, PeerCluster] = {}
+        self.counts: Counter[str] = Counter()
+        """received, applied, duplicates, own (echoes of this instance), cleared."""
+        self.rejected: Counter[str] = Counter()
+        """Rejected messages by :class:`Reason`."""
+        self._logged: set[tuple[str, str]] = set()
+
+    # --- receiving -----------------------------------------------------------
+
+    def receive(self, topic: str, payload: bytes, *, retained: bool, now: float,
+                wall_now: float) -> None:
+        """Verify one message and record it in its cluster's shadow (see :meth:`flush`)."""
+        self.counts["received"] += 1
+        if not payload:
+            # A retained message being deleted; the manifest says what that means.
+            self.counts["cleared"] += 1
+            return
+        try:
+            msg = self.codec.decode(topic, payload)
+            self._accept(msg, retained=retained, now=now, wall_now=wall_now)
+        except Rejected as exc:
+            self._reject(exc, topic)
+
+    def _accept(self, msg: ServiceMessage | SnapshotMessage | StatusMessage, *,
+                retained: bool, now: float, wall_now: float) -> None:
+        h = msg.header
+        if h.instance == self.instance:
+            self.counts["own"] += 1
+            return
+        peer = self.peers.get(h.origin)
+        if peer is None:
+            known = h.origin in self.registry.clusters
+            if not known and not self.accept_unknown_clusters:
+                raise Rejected(Reason.UNKNOWN_CLUSTER, "not in the configuration")
+            unknown = sum(1 for p in self.peers if p not in self.registry.clusters)
+            if not known and unknown >= MAX_UNKNOWN_CLUSTERS:
+                raise Rejected(Reason.UNKNOWN_CLUSTER, "too many unknown clusters")
+            peer = self.peers[h.origin] = PeerCluster(h.origin)
+        extra_age = self.retained_age if retained else 0.0
+        if isinstance(msg, StatusMessage):
+            self._status(peer, msg, now=now, wall_now=wall_now, extra_age=extra_age)
+            return
+        check_time(h, wall_now=wall_now, window=self.replay_window, extra_age=extra_age)
+        if isinstance(msg, ServiceMessage):
+            self._service(peer, h, msg.service, now=now)
+        else:
+            self._snapshot(peer, h, msg.keys, now=now)
+
+    def _duplicate(self) -> None:
+        self.counts["duplicates"] += 1
+
+    def _service(self, peer: PeerCluster, h: Header, service: Service, *, now: float) -> None:
+        key = service.key
+        old = peer.services.get(key)
+        if old is not None and h.gen == old[0]:
+            return self._duplicate()
+        if old is not None and h.gen < old[0]:
+            raise Rejected(Reason.OLD_GENERATION, f"service {key[0]}/{key[1]}")
+        if peer.manifest is not None and key not in peer.manifest and h.gen <= peer.manifest_gen:
+            # A newer manifest no longer lists it: a leftover retained message or a replay.
+            raise Rejected(Reason.OLD_GENERATION, f"service {key[0]}/{key[1]} was removed")
+        peer.services[key] = (h.gen, service)
+        peer.missing.discard(key)
+        peer.dirty.add(key)
+        peer.last_change = now
+        self.counts["applied"] += 1
+        return None
+
+    def _snapshot(self, peer: PeerCluster, h: Header, keys: frozenset[ServiceKey], *,
+                  now: float) -> None:
+        if h.gen == peer.manifest_gen:
+            return self._duplicate()
+        if h.gen < peer.manifest_gen:
+            raise Rejected(Reason.OLD_GENERATION, "manifest")
+        old = peer.manifest if peer.manifest is not None else frozenset()
+        peer.manifest, peer.manifest_gen = keys, h.gen
+        gone = [k for k, (gen, _) in peer.services.items() if k not in keys and gen <= h.gen]
+        for key in gone:
+            del peer.services[key]
+        peer.missing = {k for k in keys if k not in peer.services}
+        peer.dirty.update(gone)
+        peer.dirty.update(old ^ keys)
+        peer.last_change = now
+        self.counts["applied"] += 1
+        return None
+
+    def _status(self, peer: PeerCluster, msg: StatusMessage, *, now: float, wall_now: float,
+                extra_age: float) -> None:
+        h = msg.header
+        if msg.online:
+            check_time(h, wall_now=wall_now, window=self.replay_window, extra_age=extra_age)
+            if h.gen == peer.status_gen:
+                return self._duplicate()
+            if h.gen < peer.status_gen or msg.session in peer.ended:
+                raise Rejected(Reason.OLD_GENERATION, "status")
+            peer.status_gen = h.gen
+            peer.online, peer.session, peer.reported = True, msg.session, msg.state
+            peer.instance = h.instance
+            peer.last_heartbeat = now
+            self.counts["applied"] += 1
+            return None
+        # Offline: a clean shutdown (a new generation), or the last will, signed when the
+        # session connected, so older than that session's heartbeats.
+        is_will = peer.online is True and peer.session == msg.session
+        if h.gen > peer.status_gen and not is_will:
+            check_time(h, wall_now=wall_now, window=self.replay_window, extra_age=extra_age)
+        elif not is_will:
+            if h.gen == peer.status_gen or msg.session in peer.ended:
+                return self._duplicate()
+            raise Rejected(Reason.OLD_GENERATION, "status")
+        peer.status_gen = max(peer.status_gen, h.gen)
+        self.counts["applied"] += 1
+        for name in {peer.name, *msg.clusters}:
+            other = self.peers.get(name)
+            if other is None:
+                continue
+            if msg.session not in other.ended:
+                other.ended.append(msg.session)
+            if other.online is True and other.session == msg.session:
+                other.online = False
+                log.warning("bus: cluster %s: its publisher went offline (session %d%s)", name,
+                            msg.session, ", last will" if is_will else "")
+            elif other is peer and other.online is None:
+                other.online = False  # first heard of while offline (a retained status)
+        return None
+
+    def _reject(self, exc: Rejected, topic: str) -> None:
+        self.rejected[exc.reason] += 1
+        parsed = self.codec.topics.parse(topic)
+        origin = parsed.cluster[:64] if parsed is not None else "?"
+        if (exc.reason, origin) in self._logged:
+            return
+        if len(self._logged) < MAX_LOGGED:
+            self._logged.add((exc.reason, origin))
+        log.warning("bus: rejected a message for cluster %r (%s); further %s rejections for"
+                    " it are only counted", origin, exc, exc.reason)
+
+    # --- writing to the registry -----------------------------------------------
+
+    def target_state(self, peer: PeerCluster, now: float) -> tuple[ClusterState, str | None]:
+        """What the bus says about the cluster's freshness, and why when not fresh."""
+        if peer.online is False:
+            return ClusterState.STALE, "bus: its publisher is offline"
+        if peer.last_heartbeat is None:
+            return ClusterState.STALE, "bus: no heartbeat received yet"
+        silent = now - peer.last_heartbeat
+        if silent > self.peer_timeout:
+            return ClusterState.STALE, f"bus: no heartbeat for {silent:.0f} s"
+        if peer.reported is ClusterState.EXPIRED:
+            return ClusterState.EXPIRED, "bus: expired at its publisher"
+        if peer.reported is not ClusterState.FRESH:
+            return ClusterState.STALE, f"bus: {peer.reported} at its publisher"
+        return ClusterState.FRESH, None
+
+    def is_relayed(self, cluster: str) -> bool:
+        """True when an own cluster's registry data is currently the bus's, not the source's."""
+        peer = self.peers.get(cluster)
+        entry = self.registry.clusters.get(cluster)
+        return (peer is not None and entry is not None and peer.relayed is not None
+                and entry.snapshot is peer.relayed)
+
+    def flush(self, *, now: float) -> None:
+        """Write changed shadows and freshness to the registry (after a batch of receives).
+
+        Cheap when nothing changed (a few comparisons per cluster), so it is also
+        called periodically to judge silence and the own-cluster rule.
+        """
+        for peer in self.peers.values():
+            self._write(peer, now=now)
+
+    tick = flush
+
+    def _write(self, peer: PeerCluster, *, now: float) -> None:
+        if peer.name in self.own_clusters:
+            self._write_own(peer, now=now)
+        else:
+            self._write_peer(peer, now=now)
+        peer.dirty.clear()
+
+    def _write_peer(self, peer: PeerCluster, *, now: float) -> None:
+        entry = self.registry.clusters.get(peer.name)
+        if entry is None and not self.accept_unknown_clusters:
+            peer.loaded = False
+            return
+        if entry is None or entry.snapshot is None or not peer.loaded:
+            if not peer.complete:
+                return  # unknown stays unknown: nothing is written, nothing is removed
+            self.registry.replace(peer.view(), now=now)
+            peer.loaded = True
+            log.info("bus: cluster %s loaded from the bus (%d services)", peer.name,
+                     len(peer.services))
+        else:
+            self._apply_changes(peer, now=now)
+        self._set_state(peer, now=now)
+
+    def _apply_changes(self, peer: PeerCluster, *, now: float) -> None:
+        entry = self.registry.clusters[peer.name]
+        current = entry.snapshot.services if entry.snapshot is not None else {}
+        changed = [k for k in peer.dirty if current.get(k) != peer.wanted(k)]
+        if len(changed) > BULK:
+            self.registry.replace(peer.view(), now=now)
+            return
+        for key in sorted(changed):
+            self.registry.put_service(peer.name, key, peer.wanted(key), now=now)
+
+    def _set_state(self, peer: PeerCluster, *, now: float) -> None:
+        entry = self.registry.clusters.get(peer.name)
+        if entry is None or entry.snapshot is None:
+            return
+        state, error = self.target_state(peer, now)
+        if state is ClusterState.STALE and entry.state is ClusterState.EXPIRED:
+            return  # aged out by the registry's max_stale: only fresh data revives it
+        if entry.state is not state:
+            log_at = logging.INFO if state is ClusterState.FRESH else logging.WARNING
+            log.log(log_at, "bus: cluster %s is %s%s", peer.name, state,
+                    f" ({error})" if error else "")
+        self.registry.set_state(peer.name, state, now=now, error=error)
+
+    def _write_own(self, peer: PeerCluster, *, now: float) -> None:
+        entry = self.registry.clusters.get(peer.name)
+        if entry is None:
+            return
+        if entry.state is ClusterState.FRESH:
+            # The direct source is fresh (it wrote, or declared itself healthy): it wins.
+            if peer.relayed is not None:
+                log.info("bus: cluster %s: own source fresh again; bus data no longer used",
+                         peer.name)
+            peer.relayed = None
+            return
+        relayed = peer.relayed is not None and entry.snapshot is peer.relayed
+        if not relayed:
+            state, _ = self.target_state(peer, now)
+            newer = (entry.snapshot is None or entry.last_sync is None
+                     or (peer.last_change is not None and peer.last_change > entry.last_sync))
+            if not (peer.complete and state is ClusterState.FRESH and newer):
+                peer.relayed = None
+                return
+            log.warning("bus: cluster %s: own source is %s; serving the newer data relayed by"
+                        " instance %s (kept stale)", peer.name, entry.state, peer.instance)
+            self.registry.replace(peer.view(), now=now)
+        elif peer.dirty:
+            self._apply_changes(peer, now=now)
+        else:
+            return
+        self.registry.set_state(peer.name, ClusterState.STALE, now=now,
+                                error=f"own source not fresh; data relayed by {peer.instance}")
+        peer.relayed = self.registry.clusters[peer.name].snapshot
+        peer.loaded = True
+
+
+__all__ = ["Merger", "PeerCluster"]
