@@ -132,7 +132,7 @@ def queries(shape: Shape, count: int, *, seed: int = 1) -> list[str]:
     out = []
     for _ in range(count):
         i = rnd.randrange(shape.services)
-        name, ns, headless = _svc(i, shape)
+        name, ns, _ = _svc(i, shape)
         owner = f"{name}.{ns}.svc.{ORIGIN}"
         roll = rnd.random()
         if roll < 0.6:

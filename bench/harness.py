@@ -57,7 +57,7 @@ def wait_for_dns(port: int, name: str, timeout: float = 60.0) -> None:
             reply = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.5)
             if reply.rcode() == 0 and reply.answer:
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server on port {port} did not answer {name} within {timeout} s")
@@ -71,8 +71,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def feddns_server(config: Path, port: int, *, cpu: int | None = 1,
-                  probe: str = "web.shop.svc.clusterset.local") -> Iterator[subprocess.Popen[bytes]]:
+def feddns_server(
+    config: Path, port: int, *, cpu: int | None = 1, probe: str = "web.shop.svc.clusterset.local"
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``feddns serve`` on ``config`` at 127.0.0.1:port until the block ends."""
     cmd = [*taskset(cpu), sys.executable, "-m", "feddns", "serve", "-c", str(config),
            "--listen", f"127.0.0.1:{port}", "--log-level", "warning"]

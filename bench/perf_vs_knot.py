@@ -147,7 +147,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def resperf_max(port: int, queries: Path, *, max_qps: int) -> float:
-    """resperf's highest rate with no loss (its 'Maximum throughput' line)."""
+    """Resperf's highest rate with no loss (its 'Maximum throughput' line)."""
     exe = shutil.which("resperf") or "resperf"
     cmd = [*taskset(0), exe, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
            "-m", str(max_qps), "-r", "20", "-c", "10", "-q", "50000"]

@@ -35,12 +35,13 @@ def answers(port: int) -> bool:
     try:
         reply = dns.query.udp(dns.message.make_query(PROBE, "A"), "127.0.0.1", port=port,
                               timeout=0.05)
-    except Exception:  # noqa: BLE001 - not up yet
+    except Exception:
         return False
     return sum(len(r) for r in reply.answer) == 10
 
 
-def run_once(config: Path, port: int, *, timeout: float = 60.0) -> tuple[float, subprocess.Popen[bytes]]:
+def run_once(config: Path, port: int, *,
+             timeout: float = 60.0) -> tuple[float, subprocess.Popen[bytes]]:
     """Start feddns; return the seconds until the probe answers, and the process."""
     started = time.monotonic()
     proc = subprocess.Popen([*taskset(1), sys.executable, "-m", "feddns", "serve", "-c",
