@@ -81,7 +81,7 @@ def serve_and_measure(config: Path, probes: list[str], *, timeout: float = 900) 
                 if reply.answer:
                     pending.pop()
                     continue
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 pass
             time.sleep(0.2)
         if pending:
@@ -174,7 +174,7 @@ async def _empty_rss(config: Path) -> float:
                 dns.query.udp(dns.message.make_query("clusterset.local", "SOA"), "127.0.0.1",
                               port=port, timeout=0.5)
                 break
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 await asyncio.sleep(0.1)
         await asyncio.sleep(2)
         return rss_mib(proc.pid)
