@@ -16,7 +16,6 @@ and bus sources produce after conversion):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import statistics
@@ -157,13 +156,13 @@ def main() -> None:
         empty = dict(cfg, snapshot={"path": str(folder / "none"), "interval": 3600})
         empty_config = folder / "empty.yaml"
         empty_config.write_text(json.dumps(empty))
-        base_rss = asyncio.run(_empty_rss(empty_config))
+        base_rss = _empty_rss(empty_config)
         figure("rss-mib-at-1m-endpoints", full_rss)
         figure("rss-mib-empty", base_rss)
         figure("rss-bytes-per-endpoint", (full_rss - base_rss) * 2**20 / total)
 
 
-async def _empty_rss(config: Path) -> float:
+def _empty_rss(config: Path) -> float:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "feddns", "serve", "-c", str(config),
                              "--listen", f"127.0.0.1:{port}", "--log-level", "error"],
