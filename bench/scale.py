@@ -173,7 +173,7 @@ def _empty_rss(config: Path) -> float:
                 dns.query.udp(dns.message.make_query("clusterset.local", "SOA"), "127.0.0.1",
                               port=port, timeout=0.5)
                 break
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 time.sleep(0.1)
         time.sleep(2)
         return rss_mib(proc.pid)
