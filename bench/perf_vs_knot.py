@@ -135,8 +135,15 @@ def latency_run(port: int, queries: Path, *, qps: float, seconds: float) -> list
     cmd = [*taskset(0), exe, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
            "-l", str(seconds), "-c", "10", "-q", "500", "-Q", str(int(qps)), "-t", "2", "-v"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return sorted(float(line.split()[-1]) * 1000 for line in out.splitlines()
-                  if line.startswith(">"))
+    latencies = []
+    for line in out.splitlines():
+        # "> NOERROR name type 0.000123"; a lost query's line has no latency.
+        if line.startswith(">"):
+            try:
+                latencies.append(float(line.split()[-1]) * 1000)
+            except ValueError:
+                continue
+    return sorted(latencies)
 
 
 def pct(values: list[float], p: float) -> float:

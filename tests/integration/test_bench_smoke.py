@@ -1,0 +1,50 @@
+"""The benchmarks still run: a short smoke run of each, checking only their output shape.
+
+Figures come from `make bench` on a quiet machine (bench/RESULTS.md); here nothing is
+timed, so the test cannot flake on a busy CI machine, but a benchmark that rots fails.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import REPO
+
+FIGURE = re.compile(r"^([a-z0-9-]+): (\S+)$", re.MULTILINE)
+
+
+def run_bench(*args: str, timeout: float = 240) -> dict[str, str]:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return dict(FIGURE.findall(proc.stdout))
+
+
+@pytest.mark.skipif(shutil.which("dnsperf") is None or shutil.which("knotd") is None,
+                    reason="dnsperf and knot are installed by make test (scripts/apt-install)")
+def test_the_knot_comparison_prints_every_figure() -> None:
+    figures = run_bench("bench.perf_vs_knot", "--seconds", "1", "--runs", "1",
+                        "--services", "100", "--clusters", "3")
+    for name in ("feddns-qps", "knot-qps", "qps-ratio-vs-knot", "feddns-server-us-per-query",
+                 "knot-server-us-per-query", "cpu-ratio-vs-knot", "p99-latency-ms-at-half-max",
+                 "feddns-lost", "knot-lost"):
+        assert name in figures, f"{name} missing from {sorted(figures)}"
+    assert float(figures["feddns-qps"]) > 0 and float(figures["knot-qps"]) > 0
+
+
+def test_the_warm_start_benchmark_prints_its_figure() -> None:
+    figures = run_bench("bench.warm_start", "--runs", "1", "--services", "100")
+    assert float(figures["warm-start-seconds"]) > 0
+
+
+def test_the_scale_benchmark_prints_its_figures() -> None:
+    figures = run_bench("bench.scale", "--clusters", "2", "--services", "50",
+                        "--endpoints", "2")
+    for name in ("full-compile-seconds-1m", "recompile-one-service-ms",
+                 "rss-mib-at-1m-endpoints", "rss-bytes-per-endpoint"):
+        assert name in figures
