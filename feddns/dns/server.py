@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,7 +74,8 @@ def _count_error(stats: ServerStats, where: str, exc: BaseException) -> None:
 
 def _set_rcvbuf(sock: socket.socket, size: int) -> int:
     """Ask for ``size`` bytes of receive buffer; SO_RCVBUFFORCE passes rmem_max when root."""
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    # Python's socket module does not export SO_RCVBUFFORCE; on Linux it is 33.
+    force = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
     if force is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, force, size)
