@@ -26,6 +26,7 @@ from feddns.dns.compiling import OriginZone
 from feddns.dns.handling import Handler
 from feddns.dns.server import DnsServer
 from feddns.model.registry import ClusterState, Registry
+from feddns.model.services import ClusterSnapshot
 from feddns.policy.health import Damping, next_change
 from feddns.policy.locality import Locator, Place, rules_from
 from feddns.sources import snapshot
@@ -216,7 +217,9 @@ class App:
             generation = self.registry.generation
             now, wall = self.clock(), self.wall()
             clusters = {
-                e.name: snapshot.SavedCluster(e.snapshot, wall - (now - e.last_sync))
+                # Copied here, on the loop: the registry changes its dicts in place.
+                e.name: snapshot.SavedCluster(ClusterSnapshot(e.name, dict(e.snapshot.services)),
+                                              wall - (now - e.last_sync))
                 for e in self.registry.clusters.values()
                 if e.snapshot is not None and e.last_sync is not None
                 and e.state is not ClusterState.EXPIRED

@@ -131,7 +131,7 @@ class Registry:
         changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
         was_loaded = entry.snapshot is not None
         became_fresh = entry.state is not ClusterState.FRESH
-        entry.snapshot = snapshot
+        entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(new))
         entry.last_sync = now
         entry.error = None
         entry.synced_once = True
@@ -157,7 +157,7 @@ class Registry:
         entry = self.clusters.setdefault(snapshot.cluster, ClusterEntry(snapshot.cluster))
         if entry.snapshot is not None:
             return
-        entry.snapshot = snapshot
+        entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(snapshot.services))
         entry.state = ClusterState.STALE
         entry.state_since = now - age
         entry.last_sync = now - age
@@ -168,7 +168,13 @@ class Registry:
                     now: float) -> None:
         """Set (or with ``None`` delete) one service of a cluster that has synced."""
         entry = self.clusters[cluster]
-        services = dict(entry.snapshot.services) if entry.snapshot is not None else {}
+        if entry.snapshot is None:
+            entry.snapshot = ClusterSnapshot(cluster, {})
+        # The registry owns this dict (replace() copied it in): one event changes one
+        # entry in place instead of copying a cluster's every service (20,000 services:
+        # 384 us per event). Readers on other threads must copy it on the loop first.
+        services = entry.snapshot.services
+        assert isinstance(services, dict)
         if services.get(key) == service:
             entry.last_sync = now
             return
@@ -176,7 +182,6 @@ class Registry:
             services.pop(key, None)
         else:
             services[key] = service
-        entry.snapshot = ClusterSnapshot(cluster, services)
         entry.last_sync = now
         self._changed([key])
 

@@ -222,3 +222,15 @@ def test_exported_only_serves_services_with_a_serviceexport(
         wait_until(lambda: a_records(server.port) == ["10.96.0.1"])
         east.delete_serviceexport("shop", "api")
         wait_until(lambda: a_records(server.port, "api.shop.svc.clusterset.local") == "NXDOMAIN")
+
+
+def test_an_http_410_on_a_watch_request_relists_instead_of_marking_the_cluster_lost(
+        feddns: ServerThread, federation: FakeFederation) -> None:
+    east = federation["east"]
+    lists = east.list_requests["services"]
+    east.delete_service("shop", "web")  # missed below: the watch is broken first
+    east.fail_next(1, status=410, resource="services")
+    east.drop_watches("services")
+    wait_until(lambda: east.list_requests["services"] > lists)
+    wait_until(lambda: a_records(feddns.port) == ["10.96.0.2"])
+    assert state(feddns, "east") is ClusterState.FRESH

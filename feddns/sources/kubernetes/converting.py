@@ -119,7 +119,8 @@ def _ip_list(values: Iterable[Any]) -> tuple[str, ...]:
         if not isinstance(v, str) or not v or v == "None":
             continue
         try:
-            out.append(sys.intern(str(ipaddress.ip_address(v))))
+            # Not interned: addresses are unique, interning them only costs memory.
+            out.append(str(ipaddress.ip_address(v)))
         except ValueError:
             continue
     return tuple(dict.fromkeys(out))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import queue
 from collections.abc import Callable, Iterable
@@ -178,6 +179,10 @@ class KubernetesSource:
         if self.expected <= self.synced:
             # One swap for the whole cluster: services gone from the list vanish now.
             self.registry.replace(self.snapshot(), now=now)
+            # The model objects are acyclic (refcounting frees them): keep them out of
+            # the cyclic collector's full passes, which otherwise scan the whole heap
+            # while holding the GIL (measured: 56-120 ms pauses during a re-list).
+            gc.freeze()
 
     def _changed(self, event: Changed) -> list[ServiceKey]:
         item = event.item

