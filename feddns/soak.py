@@ -1,0 +1,351 @@
+"""``feddns soak``: a long-running verifier, in the spirit of the Kubernetes soak test.
+
+Why it exists: a DNS server is left running for months; it must not drift
+(answers that no longer match its data), leak (memory, file descriptors,
+tasks) or slow down. Pointed at a running feddns, the soak reads what the
+server believes through ``/debug``, resolves every service name and every
+headless endpoint name over UDP and TCP in rounds, checks each answer
+against the service's plan, and reports per round: queries, failures,
+mismatches, latency percentiles, and the target's RSS, open file
+descriptors and task count (from ``/metrics``). With ``--churn FILE`` it also
+rewrites a static data file between rounds (endpoints flipped, added and
+removed), so answers must follow changing data. It exits non-zero on any
+mismatch, or when RSS or p99 latency grew beyond the given thresholds.
+
+Responses are parsed with dnslib (the wire library feddns ships with), so the
+check does not reuse feddns's own parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import statistics
+import struct
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dnslib
+import yaml
+
+
+@dataclass
+class Round:
+    """What one round saw."""
+
+    queries: int = 0
+    failures: int = 0
+    mismatches: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    rss_mib: float = 0.0
+    fds: float = 0.0
+    tasks: float = 0.0
+    details: list[str] = field(default_factory=list)
+
+    def pct(self, p: float) -> float:
+        """The ``p``-th latency percentile (ms)."""
+        if not self.latencies_ms:
+            return float("nan")
+        values = sorted(self.latencies_ms)
+        return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+class Target:
+    """A running feddns: its DNS address and its observability URL."""
+
+    def __init__(self, dns_host: str, dns_port: int, url: str, *, timeout: float = 2.0) -> None:
+        self.dns_host = dns_host
+        self.dns_port = dns_port
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def get_json(self, path: str) -> Any:
+        """GET ``path`` and decode it as JSON."""
+        with urllib.request.urlopen(self.url + path, timeout=10) as resp:  # noqa: S310
+            return json.loads(resp.read())
+
+    def metrics(self) -> dict[str, float]:
+        """Unlabelled samples of ``/metrics`` (RSS, fds, tasks)."""
+        out: dict[str, float] = {}
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:  # noqa: S310
+            for line in resp.read().decode().splitlines():
+                if line.startswith("#") or "{" in line:
+                    continue
+                name, _, value = line.partition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    continue
+        return out
+
+    def ask(self, name: str, qtype: str, *, tcp: bool) -> tuple[dnslib.DNSRecord | None, float]:
+        """One query; the parsed reply (None on failure) and its latency in ms."""
+        q = dnslib.DNSRecord.question(name, qtype)
+        q.header.rd = 0
+        packet = q.pack()
+        started = time.perf_counter()
+        try:
+            if tcp:
+                with socket.create_connection((self.dns_host, self.dns_port),
+                                              timeout=self.timeout) as s:
+                    s.sendall(struct.pack("!H", len(packet)) + packet)
+                    head = _recv(s, 2)
+                    data = _recv(s, struct.unpack("!H", head)[0])
+            else:
+                with socket.socket(socket.AF_INET6 if ":" in self.dns_host
+                                   else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.settimeout(self.timeout)
+                    s.sendto(packet, (self.dns_host, self.dns_port))
+                    data = s.recv(65535)
+            reply = dnslib.DNSRecord.parse(data)
+        except (OSError, dnslib.DNSError, struct.error):
+            return None, (time.perf_counter() - started) * 1000
+        if reply.header.id != q.header.id:
+            return None, (time.perf_counter() - started) * 1000
+        return reply, (time.perf_counter() - started) * 1000
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise OSError("connection closed")
+        buf += chunk
+    return buf
+
+
+# --- what the registry says ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a name must answer (for a client the server cannot place)."""
+
+    name: str
+    qtype: str
+    allowed: frozenset[str]
+    """Addresses that may appear."""
+    count: int
+    """How many of them must appear (all, or the record cap)."""
+
+
+def expectations(view: dict[str, Any], origin: str) -> list[Expectation]:
+    """Expected address answers of one service, from its ``/debug?service=`` plan."""
+    plan = view.get("plan")
+    if not plan or plan.get("expired"):
+        return []
+    ns, svc = view["service"].split("/", 1)
+    base = f"{svc}.{ns}.svc.{origin.rstrip('.')}."
+    cands = plan["candidates"]
+    regions = set(plan["regions"]) if plan.get("regions") else None
+    usable = [c for c in cands if (regions is None or c["region"] in regions)
+              and c["level"] != "unhealthy"]
+    out: list[Expectation] = []
+    for qtype in ("A", "AAAA"):
+        fam = [c for c in usable if any((":" in a) == (qtype == "AAAA")
+                                         for a in _addresses(c, plan))]
+        if not fam:
+            continue
+        best = min(_rank(c) for c in fam)
+        chosen = [c for c in fam if _rank(c) == best]
+        addrs = frozenset(a for c in chosen for a in _addresses(c, plan)
+                          if (":" in a) == (qtype == "AAAA"))
+        out.append(Expectation(base, qtype, addrs, min(len(addrs), plan["max_records"])))
+    if plan["headless"]:
+        for c in usable:
+            owner = c.get("name")
+            if not owner:
+                continue
+            for qtype in ("A", "AAAA"):
+                addrs = frozenset(a for a in c["addresses"] if (":" in a) == (qtype == "AAAA"))
+                if addrs:
+                    out.append(Expectation(f"{owner.rstrip('.')}.{base}", qtype, addrs,
+                                           len(addrs)))
+    return out
+
+
+_LEVELS = ("ready", "last-resort", "stale", "stale-last-resort", "unhealthy")
+
+
+def _rank(c: dict[str, Any]) -> tuple[int, int]:
+    return (_LEVELS.index(c["level"]), 0 if c["weight"] > 0 else 1)
+
+
+def _addresses(c: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    if not plan["headless"] and c.get("load_balancer_addresses"):
+        return list(c["load_balancer_addresses"])
+    return list(c["addresses"])
+
+
+def check(target: Target, exp: Expectation, *, tcp: bool, rnd: Round) -> bool:
+    """Ask and compare; False on a mismatch (failures are counted, not mismatches)."""
+    reply, ms = target.ask(exp.name, exp.qtype, tcp=tcp)
+    rnd.queries += 1
+    rnd.latencies_ms.append(ms)
+    if reply is None:
+        rnd.failures += 1
+        return True
+    got = {str(rr.rdata) for rr in reply.rr if dnslib.QTYPE[rr.rtype] == exp.qtype}
+    return got <= exp.allowed and len(got) == exp.count
+
+
+# --- churn -------------------------------------------------------------------------------
+
+
+def churn(path: Path, rng: random.Random, *, changes: int = 5) -> int:
+    """Flip, add and remove endpoints in a static data file; return changes made."""
+    doc = yaml.safe_load(path.read_text())
+    services = [s for c in doc["clusters"].values() for s in c.get("services", [])]
+    made = 0
+    for _ in range(changes):
+        if not services:
+            break
+        svc = rng.choice(services)
+        eps = svc.setdefault("endpoints", [])
+        roll = rng.random()
+        if eps and roll < 0.5:
+            ep = rng.choice(eps)
+            ep["ready"] = not ep.get("ready", True)
+        elif roll < 0.75 or not eps:
+            octet = rng.randrange(2, 250)
+            eps.append({"address": f"10.250.{rng.randrange(250)}.{octet}"})
+        elif len(eps) > 1:
+            eps.pop(rng.randrange(len(eps)))
+        made += 1
+    tmp = path.with_suffix(path.suffix + ".soak-tmp")
+    tmp.write_text(yaml.safe_dump(doc))
+    tmp.replace(path)
+    return made
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+def run_round(target: Target, origin: str, *, max_services: int | None = None) -> Round:
+    """One round over every service (and headless endpoint) over UDP and TCP."""
+    rnd = Round()
+    listing = target.get_json("/debug?services=1")
+    keys = listing.get("services") or []
+    if max_services is not None:
+        keys = keys[:max_services]
+    for key in keys:
+        try:
+            view = target.get_json(f"/debug?service={key}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                continue  # deleted since the listing
+            raise
+        for exp in expectations(view, origin):
+            for tcp in (False, True):
+                if check(target, exp, tcp=tcp, rnd=rnd):
+                    continue
+                # The data may have changed between reading it and asking: re-read once.
+                try:
+                    again = target.get_json(f"/debug?service={key}")
+                except urllib.error.HTTPError:
+                    continue  # deleted meanwhile
+                fresh = {(e.name, e.qtype): e for e in expectations(again, origin)}
+                retry = fresh.get((exp.name, exp.qtype))
+                if retry is not None and check(target, retry, tcp=tcp, rnd=rnd):
+                    continue
+                rnd.mismatches += 1
+                rnd.details.append(f"{exp.name} {exp.qtype} ({'tcp' if tcp else 'udp'})")
+    metrics = target.metrics()
+    rnd.rss_mib = metrics.get("process_resident_memory_bytes", 0.0) / 2**20
+    rnd.fds = metrics.get("process_open_fds", 0.0)
+    rnd.tasks = metrics.get("feddns_event_loop_tasks", 0.0)
+    return rnd
+
+
+def soak(target: Target, *, duration: float | None, origin: str = "clusterset.local.",
+         churn_file: Path | None = None, rss_growth_percent: float = 5.0,
+         p99_drift_percent: float = 20.0, interval: float = 1.0,
+         out: Callable[[str], None] = print, seed: int = 1) -> int:
+    """Run rounds until ``duration`` (None: forever); return the exit code."""
+    rng = random.Random(seed)
+    started = time.monotonic()
+    rounds: list[tuple[float, Round]] = []
+    mismatches = 0
+    while duration is None or time.monotonic() - started < duration:
+        if churn_file is not None:
+            churn(churn_file, rng)
+            time.sleep(interval)  # let the server pick the file up (it polls it)
+        try:
+            rnd = run_round(target, origin)
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            out(f"round failed: cannot read the target: {exc}")
+            return 2
+        elapsed = time.monotonic() - started
+        rounds.append((elapsed, rnd))
+        mismatches += rnd.mismatches
+        out(f"t={elapsed:7.1f}s queries={rnd.queries} failures={rnd.failures} "
+            f"mismatches={rnd.mismatches} p50={rnd.pct(50):.2f}ms p95={rnd.pct(95):.2f}ms "
+            f"p99={rnd.pct(99):.2f}ms rss={rnd.rss_mib:.1f}MiB fds={rnd.fds:.0f} "
+            f"tasks={rnd.tasks:.0f}")
+        for detail in rnd.details[:5]:
+            out(f"  mismatch: {detail}")
+    return summarize(rounds, mismatches, out=out, rss_growth_percent=rss_growth_percent,
+                     p99_drift_percent=p99_drift_percent)
+
+
+def summarize(rounds: list[tuple[float, Round]], mismatches: int, *,
+              out: Callable[[str], None], rss_growth_percent: float,
+              p99_drift_percent: float) -> int:
+    """Print the figures; non-zero when something drifted or mismatched."""
+    if not rounds:
+        out("soak: no round completed")
+        return 2
+    total = rounds[-1][0]
+    window = min(300.0, total / 3)
+    warm = [r for t, r in rounds if t <= window] or [rounds[0][1]]
+    last = [r for t, r in rounds if t >= total - window] or [rounds[-1][1]]
+    rss_start = statistics.median(r.rss_mib for r in warm)
+    rss_end = statistics.median(r.rss_mib for r in last)
+    growth = (rss_end - rss_start) / rss_start * 100 if rss_start else 0.0
+    p99_first = statistics.median(r.pct(99) for r in warm)
+    p99_last = statistics.median(r.pct(99) for r in last)
+    drift = (p99_last - p99_first) / p99_first * 100 if p99_first else 0.0
+    out(f"soak-rounds: {len(rounds)}")
+    out(f"soak-queries: {sum(r.queries for _, r in rounds)}")
+    out(f"soak-failures: {sum(r.failures for _, r in rounds)}")
+    out(f"soak-mismatches: {mismatches}")
+    out(f"soak-rss-growth-percent: {growth:.2f}")
+    out(f"soak-p99-drift-percent: {drift:.2f}")
+    failed = mismatches > 0 or growth > rss_growth_percent or drift > p99_drift_percent
+    return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    """``feddns soak`` (arguments parsed by the CLI)."""
+    parser = argparse.ArgumentParser(prog="feddns soak")
+    parser.add_argument("--server", default="127.0.0.1:53")
+    parser.add_argument("--url", default="http://127.0.0.1:9153")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds to run (default: until interrupted)")
+    parser.add_argument("--churn", type=Path, default=None,
+                        help="a static data file of the target to change between rounds")
+    parser.add_argument("--origin", default="clusterset.local.")
+    parser.add_argument("--max-rss-growth", type=float, default=5.0)
+    parser.add_argument("--max-p99-drift", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    host, _, port = args.server.rpartition(":")
+    target = Target(host.strip("[]"), int(port), args.url)
+    try:
+        return soak(target, duration=args.duration, origin=args.origin, churn_file=args.churn,
+                    rss_growth_percent=args.max_rss_growth,
+                    p99_drift_percent=args.max_p99_drift)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
