@@ -241,11 +241,19 @@ class FederationBus:
         logged: str | None = None
         while True:
             started = loop.time()
+            # The session runs as a child task that _stop cancels until it ends: aiomqtt
+            # waits with asyncio.wait_for, which on 3.11 can swallow a cancellation.
+            session = asyncio.create_task(self._session(), name="bus session")
             try:
-                await self._session()
-                error = "the session ended"
+                await asyncio.wait((session,))
             except asyncio.CancelledError:
+                await _stop(session)
                 raise
+            try:
+                if session.cancelled():
+                    raise aiomqtt.MqttError("the session was cancelled")
+                session.result()
+                error = "the session ended"
             except Exception as exc:  # the loop must survive anything; report it
                 leaf = _leaf(exc)
                 error = f"{type(leaf).__name__}: {leaf}"
@@ -331,8 +339,11 @@ class FederationBus:
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """At a clean shutdown, tell peers now (a clean DISCONNECT discards the will)."""
         statuses = self.publisher.statuses(online=False, wall_now=self.wall())
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._publish_all(client, statuses), OFFLINE_TIMEOUT)
+        sending = asyncio.create_task(self._publish_all(client, statuses))
+        try:
+            await asyncio.wait((sending,), timeout=OFFLINE_TIMEOUT)
+        finally:
+            await _stop(sending)
 
     # --- receiving -----------------------------------------------------------------
 
@@ -393,8 +404,11 @@ class FederationBus:
                 continue
             timeout = min(next_heartbeat, next_republish) - loop.time()
             if timeout > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that races with the event being set, and the bus would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
 
     async def _send(self, client: aiomqtt.Client, outbox: Outbox) -> None:
         """Services first, then manifests and statuses, then clears, each acknowledged."""
@@ -418,9 +432,15 @@ class FederationBus:
 
 
 async def _stop(*tasks: asyncio.Task[None]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again any that swallowed it."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
     for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure here was already reported or is moot
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -10,7 +10,7 @@ every cluster heard on the bus and decides what reaches the registry:
   message lost by a broker restart is "not yet known", never "removed". A
   service disappears only when a newer manifest leaves it out. The first
   complete view is written with one ``Registry.replace``; later changes one
-  ``put_service`` each (or one ``replace`` for a burst).
+  ``put_service`` each.
 * **Ordering.** Per topic, only a newer generation is applied; an equal one
   is a duplicate (QoS 1 redelivery, retained messages after a resubscribe)
   and ignored; an older one is rejected. A service message that is not in a
@@ -45,7 +45,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from feddns.model.registry import ClusterState, Registry
+from feddns.model.registry import ClusterEntry, ClusterState, Registry
 from feddns.model.services import ClusterSnapshot, Service, ServiceKey
 from feddns.sources.mqtt.codec import (
     Codec,
@@ -60,9 +60,6 @@ from feddns.sources.mqtt.codec import (
 
 log = logging.getLogger(__name__)
 
-BULK = 64
-"""More changed services than this in one flush are written with one ``replace``
-(``put_service`` copies the cluster's mapping, so many of them would be quadratic)."""
 MAX_UNKNOWN_CLUSTERS = 256
 """Bound on clusters accepted with ``accept_unknown_clusters`` (memory, not policy)."""
 MAX_LOGGED = 1024
@@ -94,8 +91,10 @@ class PeerCluster:
     """Local monotonic time the shadow data last changed."""
     loaded: bool = False
     """A complete view has been written to the registry."""
-    relayed: ClusterSnapshot | None = None
-    """Own clusters only: the registry snapshot the bus itself wrote last."""
+    relayed: tuple[ClusterSnapshot, float | None] | None = None
+    """Own clusters only: the registry's snapshot object and ``last_sync`` right after the
+    bus's own last write; any write by the direct source changes one or the other
+    (``put_service`` edits in place but stamps ``last_sync``)."""
     dirty: set[ServiceKey] = field(default_factory=set)
     missing: set[ServiceKey] = field(default_factory=set)
     """Keys the manifest lists that no service message has brought yet."""
@@ -296,8 +295,7 @@ class Merger:
         """True when an own cluster's registry data is currently the bus's, not the source's."""
         peer = self.peers.get(cluster)
         entry = self.registry.clusters.get(cluster)
-        return (peer is not None and entry is not None and peer.relayed is not None
-                and entry.snapshot is peer.relayed)
+        return peer is not None and entry is not None and _relayed(peer, entry)
 
     def flush(self, *, now: float) -> None:
         """Write changed shadows and freshness to the registry (after a batch of receives).
@@ -336,11 +334,7 @@ class Merger:
     def _apply_changes(self, peer: PeerCluster, *, now: float) -> None:
         entry = self.registry.clusters[peer.name]
         current = entry.snapshot.services if entry.snapshot is not None else {}
-        changed = [k for k in peer.dirty if current.get(k) != peer.wanted(k)]
-        if len(changed) > BULK:
-            self.registry.replace(peer.view(), now=now)
-            return
-        for key in sorted(changed):
+        for key in sorted(k for k in peer.dirty if current.get(k) != peer.wanted(k)):
             self.registry.put_service(peer.name, key, peer.wanted(key), now=now)
 
     def _set_state(self, peer: PeerCluster, *, now: float) -> None:
@@ -367,8 +361,7 @@ class Merger:
                          peer.name)
             peer.relayed = None
             return
-        relayed = peer.relayed is not None and entry.snapshot is peer.relayed
-        if not relayed:
+        if not _relayed(peer, entry):
             state, _ = self.target_state(peer, now)
             newer = (entry.snapshot is None or entry.last_sync is None
                      or (peer.last_change is not None and peer.last_change > entry.last_sync))
@@ -384,8 +377,16 @@ class Merger:
             return
         self.registry.set_state(peer.name, ClusterState.STALE, now=now,
                                 error=f"own source not fresh; data relayed by {peer.instance}")
-        peer.relayed = self.registry.clusters[peer.name].snapshot
+        written = self.registry.clusters[peer.name]
+        if written.snapshot is not None:
+            peer.relayed = (written.snapshot, written.last_sync)
         peer.loaded = True
+
+
+def _relayed(peer: PeerCluster, entry: ClusterEntry) -> bool:
+    """True when nothing but the bus wrote ``entry`` since the bus's last write."""
+    return (peer.relayed is not None and entry.snapshot is peer.relayed[0]
+            and entry.last_sync == peer.relayed[1])
 
 
 __all__ = ["Merger", "PeerCluster"]

@@ -22,13 +22,15 @@ reconnect and every ``republish_interval`` (a broker restarted without
 persistence has lost every retained message).
 
 Data the bus itself relayed into an own cluster (see ``merging``) is never
-published back: only the direct source's data is this instance's to publish.
+published back, and neither is warm-start data restored from disk before the
+source synced (it may be older than what peers hold): only data a live
+source delivered is this instance's to publish.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from feddns.model.registry import ClusterState, Registry
@@ -54,7 +56,10 @@ class Generations:
 @dataclass(slots=True)
 class _Published:
     seen: ClusterSnapshot | None = None
-    services: Mapping[ServiceKey, Service] = field(default_factory=dict)
+    generation: int = -1
+    """``Registry.generation`` when last diffed (``put_service`` edits in place)."""
+    services: dict[ServiceKey, Service] = field(default_factory=dict)
+    """What was published: our own copy, since the registry's mapping changes in place."""
     manifest: frozenset[ServiceKey] | None = None
     state: ClusterState | None = None
     oversized: set[ServiceKey] = field(default_factory=set)
@@ -105,7 +110,8 @@ class Publisher:
         entry = self.registry.clusters.get(cluster)
         if entry is None:
             return None
-        if entry.snapshot is None:
+        if entry.snapshot is None or not entry.synced_once:
+            # Nothing live yet (warm-start data may be older than what peers hold).
             return ClusterState.SYNCING
         if entry.state is ClusterState.FRESH and self.is_relayed(cluster):
             return ClusterState.STALE
@@ -154,7 +160,9 @@ class Publisher:
                 out.manifests.append(self.status(cluster, online=True, wall_now=wall_now))
                 pub.state = state
             snapshot = entry.snapshot
-            if snapshot is None or snapshot is pub.seen or self.is_relayed(cluster):
+            unchanged = snapshot is pub.seen and self.registry.generation == pub.generation
+            if (snapshot is None or unchanged or state is ClusterState.SYNCING
+                    or self.is_relayed(cluster)):
                 continue
             if gen is None:
                 gen = self.generations.next()
@@ -166,7 +174,10 @@ class Publisher:
         new, old = snapshot.services, pub.services
         for key, service in new.items():
             before = old.get(key)
-            if before is service or before == service:
+            if before is service:
+                continue
+            old[key] = service
+            if before == service:
                 continue
             topic, payload = self.codec.service(cluster, service, instance=self.instance,
                                                 gen=gen, ts=wall_now)
@@ -180,6 +191,8 @@ class Publisher:
                 continue
             pub.oversized.discard(key)
             out.services.append((topic, payload))
+        for key in old.keys() - new.keys():
+            del old[key]
         pub.oversized.intersection_update(new)
         keys = frozenset(new) - pub.oversized
         if keys != pub.manifest:
@@ -196,4 +209,4 @@ class Publisher:
                                   for k in (pub.manifest or frozenset()) - keys)
                 pub.manifest = keys
         pub.seen = snapshot
-        pub.services = new  # snapshots are never mutated: a change makes a new mapping
+        pub.generation = self.registry.generation

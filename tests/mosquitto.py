@@ -1,0 +1,157 @@
+"""A real mosquitto broker for tests: started on a free loopback port, stopped, restarted.
+
+Why it exists: the bus must be tested against the broker it meets in
+production (retained messages, last wills, QoS 1 redelivery, a restart that
+forgets everything), never against a mock or a system-wide broker. Each
+broker gets its own generated config and folder; persistence is off unless
+asked for, which is mosquitto's own default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mosquitto:
+    """One mosquitto process; ``port`` stays the same across :meth:`restart`."""
+
+    def __init__(self, folder: Path, *, persistence: bool = False,
+                 max_packet_size: int | None = None,
+                 tls: tuple[Path, Path, Path] | None = None,
+                 password_file: Path | None = None) -> None:
+        self.folder = folder
+        self.persistence = persistence
+        self.max_packet_size = max_packet_size
+        self.tls = tls
+        """(CA file, certificate file, key file) for a TLS-only listener."""
+        self.password_file = password_file
+        """A ``mosquitto_passwd`` file; anonymous clients are refused when set."""
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def log(self) -> str:
+        """The broker's log so far (for assertion messages)."""
+        path = self.folder / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _write_config(self) -> Path:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.folder}/",
+            f"log_dest file {self.folder}/mosquitto.log",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "user root",
+        ]
+        if self.max_packet_size is not None:
+            lines.append(f"max_packet_size {self.max_packet_size}")
+        if self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+        path = self.folder / "mosquitto.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        """Start the broker and wait until it accepts connections."""
+        config = self._write_config()
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.2
+            ):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise TimeoutError(f"mosquitto did not listen on {self.port} within {timeout} s")
+
+    def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
+        """Stop the broker: SIGTERM (it saves persistence), or SIGKILL with ``kill``."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self.proc = None
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop and start again on the same port (without persistence: nothing retained)."""
+        self.stop(kill=kill)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (via the openssl CLI)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = folder / "ca.crt", folder / "ca.key"
+    cert, key, csr = folder / "server.crt", folder / "server.key", folder / "server.csr"
+    ext = folder / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for args in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=test-ca"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "1", "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+def make_password_file(path: Path, user: str, password: str) -> Path:
+    """A mosquitto password file with one user (via ``mosquitto_passwd``)."""
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), user, password], check=True,
+                   capture_output=True)
+    return path
+
+
+@contextlib.contextmanager
+def mosquitto(folder: Path, *, persistence: bool = False, max_packet_size: int | None = None,
+              tls: tuple[Path, Path, Path] | None = None,
+              password_file: Path | None = None) -> Iterator[Mosquitto]:
+    """A started broker, stopped on exit whatever happened."""
+    if not Path(MOSQUITTO).exists():
+        raise RuntimeError("mosquitto is not installed (Debian package mosquitto)")
+    broker = Mosquitto(folder, persistence=persistence, max_packet_size=max_packet_size,
+                       tls=tls, password_file=password_file)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
