@@ -65,9 +65,11 @@ def write_federation(
 class ServerThread:
     """A real feddns App serving on 127.0.0.1 in a background thread."""
 
-    def __init__(self, settings: Settings, *, listen: str = "127.0.0.1:0") -> None:
+    def __init__(self, settings: Settings, *, listen: str = "127.0.0.1:0",
+                 **app_kwargs: Any) -> None:
         self.settings = settings
         self.listen = listen
+        self.app_kwargs = app_kwargs
         self.loop = asyncio.new_event_loop()
         self.app: App | None = None
         self.addresses: list[tuple[str, int]] = []
@@ -85,7 +87,7 @@ class ServerThread:
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            self.app = App(self.settings, listen=[self.listen])
+            self.app = App(self.settings, listen=[self.listen], **self.app_kwargs)
             try:
                 self.addresses = await self.app.start()
             except BaseException as exc:
