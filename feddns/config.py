@@ -251,7 +251,13 @@ class KubernetesSourceConfig(_Model):
         return self
 
 
-SOURCE_TYPES = ("static", "kubernetes")
+class BusSourceConfig(_Model):
+    """A peer cluster known only through the MQTT federation bus (its own feddns publishes it)."""
+
+    type: Literal["bus"] = "bus"
+
+
+SOURCE_TYPES = ("static", "kubernetes", "bus")
 
 
 def _source_type(value: Any) -> str:
@@ -263,11 +269,12 @@ def _source_type(value: Any) -> str:
 
 SourceConfig = Annotated[
     Annotated[StaticSourceConfig, Tag("static")]
-    | Annotated[KubernetesSourceConfig, Tag("kubernetes")],
+    | Annotated[KubernetesSourceConfig, Tag("kubernetes")]
+    | Annotated[BusSourceConfig, Tag("bus")],
     Discriminator(
         _source_type,
         custom_error_type="source_type",
-        custom_error_message="must be one of: static, kubernetes",
+        custom_error_message="must be one of: static, kubernetes, bus",
     ),
 ]
 
@@ -606,6 +613,22 @@ class NamesConfig(_Model):
     health, tier for the asking client and why it was or was not chosen."""
 
 
+class ObserveConfig(_Model):
+    """Metrics, health and debug endpoints, and logging (see docs/operations.md)."""
+
+    listen: HostPort | None = "127.0.0.1:9154"
+    """HTTP address of ``/metrics`` (Prometheus), ``/healthz``, ``/readyz`` and ``/debug``;
+    ``null`` turns the endpoint off. Port 9153 is left to CoreDNS, often the neighbour.
+    Changing it takes a restart."""
+
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as plain text, or as one JSON object per line (for log collectors)."""
+
+    query_log: bool = False
+    """Log every query (client, name, type, rcode): for debugging only, it costs
+    throughput. Off: nothing is logged per query."""
+
+
 class Settings(_Model):
     """The whole feddns configuration file."""
 
@@ -619,7 +642,6 @@ class Settings(_Model):
     soa: SoaConfig = Field(default_factory=SoaConfig)
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
-    locality: LocalityConfig = Field(default_factory=LocalityConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     services: list[ServicePolicyConfig] = Field(default_factory=list)
     """Per-service (or per-namespace) policy; it overrides annotations on the Service."""
@@ -630,8 +652,13 @@ class Settings(_Model):
     clusters: list[ClusterConfig] = Field(default_factory=list)
     """The member clusters."""
 
-    bus: BusConfig | None = None
+    locality: LocalityConfig = Field(default_factory=LocalityConfig)
+    """Where queries come from (after ``clusters``, whose names it refers to)."""
+
+    bus: BusConfig | None = Field(default=None, validate_default=True)
     """The MQTT federation bus (absent: this instance neither publishes nor receives)."""
+
+    observe: ObserveConfig = Field(default_factory=ObserveConfig)
 
     # Validated per field, not on the whole model, so each problem carries its key path
     # (``clusters: ...``) instead of ``(top level): clusters: ...``.
@@ -657,6 +684,26 @@ class Settings(_Model):
                 if a == b or a.endswith("." + b) or b.endswith("." + a):
                     raise ValueError(f"{a!r} and {b!r} overlap")
         return origins
+
+    @field_validator("bus")
+    @classmethod
+    def _bus_when_needed(cls, bus: BusConfig | None, info: ValidationInfo) -> BusConfig | None:
+        clusters = info.data.get("clusters") or []
+        needing = [i for i, c in enumerate(clusters) if isinstance(c.source, BusSourceConfig)]
+        if needing and bus is None:
+            raise ValueError(f"clusters[{needing[0]}] has source type 'bus': configure the"
+                             " bus section (broker, keys)")
+        return bus
+
+    @field_validator("locality")
+    @classmethod
+    def _local_cluster_known(cls, locality: LocalityConfig,
+                             info: ValidationInfo) -> LocalityConfig:
+        names = {c.name for c in info.data.get("clusters") or []}
+        if locality.local_cluster is not None and locality.local_cluster not in names:
+            raise ValueError(f"local_cluster {locality.local_cluster!r} is not one of the"
+                             " configured clusters")
+        return locality
 
 
 def format_location(loc: tuple[int | str, ...]) -> str:

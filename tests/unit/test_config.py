@@ -133,7 +133,7 @@ PROBLEMS = [
     ({"nameservers": [{"name": "ns1.example.org", "addresses": ["not-an-ip"]}]},
      "nameservers[0].addresses[0]:"),
     ({"clusters": [cluster(source={"type": "kube", "file": "x"})]},
-     "clusters[0].source.type: must be one of: static, kubernetes"),
+     "clusters[0].source.type: must be one of: static, kubernetes, bus"),
 ]
 
 
@@ -240,3 +240,18 @@ def test_the_demo_config_is_valid() -> None:
     s = load_settings(demo)
     assert [c.name for c in s.clusters] == ["east-a", "east-b", "west.prod"]
     assert s.clusters[0].source.file == demo.parent / "demo-services.yaml"
+
+
+def test_a_bus_sourced_cluster_needs_the_bus_section() -> None:
+    bad = {"clusters": [{"name": "west", "region": "r", "zones": ["z"],
+                         "source": {"type": "bus"}}]}
+    with pytest.raises(ValidationError) as err:
+        Settings.model_validate(bad)
+    assert "bus" in str(err.value)
+
+
+def test_locality_local_cluster_must_be_a_configured_cluster() -> None:
+    bad = {"clusters": [], "locality": {"local_cluster": "east"}}
+    with pytest.raises(ValidationError) as err:
+        Settings.model_validate(bad)
+    assert "local_cluster 'east' is not one of the configured clusters" in str(err.value)
