@@ -1,9 +1,9 @@
-"""Command-line entry points: ``serve``, ``check-config``.
+"""Command-line entry points: ``serve``, ``check-config``, ``status``, ``corefile``.
 
 Why it exists: operators meet feddns here first, so every failure a user can
 cause (a bad file, a busy port) ends in a one-paragraph explanation and a
 non-zero exit code, never a traceback; the server never starts on an invalid
-config.
+config, and a reload (SIGHUP) with an invalid one keeps the running config.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from feddns.config import (
     parse_host_port,
 )
 from feddns.errors import ConfigError
+from feddns.observe import logs
 
 log = logging.getLogger("feddns")
 
@@ -68,12 +69,90 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", action="append", type=_listen_arg, metavar="HOST:PORT",
         help="serve on this address instead of the config's dns.listen (repeatable)",
     )
+    serve.add_argument(
+        "--observe-listen", type=_listen_arg, metavar="HOST:PORT", default=None,
+        help="serve /metrics, /healthz, /readyz and /debug here instead of the config's"
+             " observe.listen",
+    )
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
 
     check = sub.add_parser("check-config", help="validate a config file and its data files")
     check.add_argument("config", type=Path, help="the config file to check")
+
+    status = sub.add_parser(
+        "status", help="show a running instance's clusters and bus; exit 0 if all fresh",
+        description="Reads a running feddns's /debug view. Exit status: 0 every cluster"
+                    " fresh (and the bus connected), 1 degraded, 2 unreachable.",
+    )
+    status.add_argument("--url", default=None,
+                        help="the instance's observe.listen URL (default: from -c, else"
+                             " http://127.0.0.1:9154)")
+    status.add_argument("-c", "--config", type=Path, default=None,
+                        help="take the URL from this config's observe.listen")
+    status.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+
+    core = sub.add_parser(
+        "corefile", help="print the CoreDNS server block that forwards the origins to feddns",
+        description="Prints a Corefile server block for the cluster DNS (CoreDNS) or, with"
+                    " --nodelocal, for NodeLocal DNSCache; see docs/operations.md.",
+    )
+    core.add_argument("--server", action="append", required=True, metavar="ADDR[:PORT]",
+                      help="a feddns address to forward to (repeatable, at most 15)")
+    core.add_argument("--origin", action="append", default=None, metavar="ZONE",
+                      help="a zone to forward (repeatable; default: the config's origins,"
+                           " else clusterset.local)")
+    core.add_argument("-c", "--config", type=Path, default=None,
+                      help="take the origins and the record TTL from this config")
+    core.add_argument("--nodelocal", action="store_true",
+                      help="the NodeLocal DNSCache variant (bind, force_tcp)")
+    core.add_argument("--bind", action="append", default=None, metavar="ADDR",
+                      help="with --nodelocal: addresses to bind (default 169.254.20.10; add"
+                           " the kube-dns service IP in iptables mode)")
     return parser
+
+
+def status(args: argparse.Namespace) -> int:
+    """``feddns status``: report on a running instance."""
+    from feddns.observe.status import DEFAULT_URL, EXIT_UNREACHABLE, run_status, url_from_listen
+
+    url = args.url
+    if url is None and args.config is not None:
+        try:
+            settings = load_settings(args.config)
+        except ConfigError as exc:
+            print(exc.render(), file=sys.stderr)
+            return EXIT_UNREACHABLE
+        if settings.observe.listen is None:
+            print(f"{args.config}: observe.listen is off; nothing to ask", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        url = url_from_listen(settings.observe.listen)
+    return run_status(url or DEFAULT_URL, sys.stdout, sys.stderr, timeout=args.timeout)
+
+
+def corefile(args: argparse.Namespace) -> int:
+    """``feddns corefile``: print the CoreDNS stanza."""
+    from feddns.observe.corefile import NODELOCAL_ADDRESS, render_corefile
+
+    origins = args.origin
+    cache_ttl = 5
+    if args.config is not None:
+        try:
+            settings = load_settings(args.config)
+        except ConfigError as exc:
+            print(exc.render(), file=sys.stderr)
+            return EXIT_CONFIG
+        origins = origins or [o.name for o in settings.origins]
+        cache_ttl = settings.dns.record_ttl
+    try:
+        text = render_corefile(args.server, origins or ["clusterset.local."],
+                               nodelocal=args.nodelocal,
+                               bind=args.bind or [NODELOCAL_ADDRESS], cache_ttl=cache_ttl)
+    except ValueError as exc:
+        print(f"feddns corefile: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    sys.stdout.write(text)
+    return EXIT_OK
 
 
 def check_config(path: Path) -> int:
@@ -121,16 +200,19 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def serve(settings: Settings, listen: list[str] | None) -> int:
-    """Run until SIGINT/SIGTERM; return the exit code."""
+def serve(settings: Settings, listen: list[str] | None, config_path: Path | None = None, *,
+          observe_listen: str | None = None) -> int:
+    """Run until SIGINT/SIGTERM, reloading ``config_path`` on SIGHUP; return the exit code."""
     from feddns.app import App
 
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        app = App(settings, listen=listen, config_path=config_path,
+                  observe_listen=observe_listen)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        app = App(settings, listen=listen)
+        loop.add_signal_handler(signal.SIGHUP, app.request_reload)
         try:
             await app.run(stop)
         except OSError as exc:
@@ -151,17 +233,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "check-config":
         return check_config(args.config)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if args.command == "status":
+        return status(args)
+    if args.command == "corefile":
+        return corefile(args)
+    logs.configure(getattr(logging, args.log_level.upper()))
     path = args.config or default_config()
     try:
         settings = load_settings(path)
     except ConfigError as exc:
         log.error("refusing to start: the config is invalid\n%s", exc.render())
         return EXIT_CONFIG
-    return serve(settings, args.listen)
+    logs.set_format(settings.observe.log_format)
+    return serve(settings, args.listen, path, observe_listen=args.observe_listen)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,12 @@ A fast path serves ordinary queries (one question, no EDNS or a plain OPT)
 by slicing the question out of the packet and copying pre-encoded pieces
 around it; anything else takes the full path. Both build responses from the
 same :func:`pieces`, so they cannot disagree (a property test checks it).
+
+Every answer sent is counted in :attr:`Handler.query_counts`, a flat list of
+plain ints indexed by (origin slot, rcode slot, query type); the slot part is
+worked out once per compiled answer and kept in its memo, so the fast path
+pays one list increment per query. ``feddns.observe.metrics`` turns the list
+into ``feddns_dns_queries_total`` when ``/metrics`` is read.
 """
 
 from __future__ import annotations
@@ -37,6 +43,56 @@ _HEAD = struct.Struct("!HHHHH")
 _NO_EDNS = 0
 _EDNS = 1
 _EDNS_DO = 2
+
+QTYPE_SLOTS = 257
+"""Query types 0-255 are counted by value; slot 256 holds every type above 255."""
+RCODE_SLOTS = 9
+"""Rcodes 0-5 by value, then ``SLOT_STALE``, ``SLOT_BADVERS`` and ``SLOT_OTHER_RCODE``."""
+SLOT_STALE = 6
+"""NOERROR built from stale data (it carries EDE 3 for EDNS clients, RFC 8914)."""
+SLOT_BADVERS = 7
+SLOT_OTHER_RCODE = 8
+ORIGIN_SLOTS = 8
+"""Slot 0: no origin (errors, REFUSED, SERVFAIL); 1-6: served origins by name; 7: others."""
+COUNT_SLOTS = ORIGIN_SLOTS * RCODE_SLOTS * QTYPE_SLOTS
+
+_origin_slots: dict[bytes, int] = {}
+"""Origin (wire name) -> its slot, for the whole process: compiled answers (and so their
+memos) may be shared by several handlers, and a reload may reorder the origins."""
+
+
+def origin_slot(origin: bytes | None) -> int:
+    """The counting slot of a served origin (wire form); 0 for none."""
+    if origin is None:
+        return 0
+    slot = _origin_slots.get(origin)
+    if slot is None:
+        slot = min(len(_origin_slots) + 1, ORIGIN_SLOTS - 1)
+        if slot < ORIGIN_SLOTS - 1:
+            _origin_slots[origin] = slot
+    return slot
+
+
+def origin_names() -> dict[int, bytes]:
+    """Slot -> origin wire name, for the slots handed out so far."""
+    return {slot: name for name, slot in _origin_slots.items()}
+
+
+def rcode_slot(ans: CompiledAnswer) -> int:
+    """The counting slot of an answer's rcode (stale NOERROR apart)."""
+    rcode = ans.rcode
+    if rcode == wire.NOERROR and ans.ede:
+        return SLOT_STALE
+    return rcode if rcode <= wire.REFUSED else SLOT_OTHER_RCODE
+
+
+def _slot_base(ans: CompiledAnswer, origin: bytes | None) -> int:
+    rslot = rcode_slot(ans)
+    # Only lookups inside an origin are counted by origin. REFUSED and SERVFAIL are
+    # shared singletons (answer.py), so their memo cannot carry one origin.
+    if rslot not in (wire.NOERROR, wire.NXDOMAIN, SLOT_STALE):
+        origin = None
+    return (origin_slot(origin) * RCODE_SLOTS + rslot) * QTYPE_SLOTS
 
 
 def pieces(
@@ -84,6 +140,8 @@ class Handler:
         self.table = table
         self.udp_payload_size = udp_payload_size
         self.counters: Counter[str] = Counter()
+        self.query_counts = [0] * COUNT_SLOTS
+        """Answers sent, by ``(origin slot * RCODE_SLOTS + rcode slot) * QTYPE_SLOTS + qtype``."""
 
     # The fast path. Kept flat on purpose: every attribute lookup here is paid per query.
     def handle(self, data: bytes, tcp: bool = False,
@@ -143,6 +201,7 @@ class Handler:
                         # The memo lives on the shared CompiledAnswer (REFUSED and SERVFAIL
                         # are module singletons), and its OPT carries this handler's
                         # advertised size, so the size is part of the key (RFC 6891 §6.2.3).
+                        # The memo's third item is the answer's counting slot.
                         key = variant | (data[2] & 1) << 2 | self.udp_payload_size << 3
                         memo = ans.fast.get(key)
                         if memo is None:
@@ -152,9 +211,13 @@ class Handler:
                                 edns=variant,
                                 udp_size=self.udp_payload_size,
                             )[0]
-                            memo = (full[0], full[1], 12 + len(full[1]))
+                            found = table.origin_of(name)
+                            memo = (full[0], full[1],
+                                    _slot_base(ans, None if found is None else found.wire))
                             ans.fast[key] = memo
-                        if tcp or memo[2] + qend - 12 <= limit:
+                        if tcp or len(memo[1]) + qend <= limit:
+                            self.query_counts[
+                                memo[2] + (256 if data[end + 1] else data[end + 2])] += 1
                             return data[:2] + memo[0] + data[12:qend] + memo[1]
         return self.handle_full(data, tcp, addr)
 
@@ -174,8 +237,10 @@ class Handler:
             if flags & wire.OPCODE_MASK:
                 # RFC 8906 §8.1.4: an unknown opcode is NOTIMP even with no question.
                 self.counters["notimp"] += 1
+                self._count(wire.NOTIMP, QTYPE_SLOTS - 1)
                 return _header_only(data, flags, wire.NOTIMP)
             self.counters["formerr"] += 1
+            self._count(wire.FORMERR, QTYPE_SLOTS - 1)
             return _header_only(data, flags, wire.FORMERR)
         edns = _NO_EDNS
         limit = 512
@@ -201,6 +266,7 @@ class Handler:
                     located = _client_subnet(q.edns.options, addr[0], table.locator)
                 except wire.FormError:
                     self.counters["formerr"] += 1
+                    self._count(wire.FORMERR, q.qtype)
                     return _header_only(data, flags, wire.FORMERR)
                 if located is not None:
                     cls, ecs_option = located
@@ -211,12 +277,23 @@ class Handler:
             ans, flags_in=q.flags, edns=edns, udp_size=self.udp_payload_size,
             ext_rcode=ext_rcode, options=ecs_option,
         )
+        if ans is _BADVERS:
+            self._count(SLOT_BADVERS, q.qtype)
+        else:
+            found = self.table.origin_of(q.qname_lower)
+            self.query_counts[_slot_base(ans, None if found is None else found.wire)
+                              + min(q.qtype, QTYPE_SLOTS - 1)] += 1
         head = data[:2]
-        for part in (full, lean, truncated):
+        for part in (full, lean):
             if tcp or 12 + len(q.question) + len(part[1]) <= limit:
                 return head + part[0] + q.question + part[1]
+        # Empty with TC=1 always fits (header, question and OPT only).
         self.counters["truncated"] += 1
         return head + truncated[0] + q.question + truncated[1]
+
+    def _count(self, rslot: int, qtype: int) -> None:
+        """Count an answer of the full path that belongs to no origin."""
+        self.query_counts[rslot * QTYPE_SLOTS + min(qtype, QTYPE_SLOTS - 1)] += 1
 
 
 _NOTIMP = CompiledAnswer(wire.NOTIMP, aa=False)

@@ -12,7 +12,10 @@ nowhere else; the handler stays a pure bytes-to-bytes function. Rules kept:
   message must arrive completely within ``tcp_io_timeout`` (slow-loris);
   a length prefix of 0 closes the connection;
 * one bad packet never kills a transport: errors are caught per packet,
-  counted and logged once per kind.
+  counted and logged once per kind;
+* one query in ``SAMPLE_EVERY`` per transport is timed (handler and send)
+  into ``ServerStats.latency``: two clock reads per query would cost more
+  than everything else the metrics add.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter
+
+from feddns.observe.counting import LATENCY_BOUNDS, Buckets
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,13 @@ HandleFn = Callable[[bytes, bool, "tuple[str, int] | None"], "bytes | None"]
 
 TCP_BACKLOG = 1024
 """Pending TCP connections the kernel queues before accept (RFC 7766 §6.2.2: many clients)."""
+
+SAMPLE_EVERY = 64
+"""One query in this many (per transport) is timed for the latency histogram."""
+
+
+def _latency() -> dict[str, Buckets]:
+    return {"udp": Buckets(LATENCY_BOUNDS), "tcp": Buckets(LATENCY_BOUNDS)}
 
 
 @dataclass(slots=True)
@@ -41,6 +54,8 @@ class ServerStats:
     errors: Counter[str] = field(default_factory=Counter)
     tcp_connections: int = 0
     tcp_accepted: int = 0
+    latency: dict[str, Buckets] = field(default_factory=_latency)
+    """Sampled seconds from a query's arrival in Python to its answer sent, by transport."""
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -48,17 +63,34 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.handle = handle
         self.stats = stats
         self.transport: asyncio.DatagramTransport | None = None
+        self.countdown = SAMPLE_EVERY
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.countdown -= 1
+        if not self.countdown:
+            self._timed(data, addr)
+            return
         try:
             resp = self.handle(data, False, addr)
             if resp is not None:
                 self.transport.sendto(resp, addr)  # type: ignore[union-attr]
         except Exception as exc:  # one packet must never take the listener down
             _count_error(self.stats, "udp", exc)
+
+    def _timed(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.countdown = SAMPLE_EVERY
+        started = perf_counter()
+        try:
+            resp = self.handle(data, False, addr)
+            if resp is not None:
+                self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+        except Exception as exc:
+            _count_error(self.stats, "udp", exc)
+            return
+        self.stats.latency["udp"].observe(perf_counter() - started)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier sends (e.g. port unreachable): nothing to do.
@@ -132,8 +164,16 @@ class DnsServer:
         self.stats = ServerStats()
         self.addresses: list[tuple[str, int]] = []
         self._udp: list[asyncio.DatagramTransport] = []
+        self._udp_protocols: list[_UdpProtocol] = []
         self._tcp: list[asyncio.Server] = []
         self._conns: set[asyncio.StreamWriter] = set()
+        self._tcp_countdown = SAMPLE_EVERY
+
+    def set_handle(self, handle: HandleFn) -> None:
+        """Answer with ``handle`` from the next query on (a reload switching query logs)."""
+        self.handle = handle
+        for protocol in self._udp_protocols:
+            protocol.handle = handle
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind every address; return them with the ports actually bound."""
@@ -147,10 +187,11 @@ class DnsServer:
                     " raise net.core.rmem_max or run with CAP_NET_ADMIN",
                     host, udp_sock.getsockname()[1], got, self.udp_receive_buffer,
                 )
-            transport, _ = await loop.create_datagram_endpoint(
+            transport, protocol = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self.handle, self.stats), sock=udp_sock
             )
             self._udp.append(transport)
+            self._udp_protocols.append(protocol)
             # start_server listens again with its own backlog (default 100), which would
             # drop SYNs from a burst of clients while the loop is busy: pass ours.
             server = await asyncio.start_server(self._serve_tcp, sock=tcp_sock,
@@ -171,6 +212,7 @@ class DnsServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
         self._udp.clear()
+        self._udp_protocols.clear()
         self._tcp.clear()
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -188,6 +230,11 @@ class DnsServer:
                     break
                 async with asyncio.timeout(self.tcp_io_timeout):
                     data = await reader.readexactly(length)
+                self._tcp_countdown -= 1
+                started = 0.0
+                if not self._tcp_countdown:
+                    self._tcp_countdown = SAMPLE_EVERY
+                    started = perf_counter()
                 try:
                     resp = self.handle(data, True, peer)
                 except Exception as exc:
@@ -196,6 +243,8 @@ class DnsServer:
                 if resp is None:
                     continue
                 writer.write(len(resp).to_bytes(2, "big") + resp)
+                if started:
+                    self.stats.latency["tcp"].observe(perf_counter() - started)
                 if writer.transport.get_write_buffer_size() > 65536:
                     async with asyncio.timeout(self.tcp_io_timeout):
                         await writer.drain()

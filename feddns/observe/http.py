@@ -1,0 +1,119 @@
+"""The HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz``, ``/debug`` (the aiohttp user).
+
+Why it exists: Prometheus scrapes, Kubernetes probes and operators need one
+small HTTP port next to DNS. It is served by aiohttp on the event loop itself,
+so a scrape or a ``/debug`` reads the registry and the answer table exactly as
+queries do, without locks or a second thread (prometheus_client's own server
+runs in a thread, which would read the registry while the loop changes it).
+aiohttp already comes with the Kubernetes client; it is imported only once
+DNS is serving, so its import time never delays the first answer.
+
+Semantics follow CoreDNS's ``health`` and ``ready`` plugins: ``/healthz`` is
+200 while the process runs its loop, ``/readyz`` is 503 until every
+configured source has synced once or a warm-start snapshot was loaded, then
+200 for good (a cluster lost later does not make the instance unready: it
+still answers, from stale data). No request is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from feddns.observe.debug import debug_view, parse_service, service_view
+from feddns.observe.metrics import CONTENT_TYPE, build_registry, exposition
+
+if TYPE_CHECKING:
+    from feddns.app import App
+
+log = logging.getLogger(__name__)
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data, indent=2, sort_keys=False) + "\n",
+                        status=status, content_type="application/json")
+
+
+class ObserveServer:
+    """Serves the observability endpoints of one app on ``host:port``."""
+
+    def __init__(self, app: App, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.registry = build_registry(app)
+        self.address: tuple[str, int] | None = None
+        self._runner: web.AppRunner | None = None
+
+    def _routes(self) -> web.Application:
+        webapp = web.Application()
+        webapp.router.add_get("/metrics", self.metrics)
+        webapp.router.add_get("/healthz", self.healthz)
+        webapp.router.add_get("/readyz", self.readyz)
+        webapp.router.add_get("/debug", self.debug)
+        webapp.router.add_get("/", self.index)
+        return webapp
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; return the bound address (port 0 picks a free one)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        runner = web.AppRunner(self._routes(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+        self._runner = runner
+        self.address = (self.host, sock.getsockname()[1])
+        return self.address
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def index(self, request: web.Request) -> web.Response:
+        """A list of the endpoints."""
+        return web.Response(text="feddns: /metrics /healthz /readyz /debug"
+                                 " /debug?service=NAMESPACE/NAME\n")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """The Prometheus text format."""
+        return web.Response(body=exposition(self.registry),
+                            headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """200 while the event loop runs (it is what answers this)."""
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """200 once ready (latched), else 503 naming the clusters still awaited."""
+        if self.app.is_ready:
+            return web.Response(text="ready\n")
+        waiting = [e.name for e in self.app.registry.clusters.values() if not e.synced_once]
+        return web.Response(status=503,
+                            text=f"not ready: waiting for {', '.join(waiting) or 'compile'}\n")
+
+    async def debug(self, request: web.Request) -> web.Response:
+        """The JSON view; ``?service=NAMESPACE/NAME`` for one service's plan."""
+        service = request.query.get("service")
+        if service is None:
+            return _json(debug_view(self.app))
+        key = parse_service(service)
+        if key is None:
+            return _json({"error": f"service={service!r} is not NAMESPACE/NAME"}, 400)
+        view = service_view(self.app, key)
+        if view is None:
+            return _json({"error": f"service {service} is not known"}, 404)
+        return _json(view)

@@ -1,0 +1,437 @@
+"""Prometheus metrics: their definitions, the scrape-time collector, and the docs table.
+
+Why it exists: the query path must stay cheap, so nothing on it touches the
+Prometheus client. The handler, the transports and the app count in plain
+ints, lists and :class:`~feddns.observe.counting.Buckets`; :class:`FeddnsCollector`
+reads them only when ``/metrics`` is scraped and turns them into metric
+families. :data:`METRICS` is the one list of names, types, labels and help
+texts: the collector builds every family from it and ``docs/operations.md``
+renders its table from it (a test keeps the two equal), so the docs cannot
+drift. Label values are bounded: query types outside a fixed list are
+"other", rcodes are the handful feddns sends, origins are configured ones.
+This is the only module that imports ``prometheus_client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from feddns import __version__
+from feddns.dns import handling
+from feddns.model.registry import ClusterState
+from feddns.observe.counting import Buckets, qtype_label
+
+if TYPE_CHECKING:
+    from feddns.app import App
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text exposition format served at ``/metrics``."""
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    """One metric feddns exports."""
+
+    name: str
+    kind: Kind
+    labels: tuple[str, ...]
+    help: str
+
+
+METRICS: tuple[MetricDef, ...] = (
+    # --- DNS -----------------------------------------------------------------------
+    MetricDef("feddns_dns_queries_total", "counter", ("origin", "qtype", "rcode"),
+              "Answers sent, by served origin (empty unless the rcode is NOERROR or NXDOMAIN),"
+              " query type (common types by name, others \"other\") and response code."),
+    MetricDef("feddns_dns_stale_answers_total", "counter", ("origin",),
+              "Answers built from stale data (RFC 8767); EDNS clients also get Extended DNS"
+              " Error 3, Stale Answer. Included in feddns_dns_queries_total as NOERROR."),
+    MetricDef("feddns_dns_answer_duration_seconds", "histogram", ("transport",),
+              "Time from a query's arrival to its answer being sent, sampled: one query in"
+              " 64 per transport."),
+    MetricDef("feddns_dns_dropped_total", "counter", ("reason",),
+              "Packets dropped without an answer: \"short\" (under 12 octets) or \"response\""
+              " (QR set)."),
+    MetricDef("feddns_dns_truncated_total", "counter", (),
+              "UDP answers sent empty with TC=1 because they did not fit the client's size."),
+    MetricDef("feddns_dns_transport_errors_total", "counter", ("kind",),
+              "Unexpected errors while handling a packet, by transport and exception (each"
+              " kind is logged once); \"udp_icmp\" counts ICMP errors for earlier answers."),
+    MetricDef("feddns_dns_tcp_connections", "gauge", (), "Open TCP connections."),
+    MetricDef("feddns_dns_tcp_accepted_total", "counter", (), "TCP connections accepted."),
+    # --- clusters and sources ------------------------------------------------------
+    MetricDef("feddns_cluster_state", "gauge", ("cluster", "state"),
+              "1 for the cluster's current state (syncing, fresh, stale, expired), 0 for the"
+              " others."),
+    MetricDef("feddns_cluster_data_age_seconds", "gauge", ("cluster",),
+              "Seconds since the cluster's data was last received (a list or a change;"
+              " absent before the first). A quiet source's data ages while it stays fresh:"
+              " read it with feddns_cluster_state."),
+    MetricDef("feddns_cluster_services", "gauge", ("cluster",),
+              "Services in the cluster's current data."),
+    MetricDef("feddns_cluster_endpoints", "gauge", ("cluster",),
+              "Endpoints in the cluster's current data."),
+    MetricDef("feddns_cluster_info", "gauge", ("cluster", "region", "source"),
+              "1 per cluster, with its region and source kind (static, kubernetes, bus)."),
+    MetricDef("feddns_source_relists_total", "counter", ("cluster",),
+              "Complete lists received by a Kubernetes source (start, 410 Gone, reconnects)."),
+    MetricDef("feddns_source_events_total", "counter", ("cluster",),
+              "Watch events applied by a Kubernetes source."),
+    # --- answer table ----------------------------------------------------------------
+    MetricDef("feddns_table_names", "gauge", (), "Names in the answer table."),
+    MetricDef("feddns_table_services", "gauge", (), "Services in the answer table."),
+    MetricDef("feddns_table_compiled_answers", "gauge", (),
+              "Memoized answers, over every client class."),
+    MetricDef("feddns_table_serial", "gauge", (), "The SOA serial."),
+    MetricDef("feddns_table_compile_duration_seconds", "histogram", (),
+              "Time of one compile turn that changed something (at most 200 services)."),
+    MetricDef("feddns_table_programming_duration_seconds", "histogram", (),
+              "Time from a registry change (a source event) to the end of the compile that"
+              " put the last pending change into the answer table."),
+    MetricDef("feddns_table_changed_services_total", "counter", (),
+              "Services whose answers changed on a compile."),
+    # --- process state -----------------------------------------------------------
+    MetricDef("feddns_ready", "gauge", (),
+              "1 once every source has synced or a warm-start snapshot was loaded (/readyz)."),
+    MetricDef("feddns_config_reloads_total", "counter", ("result",),
+              "Config reloads (SIGHUP), by result: success or failure."),
+    MetricDef("feddns_config_last_reload_successful", "gauge", (),
+              "0 when the last reload was rejected (the previous config still runs), else 1."),
+    MetricDef("feddns_build_info", "gauge", ("version", "federation"),
+              "1, with the feddns version and the federation name."),
+    MetricDef("feddns_event_loop_tasks", "gauge", (), "Tasks on the event loop."),
+    MetricDef("feddns_event_loop_lag_seconds", "gauge", (),
+              "Largest event-loop lag (a timer's lateness) over the last ten seconds;"
+              " queries wait at least this long while it lasts."),
+    # --- federation bus ----------------------------------------------------------
+    MetricDef("feddns_bus_connected", "gauge", (), "1 while connected to the MQTT broker."),
+    MetricDef("feddns_bus_connects_total", "counter", (), "Successful broker connections."),
+    MetricDef("feddns_bus_published_total", "counter", (), "Messages published."),
+    MetricDef("feddns_bus_received_total", "counter", (), "Messages received."),
+    MetricDef("feddns_bus_applied_total", "counter", (),
+              "Received messages that changed the registry."),
+    MetricDef("feddns_bus_duplicates_total", "counter", (),
+              "Received messages already known (ignored)."),
+    MetricDef("feddns_bus_dropped_total", "counter", (),
+              "Received messages discarded because the bounded queue was full."),
+    MetricDef("feddns_bus_oversized_total", "counter", (),
+              "Own messages not published because they exceed max_payload_size."),
+    MetricDef("feddns_bus_rejected_total", "counter", ("reason",),
+              "Received messages rejected (signature, replay, address policy, ...)."),
+    MetricDef("feddns_bus_peer_online", "gauge", ("cluster",),
+              "1 while the cluster's publisher says it is online, 0 after its last will."),
+    MetricDef("feddns_bus_peer_heartbeat_age_seconds", "gauge", ("cluster",),
+              "Seconds since the cluster's last heartbeat on the bus."),
+)
+"""Every metric feddns defines (the process_* and python_* families come from
+prometheus_client's standard collectors)."""
+
+_BY_NAME = {m.name: m for m in METRICS}
+
+RCODE_NAMES: Mapping[int, str] = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+    handling.SLOT_STALE: "NOERROR", handling.SLOT_BADVERS: "BADVERS",
+    handling.SLOT_OTHER_RCODE: "other",
+}
+
+
+class PeerStatsLike(Protocol):
+    """What the bus reports about one peer cluster (``sources.mqtt.bus.PeerStats``)."""
+
+    @property
+    def online(self) -> bool | None:
+        """True after an online status, False after the last will; None before either."""
+    @property
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the last heartbeat; None before any."""
+
+
+class BusStatsLike(Protocol):
+    """The bus's counters as ``App.bus_stats()`` returns them (``sources.mqtt.bus.BusStats``).
+
+    A structural type, so this module needs no import of the bus (and of aiomqtt).
+    """
+
+    @property
+    def connected(self) -> bool:
+        """True while connected to the broker."""
+    @property
+    def connects(self) -> int:
+        """Successful connections so far."""
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connection ended or failed."""
+    @property
+    def published(self) -> int:
+        """Messages published."""
+    @property
+    def received(self) -> int:
+        """Messages received."""
+    @property
+    def applied(self) -> int:
+        """Received messages that changed the registry."""
+    @property
+    def duplicates(self) -> int:
+        """Received messages already known."""
+    @property
+    def dropped(self) -> int:
+        """Received messages dropped because the queue was full."""
+    @property
+    def oversized_own(self) -> int:
+        """Own messages over max_payload_size, not published."""
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Rejected messages by reason."""
+    @property
+    def peers(self) -> Mapping[str, PeerStatsLike]:
+        """What the bus knows of each cluster heard on it."""
+
+
+def name_from_wire(name: bytes) -> str:
+    """A name in wire form as text with a trailing dot (``clusterset.local.``)."""
+    labels = []
+    pos = 0
+    while pos < len(name) and name[pos]:
+        n = name[pos]
+        labels.append(name[pos + 1 : pos + 1 + n].decode("ascii", "replace"))
+        pos += n + 1
+    return ".".join(labels) + "."
+
+
+def origin_labels() -> dict[int, str]:
+    """Origin slot -> ``origin`` label value."""
+    labels = {0: "", handling.ORIGIN_SLOTS - 1: "other"}
+    labels.update({slot: name_from_wire(wire) for slot, wire in handling.origin_names().items()})
+    return labels
+
+
+def query_totals(counts: list[int]) -> tuple[dict[tuple[str, str, str], int], dict[str, int]]:
+    """Fold the handler's count slots into ``{(origin, qtype, rcode): n}`` and stale counts."""
+    totals: dict[tuple[str, str, str], int] = {}
+    stale: dict[str, int] = {}
+    origins = origin_labels()
+    per_origin = handling.RCODE_SLOTS * handling.QTYPE_SLOTS
+    for index, n in enumerate(counts):
+        if not n:
+            continue
+        oslot, rest = divmod(index, per_origin)
+        rslot, qtype = divmod(rest, handling.QTYPE_SLOTS)
+        origin = origins.get(oslot, "other")
+        key = (origin, qtype_label(qtype), RCODE_NAMES[rslot])
+        totals[key] = totals.get(key, 0) + n
+        if rslot == handling.SLOT_STALE:
+            stale[origin] = stale.get(origin, 0) + n
+    return totals, stale
+
+
+def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
+    """An empty counter or gauge family, as :data:`METRICS` defines it."""
+    spec = _BY_NAME[name]
+    if spec.kind == "counter":
+        return CounterMetricFamily(name, spec.help, labels=spec.labels)
+    assert spec.kind == "gauge", name
+    return GaugeMetricFamily(name, spec.help, labels=spec.labels)
+
+
+def _histogram_family(name: str) -> HistogramMetricFamily:
+    spec = _BY_NAME[name]
+    assert spec.kind == "histogram", name
+    return HistogramMetricFamily(name, spec.help, labels=spec.labels)
+
+
+def _histogram(name: str, buckets: Buckets,
+               label_values: tuple[str, ...] = ()) -> HistogramMetricFamily:
+    family = _histogram_family(name)
+    family.add_metric(list(label_values), _bucket_samples(buckets), buckets.total)
+    return family
+
+
+def _bucket_samples(buckets: Buckets) -> list[tuple[str, float]]:
+    return [("+Inf" if b == float("inf") else repr(b), float(n))
+            for b, n in buckets.cumulative()]
+
+
+def _single(name: str, value: float) -> Metric:
+    family = _family(name)
+    family.add_metric([], value)
+    return family
+
+
+class FeddnsCollector(Collector):
+    """Builds every ``feddns_*`` family from the app's plain counters, at scrape time.
+
+    Runs on the event loop (the HTTP endpoint is served there), so it reads the
+    registry and the table without locks, like every other reader.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def describe(self) -> list[Metric]:
+        """Nothing: the families are built at scrape time (no duplicate-name check)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, in the order of :data:`METRICS`."""
+        yield from self._dns()
+        yield from self._clusters()
+        yield from self._table()
+        yield from self._process()
+        if self.app.bus_stats is not None:
+            stats = self.app.bus_stats()
+            if stats is not None:
+                yield from _bus(stats)
+
+    def _dns(self) -> Iterator[Metric]:
+        handler = self.app.handler
+        totals, stale = query_totals(handler.query_counts)
+        queries = _family("feddns_dns_queries_total")
+        for (origin, qtype, rcode), n in sorted(totals.items()):
+            queries.add_metric([origin, qtype, rcode], n)
+        yield queries
+        stale_family = _family("feddns_dns_stale_answers_total")
+        for origin, n in sorted(stale.items()):
+            stale_family.add_metric([origin], n)
+        yield stale_family
+        latency = _histogram_family("feddns_dns_answer_duration_seconds")
+        stats = self.app.server.stats
+        for transport, buckets in sorted(stats.latency.items()):
+            latency.add_metric([transport], _bucket_samples(buckets), buckets.total)
+        yield latency
+        dropped = _family("feddns_dns_dropped_total")
+        dropped.add_metric(["short"], handler.counters["dropped_short"])
+        dropped.add_metric(["response"], handler.counters["dropped_response"])
+        yield dropped
+        yield _single("feddns_dns_truncated_total", handler.counters["truncated"])
+        errors = _family("feddns_dns_transport_errors_total")
+        for kind, n in sorted(stats.errors.items()):
+            errors.add_metric([kind], n)
+        yield errors
+        yield _single("feddns_dns_tcp_connections", stats.tcp_connections)
+        yield _single("feddns_dns_tcp_accepted_total", stats.tcp_accepted)
+
+    def _clusters(self) -> Iterator[Metric]:
+        app = self.app
+        now = app.clock()
+        state = _family("feddns_cluster_state")
+        age = _family("feddns_cluster_data_age_seconds")
+        services = _family("feddns_cluster_services")
+        endpoints = _family("feddns_cluster_endpoints")
+        info = _family("feddns_cluster_info")
+        regions = {c.name: c.region for c in app.settings.clusters}
+        kinds = app.source_kinds()
+        for name, entry in app.registry.clusters.items():
+            for s in ClusterState:
+                state.add_metric([name, s.value], 1.0 if entry.state is s else 0.0)
+            if entry.last_sync is not None:
+                age.add_metric([name], max(0.0, now - entry.last_sync))
+            snap = entry.snapshot
+            services.add_metric([name], len(snap.services) if snap is not None else 0)
+            endpoints.add_metric([name], snap.endpoint_count if snap is not None else 0)
+            info.add_metric([name, regions.get(name, ""), kinds.get(name, "bus")], 1)
+        yield from (state, age, services, endpoints, info)
+        relists = _family("feddns_source_relists_total")
+        events = _family("feddns_source_events_total")
+        for cluster, (n_relists, n_events) in sorted(app.kubernetes_counts().items()):
+            relists.add_metric([cluster], n_relists)
+            events.add_metric([cluster], n_events)
+        yield relists
+        yield events
+
+    def _table(self) -> Iterator[Metric]:
+        app = self.app
+        summary = app.table.summary()
+        yield _single("feddns_table_names", summary["names"])
+        yield _single("feddns_table_services", summary["services"])
+        yield _single("feddns_table_compiled_answers", summary["compiled_answers"])
+        yield _single("feddns_table_serial", summary["serial"])
+        yield _histogram("feddns_table_compile_duration_seconds", app.stats.compile_seconds)
+        yield _histogram("feddns_table_programming_duration_seconds",
+                         app.stats.programming_seconds)
+        yield _single("feddns_table_changed_services_total", app.stats.changed_services)
+
+    def _process(self) -> Iterator[Metric]:
+        app = self.app
+        stats = app.stats
+        yield _single("feddns_ready", 1.0 if app.is_ready else 0.0)
+        reloads = _family("feddns_config_reloads_total")
+        for result in ("success", "failure"):
+            reloads.add_metric([result], stats.reloads[result])
+        yield reloads
+        yield _single("feddns_config_last_reload_successful", 1.0 if stats.last_reload_ok else 0.0)
+        build = _family("feddns_build_info")
+        build.add_metric([__version__, app.settings.federation], 1)
+        yield build
+        loop = app.loop
+        tasks = len(asyncio.all_tasks(loop)) if loop is not None and not loop.is_closed() else 0
+        yield _single("feddns_event_loop_tasks", tasks)
+        yield _single("feddns_event_loop_lag_seconds", max(stats.loop_lag, default=0.0))
+
+
+def _bus(stats: BusStatsLike) -> Iterator[Metric]:
+    yield _single("feddns_bus_connected", 1.0 if stats.connected else 0.0)
+    yield _single("feddns_bus_connects_total", stats.connects)
+    yield _single("feddns_bus_published_total", stats.published)
+    yield _single("feddns_bus_received_total", stats.received)
+    yield _single("feddns_bus_applied_total", stats.applied)
+    yield _single("feddns_bus_duplicates_total", stats.duplicates)
+    yield _single("feddns_bus_dropped_total", stats.dropped)
+    yield _single("feddns_bus_oversized_total", stats.oversized_own)
+    rejected = _family("feddns_bus_rejected_total")
+    for reason, n in sorted(stats.rejected.items()):
+        rejected.add_metric([reason], n)
+    yield rejected
+    online = _family("feddns_bus_peer_online")
+    heartbeat = _family("feddns_bus_peer_heartbeat_age_seconds")
+    for cluster, peer in sorted(stats.peers.items()):
+        if peer.online is not None:
+            online.add_metric([cluster], 1.0 if peer.online else 0.0)
+        if peer.heartbeat_age is not None:
+            heartbeat.add_metric([cluster], peer.heartbeat_age)
+    yield online
+    yield heartbeat
+
+
+def build_registry(app: App) -> CollectorRegistry:
+    """A registry of its own per app (several apps may run in one test process)."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(FeddnsCollector(app))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text a scrape gets."""
+    return generate_latest(registry)
+
+
+def render_metrics_table() -> str:
+    """The Markdown table of every metric, for docs/operations.md (a test compares them)."""
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for m in METRICS:
+        labels = ", ".join(f"`{label}`" for label in m.labels) or "-"
+        text = m.help.replace("|", "\\|")
+        lines.append(f"| `{m.name}` | {m.kind} | {labels} | {text} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,287 @@
+"""Real resolvers in front of feddns: Unbound, dnsmasq, and a pod's glibc stub resolver.
+
+Why it exists: feddns is never asked by applications directly; a recursive
+resolver or a forwarder sends it the clusterset.local part of their traffic.
+Each test starts the real program as a subprocess on a free loopback port with
+a generated config that forwards the zone to the demo federation served by
+feddns, then resolves feddns names through it:
+
+* Unbound (``forward-zone``, ``do-not-query-localhost: no``, ``domain-insecure``),
+  over UDP and TCP, once forwarding over UDP and once with ``tcp-upstream: yes``;
+* dnsmasq (``--server=/clusterset.local/127.0.0.1#PORT``);
+* ``dig`` through Unbound, checking its printed output;
+* glibc's stub resolver in a network namespace whose resolv.conf looks like a
+  pod's (``search <ns>.svc.cluster.local ...``, ``options ndots:5``), with
+  feddns serving on 127.0.0.1:53 inside the namespace: ``getent hosts``
+  must print the service's addresses (run as root; skipped otherwise).
+
+Nothing leaves this machine: every address is loopback, and the namespace has
+only its own loopback. Every wait is a bounded poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.support import DEMO_CONFIG, ServerThread, dig, make_query, records, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+WEB = "web.shop.svc.clusterset.local."
+WEB_A = sorted(f"{WEB} 5 IN A 10.96.{i}.10" for i in (1, 2, 3))
+DB_SRV = sorted(f"db.data.svc.clusterset.local. 5 IN SRV 0 100 5432 {target}" for target in (
+    "db-0.east-a.db.data.svc.clusterset.local.", "db-1.east-a.db.data.svc.clusterset.local.",
+    "db-0.west.prod.db.data.svc.clusterset.local."))
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port found")
+
+
+def program(name: str, package: str) -> str:
+    exe = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()), None)
+    if exe is None:
+        pytest.skip(f"{name} is not installed (Debian package {package}; make system-deps)")
+    return exe
+
+
+def answers(port: int, qname: str = WEB) -> bool:
+    with contextlib.suppress(OSError, dns.exception.Timeout):
+        reply = dns.query.udp(make_query(qname, rd=True), "127.0.0.1", port=port, timeout=0.5)
+        return reply.rcode() == dns.rcode.NOERROR and bool(reply.answer)
+    return False
+
+
+@contextlib.contextmanager
+def running(args: list[str], log: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a resolver until the block ends; fail with its log if it never answers."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_until(lambda: proc.poll() is None and answers(port), timeout=10)
+        except AssertionError:
+            raise AssertionError(f"{args[0]} never answered:\n{log.read_text()}") from None
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def ask_rd(port: int, qname: str, qtype: str = "A", *, tcp: bool = False) -> dns.message.Message:
+    q = make_query(qname, qtype, rd=True)
+    if tcp:
+        return dns.query.tcp(q, "127.0.0.1", port=port, timeout=3)
+    return dns.query.udp(q, "127.0.0.1", port=port, timeout=3)
+
+
+def unbound_config(tmp: Path, port: int, feddns_port: int, *, tcp_upstream: bool) -> Path:
+    conf = tmp / "unbound.conf"
+    conf.write_text(f"""\
+server:
+    interface: 127.0.0.1
+    port: {port}
+    do-ip6: no
+    do-daemonize: no
+    use-syslog: no
+    logfile: ""
+    username: ""
+    chroot: ""
+    pidfile: ""
+    directory: "{tmp}"
+    num-threads: 1
+    access-control: 127.0.0.0/8 allow
+    # feddns listens on loopback; Unbound refuses to query localhost by default.
+    do-not-query-localhost: no
+    # clusterset.local is not signed: no DNSSEC validation for it.
+    domain-insecure: "clusterset.local."
+    module-config: "iterator"
+    tcp-upstream: {"yes" if tcp_upstream else "no"}
+forward-zone:
+    name: "clusterset.local."
+    forward-addr: 127.0.0.1@{feddns_port}
+""")
+    return conf
+
+
+@pytest.mark.parametrize("tcp_upstream", [False, True], ids=["udp-upstream", "tcp-upstream"])
+def test_unbound_forwarding_the_zone_resolves_services_over_udp_and_tcp(
+        demo_server: ServerThread, tmp_path: Path, tcp_upstream: bool) -> None:
+    exe = program("unbound", "unbound")
+    port = free_port()
+    conf = unbound_config(tmp_path, port, demo_server.port, tcp_upstream=tcp_upstream)
+    assert demo_server.app is not None
+    accepted = demo_server.app.server.stats.tcp_accepted
+    with running([exe, "-d", "-c", str(conf)], tmp_path / "unbound.log", port):
+        for tcp in (False, True):
+            reply = ask_rd(port, WEB, tcp=tcp)
+            assert reply.rcode() == dns.rcode.NOERROR
+            assert sorted(r.split(None, 2)[2] for r in records(reply)) == sorted(
+                r.split(None, 2)[2] for r in WEB_A)
+            assert max(int(r.split()[1]) for r in records(reply)) <= 5  # never cached longer
+        assert sorted(r.split(None, 2)[2] for r in records(
+            ask_rd(port, "db.data.svc.clusterset.local.", "SRV"))) == sorted(
+            r.split(None, 2)[2] for r in DB_SRV)
+        assert ask_rd(port, "nope.shop.svc.clusterset.local.").rcode() == dns.rcode.NXDOMAIN
+    grew = demo_server.app.server.stats.tcp_accepted > accepted
+    assert grew is tcp_upstream  # tcp-upstream: every query reached feddns over TCP
+
+
+def test_dnsmasq_forwarding_the_zone_resolves_a_service(
+        demo_server: ServerThread, tmp_path: Path) -> None:
+    exe = program("dnsmasq", "dnsmasq-base")
+    port = free_port()
+    args = [exe, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+            f"--server=/clusterset.local/127.0.0.1#{demo_server.port}", f"--port={port}",
+            "--listen-address=127.0.0.1", "--bind-interfaces",
+            f"--pid-file={tmp_path / 'dnsmasq.pid'}", "--log-facility=-"]
+    if os.geteuid() == 0:
+        args.append("--user=root")  # do not switch to a user that may not exist here
+    with running(args, tmp_path / "dnsmasq.log", port):
+        assert sorted(r.split()[-1] for r in records(ask_rd(port, WEB))) == [
+            "10.96.1.10", "10.96.2.10", "10.96.3.10"]
+        endpoint = ask_rd(port, "db-0.west.prod.db.data.svc.clusterset.local.")
+        assert [r.split()[-1] for r in records(endpoint)] == ["10.3.2.10"]
+        assert ask_rd(port, "example.org.").rcode() == dns.rcode.REFUSED  # no upstream
+
+
+def test_dig_through_unbound_prints_the_answers(
+        demo_server: ServerThread, tmp_path: Path) -> None:
+    exe = program("unbound", "unbound")
+    port = free_port()
+    conf = unbound_config(tmp_path, port, demo_server.port, tcp_upstream=False)
+    with running([exe, "-d", "-c", str(conf)], tmp_path / "unbound.log", port):
+        out = dig(port, WEB, "+noall", "+answer")
+        assert sorted(line.split()[-1] for line in out.splitlines()
+                      if line.startswith(WEB)) == ["10.96.1.10", "10.96.2.10", "10.96.3.10"]
+        out = dig(port, "api.shop.svc.clusterset.local", "AAAA", "+short")
+        assert "fd00:96::30" in out.split()
+        out = dig(port, "nope.shop.svc.clusterset.local", "+noall", "+comments")
+        assert "status: NXDOMAIN" in out
+    # Straight to feddns: the forward plugin's probe gets REFUSED, not silence.
+    assert "status: REFUSED" in dig(demo_server.port, ".", "NS", "+noall", "+comments")
+
+
+# --- a pod's stub resolver ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A network namespace, and the ``ip`` program that runs commands in it."""
+
+    name: str
+    ip: str
+
+    def command(self, *args: str) -> list[str]:
+        return [self.ip, "netns", "exec", self.name, *args]
+
+    def run(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+
+@pytest.fixture
+def namespace(tmp_path: Path) -> Iterator[Namespace]:
+    """A network namespace with only a loopback, and a pod-like /etc/resolv.conf in it."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CI runs as root)")
+    ip = program("ip", "iproute2")
+    if shutil.which("getent") is None:
+        pytest.skip("getent is missing (Debian package libc-bin)")
+    name = f"feddns-{uuid.uuid4().hex[:8]}"
+    etc = Path("/etc/netns")
+    created_etc = not etc.exists()
+    added = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True,
+                           check=False)
+    if added.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here: {added.stderr.strip()}")
+    try:
+        (etc / name).mkdir(parents=True)
+        # What the kubelet writes for a pod in namespace "shop" (ClusterFirst DNS policy).
+        (etc / name / "resolv.conf").write_text(
+            "search shop.svc.cluster.local svc.cluster.local cluster.local\n"
+            "nameserver 127.0.0.1\noptions ndots:5\n")
+        subprocess.run([ip, "netns", "exec", name, ip, "link", "set", "lo", "up"], check=True)
+        yield Namespace(name, ip)
+    finally:
+        for pid in subprocess.run([ip, "netns", "pids", name], capture_output=True, text=True,
+                                  check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), 9)
+        subprocess.run([ip, "netns", "del", name], check=False)
+        shutil.rmtree(etc / name, ignore_errors=True)
+        if created_etc:
+            with contextlib.suppress(OSError):
+                etc.rmdir()
+
+
+def test_a_pods_stub_resolver_finds_a_service_through_its_search_path(
+        namespace: Namespace, tmp_path: Path) -> None:
+    log = tmp_path / "feddns.log"
+    config = tmp_path / "feddns.yaml"
+    config.write_text(DEMO_CONFIG.read_text().replace(
+        "demo-services.yaml", str(DEMO_CONFIG.parent / "demo-services.yaml"))
+        + "observe: {listen: null, query_log: true}\n")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            namespace.command(sys.executable, "-m", "feddns", "serve", "-c", str(config),
+                              "--listen", "127.0.0.1:53"),
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def serving() -> bool:
+            probe = namespace.run("dig", "@127.0.0.1", "+time=1", "+tries=1", "+short", WEB)
+            return "10.96.1.10" in probe.stdout
+
+        wait_until(lambda: proc.poll() is None and serving(), timeout=15)
+        found = namespace.run("getent", "hosts", "web.shop.svc.clusterset.local")
+        assert found.returncode == 0, found.stderr + log.read_text()
+        assert sorted(line.split()[0] for line in found.stdout.splitlines()) == [
+            "10.96.1.10", "10.96.2.10", "10.96.3.10"]
+        assert {line.split()[1] for line in found.stdout.splitlines()} == {
+            "web.shop.svc.clusterset.local"}
+        endpoint = namespace.run("getent", "ahosts", "db-0.west.prod.db.data.svc.clusterset.local")
+        assert endpoint.stdout.split()[0] == "10.3.2.10", endpoint.stderr
+        missing = namespace.run("getent", "hosts", "nope.shop.svc.clusterset.local")
+        assert missing.returncode == 2  # not found
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    # ndots:5 sends the search-list expansions first; feddns refuses them (they are
+    # outside its origins) at once, and the stub then asks the name as given.
+    queried = [line.split()[-3] for line in log.read_text().splitlines() if " query " in line]
+    assert f"{WEB[:-1]}.shop.svc.cluster.local." in queried
+    assert WEB in queried

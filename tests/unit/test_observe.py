@@ -1,0 +1,471 @@
+"""Observability without sockets: counting, the collector, logs, status, deployment files.
+
+Covers the handler's per-answer counting (each answer counted once, by origin,
+query type and rcode, on the fast and the full path), stale answers, the
+metric families the collector builds (exactly those :data:`METRICS` defines,
+with their labels, in a valid exposition), the docs table generated from them,
+JSON log lines and the query log, the ``status`` report and exit code, reload
+bookkeeping, and lints of the deployment files (hadolint for the Dockerfile,
+the Kubernetes and compose-spec JSON schemas, and the feddns configs they
+embed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.edns
+import dns.message
+import dns.rcode
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from feddns.app import App, _restart_changes
+from feddns.config import Settings
+from feddns.dns.handling import Handler
+from feddns.model.registry import ClusterState
+from feddns.model.services import Endpoint, Port, Service, ServiceType
+from feddns.observe import logs, status
+from feddns.observe.counting import Buckets, qtype_label
+from feddns.observe.debug import parse_service
+from feddns.observe.metrics import (
+    METRICS,
+    FeddnsCollector,
+    build_registry,
+    exposition,
+    query_totals,
+    render_metrics_table,
+)
+from tests.unit.dnscase import federation, settings_for
+
+REPO = Path(__file__).resolve().parents[2]
+ORIGIN = "clusterset.local."
+WEB = "web.shop.svc.clusterset.local."
+
+
+def web(ip: str = "10.1.0.1") -> Service:
+    return Service("shop", "web", cluster_ips=("10.96.0.10",), ports=(Port("http", 80),),
+                   endpoints=(Endpoint(ip, zone="zone-1"),))
+
+
+def db(n: int) -> Service:
+    """A headless service with ``n`` ready endpoints (a big answer)."""
+    return Service("data", "db", type=ServiceType.HEADLESS, ports=(Port("pg", 5432),),
+                   endpoints=tuple(Endpoint(f"10.2.{i // 250}.{i % 250 + 1}", zone="zone-1",
+                                            hostname=f"db-{i}") for i in range(n)))
+
+
+def ask(handler: Handler, qname: str, qtype: str | int = "A", *, edns: bool = True,
+        tcp: bool = False, full: bool = False, **kw: Any) -> dns.message.Message:
+    q = dns.message.make_query(qname, qtype, use_edns=0 if edns else None, **kw)
+    data = q.to_wire()
+    reply = handler.handle_full(data, tcp) if full else handler.handle(data, tcp)
+    assert reply is not None
+    return dns.message.from_wire(reply, ignore_trailing=True)
+
+
+def counted(handler: Handler) -> dict[tuple[str, str, str], int]:
+    return query_totals(handler.query_counts)[0]
+
+
+# --- counting ---------------------------------------------------------------------------
+
+
+def test_a_histogram_puts_a_value_equal_to_a_bound_in_that_bucket() -> None:
+    buckets = Buckets((0.1, 1.0))
+    for value in (0.1, 0.5, 1.0, 7.0):
+        buckets.observe(value)
+    assert buckets.cumulative() == [(0.1, 1), (1.0, 3), (float("inf"), 4)]
+    assert (buckets.count, buckets.total) == (4, 8.6)
+
+
+def test_every_answer_is_counted_once_by_origin_query_type_and_rcode() -> None:
+    fed = federation({"c1": [web()]})
+    handler = Handler(fed.table)
+    for _ in range(3):
+        ask(handler, WEB)                      # fast path, memoized after the first
+    ask(handler, WEB, full=True)               # the full path counts the same way
+    ask(handler, WEB, "AAAA")                  # NODATA
+    ask(handler, "nope.shop.svc.clusterset.local.")
+    ask(handler, WEB, "CAA")                   # type 257: not in the list
+    ask(handler, "example.com.", edns=False)   # outside every origin
+    ask(handler, ".", "NS")                    # the forward plugin's health probe
+    assert counted(handler) == {
+        (ORIGIN, "A", "NOERROR"): 4,
+        (ORIGIN, "AAAA", "NOERROR"): 1,
+        (ORIGIN, "A", "NXDOMAIN"): 1,
+        (ORIGIN, "other", "NOERROR"): 1,
+        ("", "A", "REFUSED"): 1,
+        ("", "NS", "REFUSED"): 1,
+    }
+
+
+def test_errors_are_counted_without_an_origin() -> None:
+    fed = federation({"c1": [web()]})
+    handler = Handler(fed.table)
+    bad = bytearray(dns.message.make_query(WEB, "A").to_wire())
+    bad[5] = 2  # QDCOUNT 2: FORMERR
+    assert handler.handle(bytes(bad)) is not None
+    assert ask(handler, WEB, edns=True, full=False,
+               options=None).rcode() == dns.rcode.NOERROR
+    badvers = dns.message.make_query(WEB, "A", use_edns=1)
+    reply = handler.handle(badvers.to_wire())
+    assert reply is not None
+    totals = counted(handler)
+    assert totals[("", "other", "FORMERR")] == 1
+    assert totals[("", "A", "BADVERS")] == 1
+    assert handler.handle(b"\x00\x01") is None  # short: dropped, not counted
+    assert sum(counted(handler).values()) == 3
+
+
+def test_an_answer_too_big_for_udp_is_counted_once_though_it_leaves_the_fast_path() -> None:
+    fed = federation({"c1": [db(60)]}, dns={"max_records": 60})
+    handler = Handler(fed.table)
+    msg = ask(handler, "db.data.svc.clusterset.local.", edns=False)
+    assert msg.flags & dns.flags.TC  # did not fit 512 octets
+    assert counted(handler) == {(ORIGIN, "A", "NOERROR"): 1}
+    assert handler.counters["truncated"] == 1
+
+
+def test_stale_answers_are_counted_as_noerror_and_as_stale() -> None:
+    fed = federation({"c1": [web()]})
+    fed.registry.set_state("c1", ClusterState.STALE, now=10.0, error="lost")
+    fed.sync()
+    handler = Handler(fed.table)
+    msg = ask(handler, WEB)
+    assert [o.otype for o in msg.options] == [dns.edns.EDE]
+    ask(handler, WEB, edns=False)  # no EDE without EDNS, but stale all the same
+    totals, stale = query_totals(handler.query_counts)
+    assert totals == {(ORIGIN, "A", "NOERROR"): 2}
+    assert stale == {ORIGIN: 2}
+
+
+def test_query_types_outside_the_list_are_counted_as_other() -> None:
+    assert [qtype_label(t) for t in (1, 28, 33, 65, 99, 257, 65535)] == [
+        "A", "AAAA", "SRV", "HTTPS", "other", "other", "other"]
+
+
+# --- the collector ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    online: bool | None
+    heartbeat_age: float | None
+
+
+@dataclass(frozen=True)
+class Bus:
+    connected: bool = True
+    connects: int = 2
+    last_error: str | None = None
+    published: int = 5
+    received: int = 7
+    applied: int = 6
+    duplicates: int = 1
+    dropped: int = 0
+    oversized_own: int = 0
+    rejected: dict[str, int] = field(default_factory=lambda: {"bad_signature": 3})
+    peers: dict[str, Peer] = field(default_factory=lambda: {"west": Peer(True, 1.5)})
+
+
+def app_for(clusters: list[str], **overrides: Any) -> App:
+    return App(settings_for(clusters, **overrides), listen=["127.0.0.1:0"])
+
+
+def scrape(app: App) -> dict[str, Any]:
+    text = exposition(build_registry(app)).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return families
+
+
+def test_the_collector_exports_exactly_the_metrics_it_defines_with_their_labels() -> None:
+    app = app_for(["c1", "c2"])
+    app.bus_stats = Bus
+    names = set()
+    for family in FeddnsCollector(app).collect():
+        spec = next(m for m in METRICS if family.name in (m.name, m.name.removesuffix("_total")))
+        assert family.type == spec.kind, family.name
+        names.add(spec.name)
+        for sample in family.samples:
+            extra = {"le"} if spec.kind == "histogram" else set()
+            assert set(sample.labels) - extra == set(spec.labels), sample
+    assert names == {m.name for m in METRICS}
+
+
+def test_the_exposition_parses_and_carries_the_process_metrics() -> None:
+    app = app_for(["c1"])
+    families = scrape(app)
+    assert len(families) == len(set(families))
+    for name in ("process_resident_memory_bytes", "process_open_fds", "feddns_cluster_state",
+                 "feddns_dns_queries", "feddns_table_programming_duration_seconds"):
+        assert name in families, name
+    states = {s.labels["state"]: s.value for s in families["feddns_cluster_state"].samples}
+    assert states == {"syncing": 1.0, "fresh": 0.0, "stale": 0.0, "expired": 0.0}
+    assert "feddns_bus_connected" not in families  # no bus, no bus metrics
+
+
+def test_bus_metrics_come_from_the_bus_stats_callable() -> None:
+    app = app_for(["c1"])
+    app.bus_stats = lambda: Bus(connected=False)
+    families = scrape(app)
+    assert families["feddns_bus_connected"].samples[0].value == 0.0
+    rejected = {s.labels["reason"]: s.value for s in families["feddns_bus_rejected"].samples}
+    assert rejected == {"bad_signature": 3.0}
+    peers = families["feddns_bus_peer_heartbeat_age_seconds"].samples
+    assert [(s.labels["cluster"], s.value) for s in peers] == [("west", 1.5)]
+
+
+def test_the_docs_metric_table_is_the_one_the_code_renders() -> None:
+    docs = (REPO / "docs" / "operations.md").read_text()
+    begin, end = "<!-- metrics-table:begin -->\n", "<!-- metrics-table:end -->"
+    assert begin in docs and end in docs
+    table = docs.split(begin, 1)[1].split(end, 1)[0]
+    assert table == render_metrics_table(), "docs/operations.md: re-render the metrics table"
+
+
+def test_metric_names_follow_the_house_rules() -> None:
+    for m in METRICS:
+        assert m.name.startswith("feddns_"), m.name
+        assert m.name.endswith("_total") == (m.kind == "counter"), m.name
+        if "duration" in m.name or "lag" in m.name or "age" in m.name:
+            assert m.name.endswith("_seconds"), m.name
+
+
+# --- logs ---------------------------------------------------------------------------------
+
+
+def test_json_log_lines_carry_the_message_and_the_extra_fields() -> None:
+    record = logging.LogRecord("feddns.app", logging.WARNING, __file__, 1,
+                               "cluster %s: %s", ("east", "stale"), None)
+    record.cluster = "east"
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["message"] == "cluster east: stale"
+    assert (line["level"], line["logger"], line["cluster"]) == ("warning", "feddns.app", "east")
+    assert line["time"].endswith("Z")
+
+
+def test_the_query_log_names_the_client_the_name_the_type_and_the_rcode(
+        caplog: pytest.LogCaptureFixture) -> None:
+    fed = federation({"c1": [web()]})
+    handle = logs.logging_queries(Handler(fed.table).handle)
+    with caplog.at_level(logging.INFO, logger=logs.QUERY_LOGGER):
+        handle(dns.message.make_query("WEB.shop.svc.clusterset.local.", "AAAA").to_wire(),
+               False, ("10.1.2.3", 5300))
+        handle(b"\x00", True, ("10.1.2.3", 5301))
+    assert [r.getMessage() for r in caplog.records] == [
+        "query 10.1.2.3#5300 udp web.shop.svc.clusterset.local. AAAA NOERROR",
+        "query 10.1.2.3#5301 tcp - TYPE0 dropped",
+    ]
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 12, b"\x00" * 12 + b"\x05ab", b"\x00" * 12
+                                  + b"\x40" + b"a" * 70 + b"\x00\x00\x01\x00\x01"])
+def test_a_malformed_question_is_not_decoded_for_the_query_log(data: bytes) -> None:
+    assert logs.question_of(data) is None
+
+
+# --- status, debug, reload bookkeeping ----------------------------------------------------
+
+
+def view(*states: str, ready: bool = True, bus: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "version": "1", "federation": "f", "ready": ready,
+        "table": {"serial": 1, "services": 2, "names": 9},
+        "clusters": [{"name": f"c{i}", "state": s, "data_age_seconds": 75.0, "services": 2,
+                      "endpoints": 3, "source": "static", "error": None}
+                     for i, s in enumerate(states)],
+        "bus": bus,
+    }
+
+
+@pytest.mark.parametrize(("data", "found"), [
+    (view("fresh", "fresh"), []),
+    (view("fresh", "stale"), ["c1 stale"]),
+    (view("syncing", ready=False), ["c0 syncing", "not ready"]),
+    (view("fresh", bus={"connected": False}), ["bus disconnected"]),
+])
+def test_status_is_degraded_by_any_cluster_not_fresh_or_a_lost_bus(
+        data: dict[str, Any], found: list[str]) -> None:
+    assert status.problems(data) == found
+    expected = ("status: degraded: " + ", ".join(found) if found
+                else "status: all 2 cluster(s) fresh")
+    assert status.render(data, "http://x").rstrip().endswith(expected)
+
+
+def test_the_status_table_shows_each_cluster_with_its_age() -> None:
+    report = status.render(view("fresh", bus={"connected": True, "connects": 1,
+                                               "peers": {"w": {"online": True,
+                                                               "heartbeat_age_seconds": 2}}}),
+                           "http://x")
+    lines = report.splitlines()
+    assert lines[2].split() == ["CLUSTER", "STATE", "DATA", "AGE", "SERVICES", "ENDPOINTS",
+                                "SOURCE", "ERROR"]
+    assert lines[3].split() == ["c0", "fresh", "1m15s", "2", "3", "static", "-"]
+    assert "PEER" in report and "w     yes" in report
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0.25, "0.2s"), (75, "1m15s"),
+                                               (7300, "2h01m"), (200000, "2d07h")])
+def test_durations_are_short(seconds: float | None, text: str) -> None:
+    assert status.duration(seconds) == text
+
+
+def test_a_wildcard_listen_address_is_asked_on_loopback() -> None:
+    assert status.url_from_listen("0.0.0.0:9154") == "http://127.0.0.1:9154"
+    assert status.url_from_listen("[::]:9154") == "http://[::1]:9154"
+    assert status.url_from_listen("10.0.0.5:80") == "http://10.0.0.5:80"
+
+
+def test_a_service_is_named_namespace_slash_name() -> None:
+    assert parse_service("shop/web") == ("shop", "web")
+    assert [parse_service(v) for v in ("web", "/web", "shop/", "a/b/c")] == [None] * 4
+
+
+def test_only_settings_a_reload_cannot_apply_are_reported_as_needing_a_restart() -> None:
+    old = settings_for(["c1"])
+    new = settings_for(["c1", "c2"], dns={"listen": ["127.0.0.1:53"], "record_ttl": 7},
+                       observe={"listen": "127.0.0.1:1"}, federation="other")
+    assert _restart_changes(old, new) == ["dns.listen", "federation", "observe.listen"]
+    assert _restart_changes(old, new, listen_fixed=True, observe_fixed=True) == ["federation"]
+    assert _restart_changes(old, settings_for(["c2"], selection={"hold_down": 1})) == []
+
+
+def test_observe_settings_default_to_loopback_text_logs_and_no_query_log() -> None:
+    observe = Settings().observe
+    assert (observe.listen, observe.log_format, observe.query_log) == (
+        "127.0.0.1:9154", "text", False)
+    assert Settings.model_validate({"observe": {"listen": None}}).observe.listen is None
+
+
+# --- deployment files ---------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if exe is None:
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+    return exe
+
+
+def yaml_docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    proc = subprocess.run([tool("hadolint"), "--no-color", str(REPO / "docker" / "Dockerfile")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_image_runs_as_a_numeric_non_root_user_on_the_ports_it_exposes() -> None:
+    lines = [ln.strip() for ln in (REPO / "docker" / "Dockerfile").read_text().splitlines()]
+    final = lines[max(i for i, ln in enumerate(lines) if ln.startswith("FROM ")):]
+    user = [ln.split()[1] for ln in final if ln.startswith("USER ")]
+    assert user and user[-1].split(":")[0].isdigit() and user[-1].split(":")[0] != "0"
+    exposed = {p for ln in final if ln.startswith("EXPOSE ") for p in ln.split()[1:]}
+    assert exposed == {"5353/udp", "5353/tcp", "9154/tcp"}
+    cmd = json.loads([ln for ln in final if ln.startswith("CMD ")][-1][4:])
+    assert cmd[cmd.index("--listen") + 1] == "0.0.0.0:5353"
+    assert cmd[cmd.index("--observe-listen") + 1] == "0.0.0.0:9154"
+    assert any(ln.startswith("HEALTHCHECK") for ln in final)
+    assert "/healthz" in (REPO / "docker" / "Dockerfile").read_text()
+
+
+def test_the_compose_file_follows_the_compose_spec_and_its_configs_are_valid() -> None:
+    compose = REPO / "docker" / "compose.yaml"
+    proc = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                           str(compose)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = yaml.safe_load(compose.read_text())
+    feddns = {k: v for k, v in data["services"].items() if k.startswith("feddns")}
+    assert len(feddns) == 2 and "mosquitto" in data["services"]
+    own: dict[str, set[str]] = {}
+    peers: dict[str, set[str]] = {}
+    for name, svc in feddns.items():
+        config = next(v.split(":")[0] for v in svc["volumes"])
+        settings = Settings.model_validate(yaml.safe_load((compose.parent / config).read_text()))
+        assert settings.bus is not None and settings.bus.broker == "mosquitto", name
+        assert settings.dns.listen == ["0.0.0.0:5353"]
+        assert settings.observe.listen == "0.0.0.0:9154"
+        assert svc["cap_drop"] == ["ALL"]
+        own[name] = {c.name for c in settings.clusters if c.source.type == "static"}
+        peers[name] = {c.name for c in settings.clusters if c.source.type == "bus"}
+    # Each instance hears on the bus exactly the clusters the other one sources.
+    assert peers["feddns-east"] == own["feddns-west"] == {"west.prod"}
+    assert peers["feddns-west"] == own["feddns-east"] == {"east-a", "east-b"}
+
+
+def test_the_kubernetes_manifests_validate_against_the_api_schemas() -> None:
+    files = sorted((REPO / "config" / "kubernetes").glob("*.yaml"))
+    files = [f for f in files if f.name != "kustomization.yaml"]
+    proc = subprocess.run([tool("kubernetes-validate"), "--strict", "--quiet",
+                           *map(str, files)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = yaml.safe_load((REPO / "config" / "kubernetes" / "kustomization.yaml").read_text())
+    assert sorted(listed["resources"]) == sorted(f.name for f in files)
+
+
+def kube_objects() -> dict[str, dict[str, Any]]:
+    objects = {}
+    for path in (REPO / "config" / "kubernetes").glob("*.yaml"):
+        for doc in yaml_docs(path):
+            if "kind" in doc and doc["kind"] != "Kustomization":
+                objects[doc["kind"]] = doc
+    return objects
+
+
+def test_the_deployment_probes_readiness_and_liveness_and_runs_unprivileged() -> None:
+    objects = kube_objects()
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: (p["containerPort"], p["protocol"]) for p in container["ports"]}
+    assert ports == {"dns-udp": (5353, "UDP"), "dns-tcp": (5353, "TCP"),
+                     "metrics": (9154, "TCP")}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert pod["serviceAccountName"] == objects["ServiceAccount"]["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    # The config mount is a directory: subPath mounts never see ConfigMap updates.
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert "subPath" not in mounts["config"]
+    assert container["args"][-1].startswith(mounts["config"]["mountPath"] + "/")
+
+
+def test_the_service_publishes_dns_on_53_over_udp_and_tcp_and_the_pdb_covers_the_pods() -> None:
+    objects = kube_objects()
+    labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    service = objects["Service"]["spec"]
+    ports = {(p["port"], p["protocol"], p["targetPort"]) for p in service["ports"]}
+    assert {(53, "UDP", "dns-udp"), (53, "TCP", "dns-tcp")} <= ports
+    assert objects["Service"]["spec"]["selector"].items() <= labels.items()
+    pdb = objects["PodDisruptionBudget"]["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["minAvailable"] < objects["Deployment"]["spec"]["replicas"]
+
+
+def test_the_cluster_role_only_lists_and_watches() -> None:
+    rules = kube_objects()["ClusterRole"]["rules"]
+    assert {verb for rule in rules for verb in rule["verbs"]} == {"list", "watch"}
+    assert {r for rule in rules for r in rule["resources"]} == {
+        "services", "endpointslices", "serviceexports"}
+
+
+def test_the_configmap_holds_a_valid_feddns_config_matching_the_pod_ports() -> None:
+    objects = kube_objects()
+    settings = Settings.model_validate(yaml.safe_load(objects["ConfigMap"]["data"]["feddns.yaml"]))
+    assert settings.dns.listen == ["0.0.0.0:5353"]
+    assert settings.observe.listen == "0.0.0.0:9154"
+    assert settings.snapshot.path is not None
+    assert {c.source.type for c in settings.clusters} == {"kubernetes"}
