@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Union
 
 from feddns import __version__
 from feddns.config import (
+    BusSourceConfig,
     KubernetesSourceConfig,
     Settings,
     StaticSourceConfig,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from feddns.observe.http import ObserveServer
     from feddns.observe.metrics import BusStatsLike
     from feddns.sources.kubernetes.source import KubernetesSource, WatchSettings
+    from feddns.sources.mqtt import FederationBus
 
 Source = Union[StaticSource, "KubernetesSource"]
 
@@ -120,6 +122,17 @@ class App:
         self.http: ObserveServer | None = None
         self._sources: dict[str, Source] = {}
         self._sources = self._build_sources(settings)
+        self.bus: FederationBus | None = None
+        if settings.bus is not None:
+            # Imported only when used (aiomqtt and paho load in a tenth of a second).
+            from feddns.sources.mqtt import FederationBus
+
+            own = {c.name for c in settings.clusters
+                   if not isinstance(c.source, BusSourceConfig)}
+            self.bus = FederationBus(settings.bus, federation=settings.federation,
+                                     registry=self.registry, own_clusters=own, clock=clock,
+                                     wall=wall)
+            self.bus_stats = self.bus.stats
         self._source_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._compile_pending = False
@@ -236,6 +249,8 @@ class App:
                              limit=limit)
         ended = time.perf_counter()
         self._schedule_damping()
+        if self.bus is not None:
+            self.bus.notify()  # compile, then tell the bus: own changes are published
         if changed:
             self.stats.compile_seconds.observe(ended - started)
             self.stats.changed_services += changed
@@ -307,6 +322,9 @@ class App:
                                                       on_tick=self.note_cluster_states))
         if self.settings.snapshot.path is not None:
             self.background("snapshot", self._save_snapshots)
+        if self.bus is not None:
+            # Nothing waits for the broker: DNS is already answering.
+            self.background("federation bus", self.bus.run)
         await self._start_http()
         return addresses
 
