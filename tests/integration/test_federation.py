@@ -33,7 +33,7 @@ def publish_web(fed: FakeFederation, cluster: str, cluster_ip: str, ready: bool 
                                  ports=[{"name": "http", "port": 80}]))
     c.apply_endpointslice(make_endpointslice(
         "shop", "web-1", "web",
-        endpoints=[{"addresses": [f"10.{cluster_ip.split('.')[-1]}.0.1"],
+        endpoints=[{"addresses": [f"10.{cluster_ip.rsplit('.', maxsplit=1)[-1]}.0.1"],
                     "conditions": {"ready": ready}}]))
 
 
