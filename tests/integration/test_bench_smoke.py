@@ -48,3 +48,21 @@ def test_the_scale_benchmark_prints_its_figures() -> None:
     for name in ("full-compile-seconds-1m", "recompile-one-service-ms",
                  "rss-mib-at-1m-endpoints", "rss-bytes-per-endpoint"):
         assert name in figures
+
+
+def test_the_kubernetes_source_benchmarks_print_their_figures() -> None:
+    figures = run_bench("bench.k8s_programming", "--runs", "1", "--changes", "20",
+                        "--warmup", "2", "--services", "5", "--endpoints", "3")
+    assert float(figures["programming-latency-p99-ms"]) > 0
+    figures = run_bench("bench.k8s_relist", "--runs", "1", "--relists", "1", "--services",
+                        "10", "--endpoints", "10", "--baseline-seconds", "1",
+                        "--quiet-seconds", "0.2")
+    assert "relist-loop-lag-max-ms" in figures
+    figures = run_bench("bench.k8s_memory", "--runs", "1", "--clusters", "2", "--services",
+                        "5", "--endpoints", "10", "--settle", "0.5")
+    assert "rss-bytes-per-endpoint" in figures
+
+
+def test_the_failover_benchmark_prints_its_figure() -> None:
+    figures = run_bench("bench.failover", "--runs", "1")
+    assert float(figures["failover-seconds"]) > 0
