@@ -1,4 +1,4 @@
-"""Command-line entry points: ``serve``, ``check-config``, ``status``, ``corefile``.
+"""Command-line entry points: ``serve``, ``check-config``, ``status``, ``corefile``, ``soak``.
 
 Why it exists: operators meet feddns here first, so every failure a user can
 cause (a bad file, a busy port) ends in a one-paragraph explanation and a
@@ -46,6 +46,23 @@ def _listen_arg(value: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return value
+
+
+def _server_arg(value: str) -> tuple[str, int]:
+    try:
+        return parse_host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from exc
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be above 0")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
     core.add_argument("--bind", action="append", default=None, metavar="ADDR",
                       help="with --nodelocal: addresses to bind (default 169.254.20.10; add"
                            " the kube-dns service IP in iptables mode)")
+
+    soak = sub.add_parser(
+        "soak", help="verify a running instance's answers against its /debug view, in rounds",
+        description="Resolves every service and headless endpoint name of a running feddns"
+                    " over UDP and TCP in rounds, checks each answer against the service's"
+                    " plan from /debug, and tracks latency, memory, file descriptors and"
+                    " tasks. Exit status: 0 clean, 1 a mismatch or too much growth, 2 the"
+                    " target could not be read.",
+    )
+    soak.add_argument("--server", type=_server_arg, default=("127.0.0.1", 53),
+                      metavar="HOST:PORT", help="the instance's DNS address (default"
+                                                " 127.0.0.1:53; IPv6 as [ADDR]:PORT)")
+    soak.add_argument("--url", default="http://127.0.0.1:9154",
+                      help="the instance's observe.listen URL (default http://127.0.0.1:9154)")
+    soak.add_argument("--duration", type=_positive, default=None, metavar="S",
+                      help="seconds to run (default: until interrupted)")
+    soak.add_argument("--churn", type=Path, default=None, metavar="FILE",
+                      help="a static data file of the instance to change between rounds")
+    soak.add_argument("--interval", type=_positive, default=1.0, metavar="S",
+                      help="seconds between rounds (after a change with --churn)"
+                           " (default 1)")
+    soak.add_argument("--origin", default="clusterset.local.",
+                      help="the origin to ask names under (default clusterset.local.)")
+    soak.add_argument("--timeout", type=_positive, default=2.0, metavar="S",
+                      help="seconds to wait for one answer (default 2)")
+    soak.add_argument("--max-rss-growth", type=float, default=5.0, metavar="PERCENT",
+                      help="fail when resident memory grew more than this (default 5)")
+    soak.add_argument("--max-p99-drift", type=float, default=20.0, metavar="PERCENT",
+                      help="fail when p99 latency grew more than this (default 20)")
     return parser
 
 
@@ -237,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status(args)
     if args.command == "corefile":
         return corefile(args)
+    if args.command == "soak":
+        from feddns.soak import run as run_soak
+
+        return run_soak(args)
     logs.configure(getattr(logging, args.log_level.upper()))
     path = args.config or default_config()
     try:

@@ -149,6 +149,36 @@ class SoaConfig(_Model):
     ``min(ttl, minimum)`` seconds. Short, so a newly exported service resolves quickly."""
 
 
+class RrlConfig(_Model):
+    """Response rate limiting over UDP (Knot ``mod-rrl`` semantics, simplified)."""
+
+    responses_per_second: float = Field(gt=0)
+    """UDP responses per second allowed to one client prefix (a token bucket refilled at
+    this rate); TCP is never limited, so a limited client can always ask over TCP."""
+
+    burst: int | None = Field(default=None, ge=1)
+    """Responses a prefix may get at once before the rate applies (the bucket's size);
+    default: ``responses_per_second`` (rounded up)."""
+
+    slip: int = Field(default=2, ge=0, le=100)
+    """Every ``slip``-th limited response is sent truncated (TC=1, question only) so that
+    a real client behind a spoofed flood retries over TCP; the others are dropped.
+    1: every limited response slips; 0: all are dropped."""
+
+    ipv4_prefix: int = Field(default=24, ge=1, le=32)
+    """IPv4 clients in the same network of this length share one bucket."""
+
+    ipv6_prefix: int = Field(default=56, ge=1, le=128)
+    """IPv6 clients in the same network of this length share one bucket."""
+
+
+def _check_allow(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block such as 10.0.0.0/8") from exc
+
+
 class DnsConfig(_Model):
     """The DNS listener and answer shaping."""
 
@@ -178,6 +208,26 @@ class DnsConfig(_Model):
     udp_receive_buffer: int = Field(default=4 * 1024 * 1024, ge=65536)
     """Requested UDP socket receive buffer in bytes. The kernel default (about 208 KiB)
     drops queries under load; the effective size is logged at start."""
+
+    tcp_handshake_timeout: float = Field(default=5.0, gt=0)
+    """Seconds from accepting a TCP connection to its first complete query (Knot: 5 s);
+    a connection that opens and sends nothing (slow-loris) is closed after
+    ``min(tcp_idle_timeout, tcp_handshake_timeout)``."""
+
+    max_tcp_clients: int = Field(default=1000, ge=1)
+    """Most TCP connections open at once; a connection beyond it is accepted and closed
+    at once (counted). Keep it well below the file descriptor limit (RFC 7766 §10)."""
+
+    allow: list[Annotated[str, AfterValidator(_check_allow)]] = Field(default_factory=list)
+    """Source networks (CIDRs) whose queries are answered; any other source gets REFUSED
+    over UDP and TCP (counted). Empty: every source is answered."""
+
+    rrl: RrlConfig | None = None
+    """Response rate limiting per client prefix over UDP; ``null`` (the default) turns it
+    off. Off by default because clients seldom reach feddns directly: pods ask through
+    NodeLocal DNSCache or CoreDNS, so one node (or one CoreDNS replica) speaks for many
+    clients from one address, and a per-prefix limit must be sized for each deployment.
+    Knot also ships RRL off."""
 
 
 class StaticSourceConfig(_Model):

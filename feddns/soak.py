@@ -13,12 +13,18 @@ removed), so answers must follow changing data. It exits non-zero on any
 mismatch, or when RSS or p99 latency grew beyond the given thresholds.
 
 Responses are parsed with dnslib (the wire library feddns ships with), so the
-check does not reuse feddns's own parser.
+check does not reuse feddns's own parser. The expectations follow the
+selection rules for a client the server cannot place (every candidate in
+tier 0): the best health level present, then positive weights, at most
+``max_records`` records, the load-balancer address unless the origin answers
+cluster IPs; per-endpoint names of headless services answer their own
+addresses. Run it as ``feddns soak`` (arguments in ``feddns.cli``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import random
 import socket
@@ -35,6 +41,8 @@ from typing import Any
 
 import dnslib
 import yaml
+
+from feddns import cli
 
 
 @dataclass
@@ -90,6 +98,7 @@ class Target:
         """One query; the parsed reply (None on failure) and its latency in ms."""
         q = dnslib.DNSRecord.question(name, qtype)
         q.header.rd = 0
+        q.add_ar(dnslib.EDNS0(udp_len=1232))  # as resolvers ask: answers up to 1232 octets
         packet = q.pack()
         started = time.perf_counter()
         try:
@@ -108,7 +117,7 @@ class Target:
             reply = dnslib.DNSRecord.parse(data)
         except (OSError, dnslib.DNSError, struct.error):
             return None, (time.perf_counter() - started) * 1000
-        if reply.header.id != q.header.id:
+        if reply.header.id != q.header.id or (reply.header.tc and not tcp):
             return None, (time.perf_counter() - started) * 1000
         return reply, (time.perf_counter() - started) * 1000
 
@@ -133,43 +142,74 @@ class Expectation:
     name: str
     qtype: str
     allowed: frozenset[str]
-    """Addresses that may appear."""
+    """Addresses that may appear (normalised text)."""
     count: int
-    """How many of them must appear (all, or the record cap)."""
+    """How many of them must appear at most (all, or the record cap)."""
+    least: int = -1
+    """How many must appear at least (-1: exactly ``count``). Lower only when more
+    candidates than the cap share addresses: which window is answered then decides."""
+
+    def matches(self, got: set[str]) -> bool:
+        """True when ``got`` (normalised addresses) is an answer this allows."""
+        least = self.count if self.least < 0 else self.least
+        return got <= self.allowed and least <= len(got) <= self.count
 
 
-def expectations(view: dict[str, Any], origin: str) -> list[Expectation]:
-    """Expected address answers of one service, from its ``/debug?service=`` plan."""
+def _norm(address: str) -> str:
+    """One text form per address (``fd00:0::1`` and ``fd00::1`` compare equal)."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+def _is_v6(address: str) -> bool:
+    return ":" in address
+
+
+def expectations(view: dict[str, Any], origin: str, *, lb: bool = True) -> list[Expectation]:
+    """Expected address answers of one service, from its ``/debug?service=`` plan.
+
+    ``lb`` is the origin's ``service_address``: True for ``load-balancer`` (the
+    ingress address when a cluster's service has one), False for ``cluster-ip``.
+    """
     plan = view.get("plan")
     if not plan or plan.get("expired"):
         return []
     ns, svc = view["service"].split("/", 1)
     base = f"{svc}.{ns}.svc.{origin.rstrip('.')}."
+    cap = int(plan["max_records"])
     cands = plan["candidates"]
-    regions = set(plan["regions"]) if plan.get("regions") else None
+    regions = set(plan["regions"]) if plan.get("regions") is not None else None
     usable = [c for c in cands if (regions is None or c["region"] in regions)
               and c["level"] != "unhealthy"]
     out: list[Expectation] = []
     for qtype in ("A", "AAAA"):
-        fam = [c for c in usable if any((":" in a) == (qtype == "AAAA")
-                                         for a in _addresses(c, plan))]
+        v6 = qtype == "AAAA"
+        fam = [(c, [_norm(a) for a in _addresses(c, plan, lb=lb) if _is_v6(a) == v6])
+               for c in usable]
+        fam = [(c, addrs) for c, addrs in fam if addrs]
         if not fam:
             continue
-        best = min(_rank(c) for c in fam)
-        chosen = [c for c in fam if _rank(c) == best]
-        addrs = frozenset(a for c in chosen for a in _addresses(c, plan)
-                          if (":" in a) == (qtype == "AAAA"))
-        out.append(Expectation(base, qtype, addrs, min(len(addrs), plan["max_records"])))
+        best = min(_rank(c) for c, _ in fam)
+        chosen = [addrs for c, addrs in fam if _rank(c) == best]
+        union = frozenset(a for addrs in chosen for a in addrs)
+        count = min(len(union), cap)
+        least = -1
+        if len(chosen) > cap and sum(len(set(a)) for a in chosen) != len(union):
+            least = 1  # windows of the cap may overlap in addresses
+        out.append(Expectation(base, qtype, union, count, least))
     if plan["headless"]:
         for c in usable:
             owner = c.get("name")
             if not owner:
                 continue
             for qtype in ("A", "AAAA"):
-                addrs = frozenset(a for a in c["addresses"] if (":" in a) == (qtype == "AAAA"))
+                addrs = frozenset(_norm(a) for a in c["addresses"]
+                                  if _is_v6(a) == (qtype == "AAAA"))
                 if addrs:
                     out.append(Expectation(f"{owner.rstrip('.')}.{base}", qtype, addrs,
-                                           len(addrs)))
+                                           min(len(addrs), cap)))
     return out
 
 
@@ -180,22 +220,27 @@ def _rank(c: dict[str, Any]) -> tuple[int, int]:
     return (_LEVELS.index(c["level"]), 0 if c["weight"] > 0 else 1)
 
 
-def _addresses(c: dict[str, Any], plan: dict[str, Any]) -> list[str]:
-    if not plan["headless"] and c.get("load_balancer_addresses"):
+def _addresses(c: dict[str, Any], plan: dict[str, Any], *, lb: bool) -> list[str]:
+    if lb and not plan["headless"] and c.get("load_balancer_addresses"):
         return list(c["load_balancer_addresses"])
     return list(c["addresses"])
 
 
-def check(target: Target, exp: Expectation, *, tcp: bool, rnd: Round) -> bool:
-    """Ask and compare; False on a mismatch (failures are counted, not mismatches)."""
+def check(target: Target, exp: Expectation, *, tcp: bool, rnd: Round) -> set[str] | None:
+    """Ask and compare: None when the answer matches, else the addresses that came back.
+
+    A query that fails (timeout, bad reply, TC=1 over UDP) counts as a failure
+    and returns None: failures are not mismatches.
+    """
     reply, ms = target.ask(exp.name, exp.qtype, tcp=tcp)
     rnd.queries += 1
     rnd.latencies_ms.append(ms)
     if reply is None:
         rnd.failures += 1
-        return True
-    got = {str(rr.rdata) for rr in reply.rr if dnslib.QTYPE[rr.rtype] == exp.qtype}
-    return got <= exp.allowed and len(got) == exp.count
+        return None
+    got = {_norm(str(rr.rdata)) for rr in reply.rr
+           if rr.rtype == getattr(dnslib.QTYPE, exp.qtype)}
+    return None if exp.matches(got) else got
 
 
 # --- churn -------------------------------------------------------------------------------
@@ -235,6 +280,9 @@ def run_round(target: Target, origin: str, *, max_services: int | None = None) -
     rnd = Round()
     listing = target.get_json("/debug?services=1")
     keys = listing.get("services") or []
+    wanted = origin.rstrip(".").lower() + "."
+    lb = next((o.get("service_address") != "cluster-ip" for o in listing.get("origins") or []
+               if str(o.get("name", "")).lower() == wanted), True)
     if max_services is not None:
         keys = keys[:max_services]
     for key in keys:
@@ -244,21 +292,26 @@ def run_round(target: Target, origin: str, *, max_services: int | None = None) -
             if exc.code == 404:
                 continue  # deleted since the listing
             raise
-        for exp in expectations(view, origin):
+        for exp in expectations(view, origin, lb=lb):
             for tcp in (False, True):
-                if check(target, exp, tcp=tcp, rnd=rnd):
+                if check(target, exp, tcp=tcp, rnd=rnd) is None:
                     continue
                 # The data may have changed between reading it and asking: re-read once.
                 try:
                     again = target.get_json(f"/debug?service={key}")
                 except urllib.error.HTTPError:
                     continue  # deleted meanwhile
-                fresh = {(e.name, e.qtype): e for e in expectations(again, origin)}
+                fresh = {(e.name, e.qtype): e for e in expectations(again, origin, lb=lb)}
                 retry = fresh.get((exp.name, exp.qtype))
-                if retry is not None and check(target, retry, tcp=tcp, rnd=rnd):
+                if retry is None:
+                    continue  # the name no longer has this answer to check
+                got = check(target, retry, tcp=tcp, rnd=rnd)
+                if got is None:
                     continue
                 rnd.mismatches += 1
-                rnd.details.append(f"{exp.name} {exp.qtype} ({'tcp' if tcp else 'udp'})")
+                rnd.details.append(
+                    f"{exp.name} {exp.qtype} ({'tcp' if tcp else 'udp'}): got"
+                    f" {sorted(got)}, expected {retry.count} of {sorted(retry.allowed)}")
     metrics = target.metrics()
     rnd.rss_mib = metrics.get("process_resident_memory_bytes", 0.0) / 2**20
     rnd.fds = metrics.get("process_open_fds", 0.0)
@@ -278,7 +331,10 @@ def soak(target: Target, *, duration: float | None, origin: str = "clusterset.lo
     while duration is None or time.monotonic() - started < duration:
         if churn_file is not None:
             churn(churn_file, rng)
-            time.sleep(interval)  # let the server pick the file up (it polls it)
+        if churn_file is not None or rounds:
+            # Paces the rounds (a soak is not a load test) and, after a change, lets the
+            # server pick the file up (it polls it).
+            time.sleep(interval)
         try:
             rnd = run_round(target, origin)
         except (OSError, urllib.error.URLError, ValueError) as exc:
@@ -291,7 +347,7 @@ def soak(target: Target, *, duration: float | None, origin: str = "clusterset.lo
             f"mismatches={rnd.mismatches} p50={rnd.pct(50):.2f}ms p95={rnd.pct(95):.2f}ms "
             f"p99={rnd.pct(99):.2f}ms rss={rnd.rss_mib:.1f}MiB fds={rnd.fds:.0f} "
             f"tasks={rnd.tasks:.0f}")
-        for detail in rnd.details[:5]:
+        for detail in rnd.details[:10]:
             out(f"  mismatch: {detail}")
     return summarize(rounds, mismatches, out=out, rss_growth_percent=rss_growth_percent,
                      p99_drift_percent=p99_drift_percent)
@@ -324,27 +380,21 @@ def summarize(rounds: list[tuple[float, Round]], mismatches: int, *,
     return 1 if failed else 0
 
 
-def main(argv: list[str]) -> int:
-    """``feddns soak`` (arguments parsed by the CLI)."""
-    parser = argparse.ArgumentParser(prog="feddns soak")
-    parser.add_argument("--server", default="127.0.0.1:53")
-    parser.add_argument("--url", default="http://127.0.0.1:9153")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="seconds to run (default: until interrupted)")
-    parser.add_argument("--churn", type=Path, default=None,
-                        help="a static data file of the target to change between rounds")
-    parser.add_argument("--origin", default="clusterset.local.")
-    parser.add_argument("--max-rss-growth", type=float, default=5.0)
-    parser.add_argument("--max-p99-drift", type=float, default=20.0)
-    args = parser.parse_args(argv)
-    host, _, port = args.server.rpartition(":")
-    target = Target(host.strip("[]"), int(port), args.url)
+def run(args: argparse.Namespace) -> int:
+    """``feddns soak`` with its parsed arguments (see ``feddns.cli``)."""
+    host, port = args.server
+    target = Target(host, port, args.url, timeout=args.timeout)
     try:
         return soak(target, duration=args.duration, origin=args.origin, churn_file=args.churn,
                     rss_growth_percent=args.max_rss_growth,
-                    p99_drift_percent=args.max_p99_drift)
+                    p99_drift_percent=args.max_p99_drift, interval=args.interval)
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str]) -> int:
+    """``python -m feddns.soak ARGS`` is ``feddns soak ARGS``."""
+    return cli.main(["soak", *argv])
 
 
 if __name__ == "__main__":

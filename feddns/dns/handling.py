@@ -12,7 +12,11 @@ tests drive, so every protocol rule lives here once:
 * RD is copied; RA, AD, CD, Z and TC of the query are cleared;
 * the question is echoed byte for byte (0x20 case preserved);
 * a UDP answer that does not fit drops its additional section first, then
-  is sent empty with TC=1 (RFC 2181 §9, RFC 8906 §8.2.7).
+  is sent empty with TC=1 (RFC 2181 §9, RFC 8906 §8.2.7);
+* admission (``feddns.dns.limiting``): sources outside ``dns.allow`` get
+  REFUSED; over UDP, responses beyond a prefix's rate (``dns.rrl``) are
+  dropped or, every ``slip``-th, sent empty with TC=1 (so the client retries
+  over TCP). With both off, the whole cost is one attribute check per query.
 
 A fast path serves ordinary queries (one question, no EDNS or a plain OPT)
 by slicing the question out of the packet and copying pre-encoded pieces
@@ -34,7 +38,8 @@ import struct
 from collections import Counter
 
 from feddns.dns import wire
-from feddns.dns.answer import AnswerTable, CompiledAnswer
+from feddns.dns.answer import REFUSED, AnswerTable, CompiledAnswer
+from feddns.dns.limiting import DROP, REFUSE, SLIP, Limits
 from feddns.policy.locality import Locator
 
 log = logging.getLogger(__name__)
@@ -134,19 +139,42 @@ def _header_only(qid_flags: bytes, flags_in: int, rcode: int) -> bytes:
 
 
 class Handler:
-    """Answers queries from the current :class:`AnswerTable` (replaced on reload)."""
+    """Answers queries from the current :class:`AnswerTable` (replaced on reload).
+
+    The admission limits follow the table: assigning :attr:`table` (what a
+    reload does) re-reads its settings' ``dns`` section into :attr:`limits`.
+    """
 
     def __init__(self, table: AnswerTable, *, udp_payload_size: int = 1232) -> None:
+        self.limits = Limits()
+        """ACL, rate limits and TCP caps (also read by the transport), with their counters."""
+        self.guard: Limits | None = None
+        """:attr:`limits` while the ACL or RRL is on, else None (the one per-query check)."""
         self.table = table
         self.udp_payload_size = udp_payload_size
         self.counters: Counter[str] = Counter()
         self.query_counts = [0] * COUNT_SLOTS
         """Answers sent, by ``(origin slot * RCODE_SLOTS + rcode slot) * QTYPE_SLOTS + qtype``."""
 
+    @property
+    def table(self) -> AnswerTable:
+        """The answer table queries are answered from."""
+        return self._table
+
+    @table.setter
+    def table(self, table: AnswerTable) -> None:
+        self._table = table
+        self.limits.configure(table.settings.dns)
+        self.guard = self.limits if self.limits.active else None
+
     # The fast path. Kept flat on purpose: every attribute lookup here is paid per query.
     def handle(self, data: bytes, tcp: bool = False,
                addr: tuple[str, int] | None = None) -> bytes | None:
         """Answer one DNS message from ``addr``; None means send nothing."""
+        if self.guard is not None and addr is not None:
+            verdict = self.guard.admit(data, addr[0], tcp)
+            if verdict:
+                return self._limited(data, tcp, addr, verdict)
         n = len(data)
         if (
             n >= 17
@@ -182,7 +210,7 @@ class Handler:
                         limit = min(limit, self.udp_payload_size)
                 if ok:
                     name = data[12 : end + 1].lower()
-                    table = self.table
+                    table = self._table
                     cls = 0
                     if addr is not None and table.locator.active:
                         cls = table.locator.class_of_source(addr[0])
@@ -221,9 +249,29 @@ class Handler:
                             return data[:2] + memo[0] + data[12:qend] + memo[1]
         return self.handle_full(data, tcp, addr)
 
+    def _limited(self, data: bytes, tcp: bool, addr: tuple[str, int],
+                 verdict: int) -> bytes | None:
+        """Answer a query the limits stopped: REFUSED (ACL), truncated (slip), or nothing."""
+        if verdict & DROP:
+            return None
+        resp = self.handle_full(data, tcp, addr, refuse=bool(verdict & REFUSE),
+                                slip=bool(verdict & SLIP))
+        if resp is not None:
+            if verdict & SLIP:
+                self.limits.slipped += 1
+            if verdict & REFUSE and resp[3] & 0xF == wire.REFUSED:
+                self.limits.refused += 1
+        return resp
+
     def handle_full(self, data: bytes, tcp: bool,
-                    addr: tuple[str, int] | None = None) -> bytes | None:
-        """The complete, strict path for everything the fast path does not take."""
+                    addr: tuple[str, int] | None = None, *, refuse: bool = False,
+                    slip: bool = False) -> bytes | None:
+        """The complete, strict path for everything the fast path does not take.
+
+        ``refuse`` answers a well-formed query REFUSED whatever it asks (the ACL);
+        ``slip`` sends the answer empty with TC=1 (rate limiting, RFC 8906 §8.2.7 form:
+        question and OPT only).
+        """
         if len(data) < 12:
             self.counters["dropped_short"] += 1
             return None
@@ -256,8 +304,10 @@ class Handler:
             self.counters["badvers"] += 1
             ans = _BADVERS
             ext_rcode = wire.BADVERS >> 4
+        elif refuse:
+            ans = REFUSED
         else:
-            table = self.table
+            table = self._table
             cls = 0
             if addr is not None and table.locator.active:
                 cls = table.locator.class_of_source(addr[0])
@@ -280,10 +330,12 @@ class Handler:
         if ans is _BADVERS:
             self._count(SLOT_BADVERS, q.qtype)
         else:
-            found = self.table.origin_of(q.qname_lower)
+            found = self._table.origin_of(q.qname_lower)
             self.query_counts[_slot_base(ans, None if found is None else found.wire)
                               + min(q.qtype, QTYPE_SLOTS - 1)] += 1
         head = data[:2]
+        if slip:
+            return head + truncated[0] + q.question + truncated[1]
         for part in (full, lean):
             if tcp or 12 + len(q.question) + len(part[1]) <= limit:
                 return head + part[0] + q.question + part[1]

@@ -9,8 +9,17 @@ nowhere else; the handler stays a pure bytes-to-bytes function. Rules kept:
   load, see bench/RESULTS.md);
 * TCP: pipelined queries on one connection are answered as they arrive; a
   connection idle for ``tcp_idle_timeout`` is closed (RFC 7766 §6.2.3); a
-  message must arrive completely within ``tcp_io_timeout`` (slow-loris);
-  a length prefix of 0 closes the connection;
+  message must arrive completely within ``tcp_io_timeout`` (slow-loris); the
+  first complete query must arrive within ``tcp_handshake_timeout`` of the
+  accept (Knot); a length prefix of 0 closes the connection;
+* at most ``max_tcp_clients`` connections are open at once (RFC 7766 §10,
+  CVE-2018-5743): one beyond it is accepted and closed at once, before a
+  reader, writer or task exists for it; the decision is taken when the
+  connection is made, so the count never exceeds the cap. Each close by a
+  timeout is counted by kind, each shed connection too, and the peak of open
+  connections is kept;
+* the limits are read from the handler's :class:`~feddns.dns.limiting.Limits`
+  on every accept, so a reload changes them for new connections;
 * one bad packet never kills a transport: errors are caught per packet,
   counted and logged once per kind;
 * one query in ``SAMPLE_EVERY`` per transport is timed (handler and send)
@@ -30,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 
+from feddns.dns.limiting import Limits
 from feddns.observe.counting import LATENCY_BOUNDS, Buckets
 
 log = logging.getLogger(__name__)
@@ -54,6 +64,13 @@ class ServerStats:
     errors: Counter[str] = field(default_factory=Counter)
     tcp_connections: int = 0
     tcp_accepted: int = 0
+    """TCP connections taken into service (shed ones are not counted here)."""
+    tcp_peak: int = 0
+    """Most TCP connections open at once since start."""
+    tcp_shed: int = 0
+    """TCP connections closed at accept because ``max_tcp_clients`` were open."""
+    tcp_timeouts: Counter[str] = field(default_factory=Counter)
+    """TCP connections closed by a timeout: ``handshake``, ``idle`` or ``io``."""
     latency: dict[str, Buckets] = field(default_factory=_latency)
     """Sampled seconds from a query's arrival in Python to its answer sent, by transport."""
 
@@ -95,6 +112,54 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier sends (e.g. port unreachable): nothing to do.
         self.stats.errors["udp_icmp"] += 1
+
+
+class _TcpProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that counts its connection and sheds it when the cap is reached."""
+
+    def __init__(self, server: DnsServer, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(asyncio.StreamReader(loop=loop), server._serve_tcp, loop=loop)
+        self._dns_server = server
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._dns_server
+        stats = server.stats
+        if stats.tcp_connections >= server.limits.max_tcp_clients:
+            stats.tcp_shed += 1
+            # No reader, writer or task was made for it.
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._counted = True
+        stats.tcp_connections += 1
+        stats.tcp_accepted += 1
+        stats.tcp_peak = max(stats.tcp_peak, stats.tcp_connections)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._counted:
+            return
+        self._counted = False
+        self._dns_server.stats.tcp_connections -= 1
+        super().connection_lost(exc)
+
+
+def limits_of(handle: HandleFn) -> Limits | None:
+    """The :class:`Limits` of the handler behind ``handle``, if it has any.
+
+    ``handle`` is a bound ``Handler.handle`` or a wrapper that closes over one
+    (the query log). The app builds the server from the handle alone; this is
+    how the TCP caps follow the handler's config, reloads included.
+    """
+    candidates: list[object] = [handle]
+    for cell in getattr(handle, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            candidates.append(cell.cell_contents)
+    for candidate in candidates:
+        limits = getattr(getattr(candidate, "__self__", None), "limits", None)
+        if isinstance(limits, Limits):
+            return limits
+    return None
 
 
 def _count_error(stats: ServerStats, where: str, exc: BaseException) -> None:
@@ -155,11 +220,14 @@ class DnsServer:
         tcp_idle_timeout: float = 10.0,
         tcp_io_timeout: float = 2.0,
         udp_receive_buffer: int = 4 * 1024 * 1024,
+        limits: Limits | None = None,
     ) -> None:
         self.handle = handle
         self.listen = listen
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_io_timeout = tcp_io_timeout
+        self.limits = limits or limits_of(handle) or Limits()
+        """``max_tcp_clients`` and ``tcp_handshake_timeout``, read on every accept."""
         self.udp_receive_buffer = udp_receive_buffer
         self.stats = ServerStats()
         self.addresses: list[tuple[str, int]] = []
@@ -172,6 +240,7 @@ class DnsServer:
     def set_handle(self, handle: HandleFn) -> None:
         """Answer with ``handle`` from the next query on (a reload switching query logs)."""
         self.handle = handle
+        self.limits = limits_of(handle) or self.limits
         for protocol in self._udp_protocols:
             protocol.handle = handle
 
@@ -192,10 +261,10 @@ class DnsServer:
             )
             self._udp.append(transport)
             self._udp_protocols.append(protocol)
-            # start_server listens again with its own backlog (default 100), which would
+            # create_server listens again with its own backlog (default 100), which would
             # drop SYNs from a burst of clients while the loop is busy: pass ours.
-            server = await asyncio.start_server(self._serve_tcp, sock=tcp_sock,
-                                                backlog=TCP_BACKLOG)
+            server = await loop.create_server(lambda: _TcpProtocol(self, loop), sock=tcp_sock,
+                                              backlog=TCP_BACKLOG)
             self._tcp.append(server)
             self.addresses.append((host, udp_sock.getsockname()[1]))
         return self.addresses
@@ -219,17 +288,26 @@ class DnsServer:
         peername = writer.get_extra_info("peername")
         peer = (str(peername[0]), int(peername[1])) if peername else None
         self._conns.add(writer)
-        self.stats.tcp_connections += 1
-        self.stats.tcp_accepted += 1
+        loop = asyncio.get_running_loop()
+        # Until the first complete query, every wait also ends at the handshake deadline.
+        handshake: float | None = loop.time() + self.limits.tcp_handshake_timeout
+        reason = "idle"
         try:
             while True:
-                async with asyncio.timeout(self.tcp_idle_timeout):
+                when, reason = loop.time() + self.tcp_idle_timeout, "idle"
+                if handshake is not None and handshake < when:
+                    when, reason = handshake, "handshake"
+                async with asyncio.timeout_at(when):
                     prefix = await reader.readexactly(2)
                 length = (prefix[0] << 8) | prefix[1]
                 if length == 0:
                     break
-                async with asyncio.timeout(self.tcp_io_timeout):
+                when, reason = loop.time() + self.tcp_io_timeout, "io"
+                if handshake is not None and handshake < when:
+                    when, reason = handshake, "handshake"
+                async with asyncio.timeout_at(when):
                     data = await reader.readexactly(length)
+                handshake = None
                 self._tcp_countdown -= 1
                 started = 0.0
                 if not self._tcp_countdown:
@@ -246,13 +324,15 @@ class DnsServer:
                 if started:
                     self.stats.latency["tcp"].observe(perf_counter() - started)
                 if writer.transport.get_write_buffer_size() > 65536:
+                    reason = "io"
                     async with asyncio.timeout(self.tcp_io_timeout):
                         await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except TimeoutError:
+            self.stats.tcp_timeouts[reason] += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception as exc:
             _count_error(self.stats, "tcp", exc)
         finally:
-            self.stats.tcp_connections -= 1
             self._conns.discard(writer)
             writer.close()

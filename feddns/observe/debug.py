@@ -3,7 +3,9 @@
 Why it exists: "why does this name answer that?" is answered by the registry's
 per-cluster state (fresh or stale, since when, why) and by a service's plan
 (its candidates per cluster and their health level and weight); this module
-renders both as plain JSON. It runs on the event loop, so it reads the
+renders both as plain JSON, together with the DNS transport's limits and
+their counters. ``/debug?services=1`` lists every service of the answer table
+(``feddns soak`` walks it). It runs on the event loop, so it reads the
 registry and the answer table without locks, and reads the clock once.
 """
 
@@ -57,12 +59,51 @@ def debug_view(app: App) -> dict[str, Any]:
         "clusters": clusters,
         "table": table,
         "bus": None if bus is None else bus_view(bus),
+        "dns": dns_view(app),
         "reloads": {
             "success": stats.reloads["success"],
             "failure": stats.reloads["failure"],
             "last_ok": stats.last_reload_ok,
             "last_error": stats.last_reload_error,
         },
+    }
+
+
+def dns_view(app: App) -> dict[str, Any]:
+    """The transport's limits and what they did: TCP connections, rate limiting, ACL."""
+    stats = app.server.stats
+    limits = app.handler.limits
+    rrl = limits.rrl
+    return {
+        "tcp": {
+            "connections": stats.tcp_connections,
+            "peak": stats.tcp_peak,
+            "max_clients": limits.max_tcp_clients,
+            "accepted": stats.tcp_accepted,
+            "shed": stats.tcp_shed,
+            "timeouts": {reason: stats.tcp_timeouts[reason]
+                         for reason in ("handshake", "idle", "io")},
+        },
+        "rrl": None if rrl is None else {
+            "responses_per_second": rrl.rate,
+            "burst": rrl.burst,
+            "slip": rrl.slip,
+            "prefixes": len(rrl),
+            "evicted": rrl.evicted,
+        },
+        "rrl_slipped": limits.slipped,
+        "rrl_dropped": limits.dropped,
+        "acl": None if limits.acl is None else [str(n) for n in limits.acl.networks],
+        "acl_refused": limits.refused,
+    }
+
+
+def services_view(app: App) -> dict[str, Any]:
+    """Every service of the answer table as ``NAMESPACE/NAME``, and the served origins."""
+    return {
+        "services": [f"{ns}/{name}" for ns, name in sorted(app.table.plans)],
+        "origins": [{"name": o.name, "service_address": o.service_address}
+                    for o in app.settings.origins],
     }
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from feddns.observe.debug import debug_view, parse_service, service_view
+from feddns.observe.debug import debug_view, parse_service, service_view, services_view
 from feddns.observe.metrics import CONTENT_TYPE, build_registry, exposition
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class ObserveServer:
     async def index(self, request: web.Request) -> web.Response:
         """A list of the endpoints."""
         return web.Response(text="feddns: /metrics /healthz /readyz /debug"
-                                 " /debug?service=NAMESPACE/NAME\n")
+                                 " /debug?services=1 /debug?service=NAMESPACE/NAME\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
         """The Prometheus text format."""
@@ -106,9 +106,11 @@ class ObserveServer:
                             text=f"not ready: waiting for {', '.join(waiting) or 'compile'}\n")
 
     async def debug(self, request: web.Request) -> web.Response:
-        """The JSON view; ``?service=NAMESPACE/NAME`` for one service's plan."""
+        """The JSON view; ``?services=1`` lists the services, ``?service=NS/NAME`` one plan."""
         service = request.query.get("service")
         if service is None:
+            if request.query.get("services") not in (None, "", "0"):
+                return _json(services_view(self.app))
             return _json(debug_view(self.app))
         key = parse_service(service)
         if key is None:

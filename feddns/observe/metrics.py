@@ -79,6 +79,23 @@ METRICS: tuple[MetricDef, ...] = (
               " kind is logged once); \"udp_icmp\" counts ICMP errors for earlier answers."),
     MetricDef("feddns_dns_tcp_connections", "gauge", (), "Open TCP connections."),
     MetricDef("feddns_dns_tcp_accepted_total", "counter", (), "TCP connections accepted."),
+    MetricDef("feddns_dns_tcp_connections_peak", "gauge", (),
+              "Most TCP connections open at once since start (at most dns.max_tcp_clients)."),
+    MetricDef("feddns_dns_tcp_shed_total", "counter", (),
+              "TCP connections closed as soon as accepted because dns.max_tcp_clients"
+              " connections were open."),
+    MetricDef("feddns_dns_tcp_timeouts_total", "counter", ("reason",),
+              "TCP connections closed by a timeout: \"handshake\" (no complete first query"
+              " within dns.tcp_handshake_timeout), \"idle\" (dns.tcp_idle_timeout) or"
+              " \"io\" (a message or an answer stalled for dns.tcp_io_timeout)."),
+    MetricDef("feddns_dns_rrl_limited_total", "counter", ("action",),
+              "UDP responses over a client prefix's rate (dns.rrl): \"slipped\" (sent empty"
+              " with TC=1, so the client retries over TCP) or \"dropped\" (not sent)."),
+    MetricDef("feddns_dns_rrl_prefixes", "gauge", (),
+              "Client prefixes holding a rate-limit bucket (bounded; idle ones are evicted)."),
+    MetricDef("feddns_dns_acl_refused_total", "counter", (),
+              "Queries answered REFUSED because their source is outside dns.allow (also"
+              " counted in feddns_dns_queries_total)."),
     # --- clusters and sources ------------------------------------------------------
     MetricDef("feddns_cluster_state", "gauge", ("cluster", "state"),
               "1 for the cluster's current state (syncing, fresh, stale, expired), 0 for the"
@@ -329,6 +346,19 @@ class FeddnsCollector(Collector):
         yield errors
         yield _single("feddns_dns_tcp_connections", stats.tcp_connections)
         yield _single("feddns_dns_tcp_accepted_total", stats.tcp_accepted)
+        yield _single("feddns_dns_tcp_connections_peak", stats.tcp_peak)
+        yield _single("feddns_dns_tcp_shed_total", stats.tcp_shed)
+        timeouts = _family("feddns_dns_tcp_timeouts_total")
+        for reason in ("handshake", "idle", "io"):
+            timeouts.add_metric([reason], stats.tcp_timeouts[reason])
+        yield timeouts
+        limits = handler.limits
+        limited = _family("feddns_dns_rrl_limited_total")
+        limited.add_metric(["slipped"], limits.slipped)
+        limited.add_metric(["dropped"], limits.dropped)
+        yield limited
+        yield _single("feddns_dns_rrl_prefixes", len(limits.rrl) if limits.rrl is not None else 0)
+        yield _single("feddns_dns_acl_refused_total", limits.refused)
 
     def _clusters(self) -> Iterator[Metric]:
         app = self.app
