@@ -64,6 +64,9 @@ class Mosquitto:
             "log_type notice",
             "log_type information",
             "user root",
+            # The settings the README recommends for production brokers.
+            "max_queued_messages 100000",
+            "set_tcp_nodelay true",
         ]
         if self.max_packet_size is not None:
             lines.append(f"max_packet_size {self.max_packet_size}")
