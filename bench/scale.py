@@ -159,7 +159,7 @@ def main() -> None:
         base_rss = _empty_rss(empty_config)
         figure("rss-mib-at-1m-endpoints", full_rss)
         figure("rss-mib-empty", base_rss)
-        figure("rss-bytes-per-endpoint", (full_rss - base_rss) * 2**20 / total)
+        figure("scale-rss-bytes-per-endpoint", (full_rss - base_rss) * 2**20 / total)
 
 
 def _empty_rss(config: Path) -> float:

@@ -534,6 +534,7 @@ class App:
         shadow.dirty = self._reload_missed
         sync_table(table, shadow, wall_now=self.wall(), now=self.clock())
         table.loaded = self.registry.is_loaded and not self.registry.dirty
+        table.set_serial(table.serial)  # a new version for the handler's front memo
 
         # The swap: no await from here on, so no query sees half of it.
         old_table = self.table

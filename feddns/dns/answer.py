@@ -21,6 +21,7 @@ copying a million-entry dict for a one-endpoint change.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import time
@@ -60,6 +61,8 @@ STALE_EDE = wire.ede_option(3)  # RFC 8914 §4.4: Stale Answer
 _MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY)
 MAX_CNAME_CHAIN = 4
 NEGATIVE_MEMO_SIZE = 65536
+_VERSIONS = itertools.count(1)
+"""Table versions, unique across tables (a reload's new table never repeats one)."""
 
 ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
 _QKEY = struct.Struct("!HH")
@@ -171,6 +174,8 @@ class AnswerTable:
         self.compiled = self.memos[0]
         self._negative: dict[tuple[int, int, int], CompiledAnswer] = {}
         self._rtypes: dict[bytes, frozenset[int]] = {}
+        self.version = next(_VERSIONS)
+        """Moves on every change of what any question answers (the handler's front memo)."""
         # NXDOMAIN and NODATA for well-known types, per question, bounded: random names
         # (a random-subdomain flood) must not grow memory (cachetools LRU).
         self.negatives: LRUCache[bytes, CompiledAnswer] = LRUCache(NEGATIVE_MEMO_SIZE)
@@ -333,11 +338,13 @@ class AnswerTable:
                 self.static.add(name)
                 self.static.update(wire.parent_names(name, origin.wire))
         self._negative.clear()
+        self.version = next(_VERSIONS)
         # Negative answers carry the SOA serial: a new serial outdates them all.
         self.negatives = LRUCache(NEGATIVE_MEMO_SIZE)
 
     def _forget(self, name: bytes) -> None:
         """Drop memoized answers of ``name`` in every client class."""
+        self.version = next(_VERSIONS)
         self._rtypes.pop(name, None)
         if not self.negatives and not any(self.memos):
             return  # nothing memoized yet (a cold or warm start): nothing to drop
@@ -479,7 +486,10 @@ def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
     for key in registry.take_dirty(limit):
         if _compile_key(table, registry, key, at):
             changed += 1
-    table.loaded = registry.is_loaded and not registry.dirty
+    loaded = registry.is_loaded and not registry.dirty
+    if loaded != table.loaded:
+        table.loaded = loaded
+        table.version = next(_VERSIONS)  # SERVFAIL turns into NXDOMAIN (or back)
     if changed:
         table.set_serial(next_serial(table.serial, wall_now))
     return changed

@@ -45,6 +45,9 @@ from feddns.policy.locality import Locator
 log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct("!HHHHH")
+FRONT_SIZE = 65536
+"""Most entries of one client class's front memo (cleared when full: random-case
+queries from 0x20 resolvers never repeat, and must not grow memory)."""
 _NO_EDNS = 0
 _EDNS = 1
 _EDNS_DO = 2
@@ -155,6 +158,8 @@ class Handler:
         self.counters: Counter[str] = Counter()
         self.query_counts = [0] * COUNT_SLOTS
         """Answers sent, by ``(origin slot * RCODE_SLOTS + rcode slot) * QTYPE_SLOTS + qtype``."""
+        self._fronts: list[dict[bytes, tuple[bytes, int]]] = []
+        self._front_version = -1
 
     @property
     def table(self) -> AnswerTable:
@@ -175,6 +180,21 @@ class Handler:
             verdict = self.guard.admit(data, addr[0], tcp)
             if verdict:
                 return self._limited(data, tcp, addr, verdict)
+        # The front memo: the whole answer after the ID, keyed by the whole query after
+        # the ID (so 0x20 case, flags and OPT are part of the key), per client class.
+        # Any change to the table clears it. Most repeated queries end here.
+        table = self._table
+        cls = 0
+        if addr is not None and table.locator.active:
+            cls = table.locator.class_of_source(addr[0])
+        if self._front_version != table.version:
+            self._front_version = table.version
+            self._fronts = [{} for _ in table.memos]
+        front = self._fronts[cls]
+        hit = front.get(data[2:])
+        if hit is not None:
+            self.query_counts[hit[1]] += 1
+            return data[:2] + hit[0]
         n = len(data)
         if (
             n >= 17
@@ -210,10 +230,6 @@ class Handler:
                         limit = min(limit, self.udp_payload_size)
                 if ok:
                     name = data[12 : end + 1].lower()
-                    table = self._table
-                    cls = 0
-                    if addr is not None and table.locator.active:
-                        cls = table.locator.class_of_source(addr[0])
                     ans = table.memos[cls].get(name + data[end + 1 : qend])
                     if ans is None:
                         ans = table.negatives.get(name + data[end + 1 : qend])
@@ -223,6 +239,7 @@ class Handler:
                         ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass,
                                             cls)
                     if ans is not None:
+                        rotating = ans.variants is not None
                         if ans.variants is not None:
                             # Rotate by query ID: stateless, and the same for both paths.
                             ans = ans.variants[((data[0] << 8) | data[1]) % len(ans.variants)]
@@ -243,10 +260,16 @@ class Handler:
                             memo = (full[0], full[1],
                                     _slot_base(ans, None if found is None else found.wire))
                             ans.fast[key] = memo
-                        if tcp or len(memo[1]) + qend <= limit:
-                            self.query_counts[
-                                memo[2] + (256 if data[end + 1] else data[end + 2])] += 1
-                            return data[:2] + memo[0] + data[12:qend] + memo[1]
+                        fits = len(memo[1]) + qend <= limit
+                        if tcp or fits:
+                            slot = memo[2] + (256 if data[end + 1] else data[end + 2])
+                            self.query_counts[slot] += 1
+                            tail = memo[0] + data[12:qend] + memo[1]
+                            if fits and not rotating:
+                                if len(front) >= FRONT_SIZE:
+                                    front.clear()
+                                front[data[2:]] = (tail, slot)
+                            return data[:2] + tail
         return self.handle_full(data, tcp, addr)
 
     def _limited(self, data: bytes, tcp: bool, addr: tuple[str, int],

@@ -1,4 +1,4 @@
-"""The benchmarks still run: a short smoke run of each, checking only their output shape.
+"""The benchmarks and the README's make targets still run: a short smoke run of each.
 
 Figures come from `make bench` on a quiet machine (bench/RESULTS.md); here nothing is
 timed, so the test cannot flake on a busy CI machine, but a benchmark that rots fails.
@@ -46,7 +46,7 @@ def test_the_scale_benchmark_prints_its_figures() -> None:
     figures = run_bench("bench.scale", "--clusters", "2", "--services", "50",
                         "--endpoints", "2")
     for name in ("full-compile-seconds-1m", "recompile-one-service-ms",
-                 "rss-mib-at-1m-endpoints", "rss-bytes-per-endpoint"):
+                 "rss-mib-at-1m-endpoints", "scale-rss-bytes-per-endpoint"):
         assert name in figures
 
 
@@ -66,3 +66,17 @@ def test_the_kubernetes_source_benchmarks_print_their_figures() -> None:
 def test_the_failover_benchmark_prints_its_figure() -> None:
     figures = run_bench("bench.failover", "--runs", "1")
     assert float(figures["failover-seconds"]) > 0
+
+
+def test_make_bench_runs_as_the_readme_says() -> None:
+    proc = subprocess.run(["make", "-s", "bench", "BENCH_ARGS=--seconds 1 --runs 1"], cwd=REPO,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert float(dict(FIGURE.findall(proc.stdout))["demo-qps"]) > 0
+
+
+def test_make_unit_runs_the_unit_tests() -> None:
+    proc = subprocess.run(["make", "-s", "unit"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert re.search(r"\d+ passed", proc.stdout)

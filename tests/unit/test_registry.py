@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import dns.message
 import dns.name
 import pytest
 
@@ -357,3 +358,24 @@ def test_a_table_built_with_a_serial_masks_it_to_32_bits() -> None:
     registry = Registry.for_clusters([])
     assert sync_table(table, registry, wall_now=0.0) == 0
     assert table.loaded
+
+
+def test_a_repeated_identical_query_sees_a_change_at_once() -> None:
+    # The handler's front memo answers repeated identical queries; any table change
+    # must clear it.
+    from feddns.dns.handling import Handler
+
+    fed = initial()
+    handler = Handler(fed.table)
+    query = dns.message.make_query(WEB, "A", id=7)
+    query.flags = 0
+    wire_query = query.to_wire()
+
+    def addresses() -> list[str]:
+        reply = dns.message.from_wire(handler.handle(wire_query) or b"")
+        return sorted(rd.address for rrset in reply.answer for rd in rrset)
+
+    assert addresses() == addresses() == ["10.96.1.10", "10.96.2.10"]
+    fed.load("west", [web("10.96.2.99")])
+    fed.sync()
+    assert addresses() == ["10.96.1.10", "10.96.2.99"]

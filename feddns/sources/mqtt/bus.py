@@ -33,8 +33,8 @@ import contextlib
 import logging
 import os
 import random
-import socket
 import secrets
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
