@@ -156,12 +156,15 @@ def pct(values: list[float], p: float) -> float:
 def resperf_max(port: int, queries: Path, *, max_qps: int) -> float:
     """Resperf's highest rate with no loss (its 'Maximum throughput' line)."""
     exe = shutil.which("resperf") or "resperf"
-    cmd = [*taskset(0), exe, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
-           "-m", str(max_qps), "-r", "20", "-c", "10", "-q", "50000"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
-    for line in out.splitlines():
+    with tempfile.TemporaryDirectory() as tmp:
+        # -L 0: stop ramping at the first lost query, so the figure is the highest rate
+        # answered without loss.
+        cmd = [*taskset(0), exe, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
+               "-m", str(max_qps), "-r", "20", "-L", "0", "-P", f"{tmp}/resperf.gnuplot"]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in (done.stdout + done.stderr).splitlines():
         if "Maximum throughput" in line:
-            return float(line.split()[-2])
+            return float(line.split(":")[1].split()[0])
     return float("nan")
 
 

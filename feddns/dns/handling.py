@@ -158,7 +158,7 @@ class Handler:
         self.counters: Counter[str] = Counter()
         self.query_counts = [0] * COUNT_SLOTS
         """Answers sent, by ``(origin slot * RCODE_SLOTS + rcode slot) * QTYPE_SLOTS + qtype``."""
-        self._fronts: list[dict[bytes, tuple[bytes, int]]] = []
+        self._fronts: list[dict[bytes, tuple[tuple[bytes, ...], int]]] = []
         self._front_version = -1
 
     @property
@@ -194,7 +194,11 @@ class Handler:
         hit = front.get(data[2:])
         if hit is not None:
             self.query_counts[hit[1]] += 1
-            return data[:2] + hit[0]
+            tails = hit[0]
+            if len(tails) == 1:
+                return data[:2] + tails[0]
+            # A rotating answer: the variant follows the query ID, as below.
+            return data[:2] + tails[((data[0] << 8) | data[1]) % len(tails)]
         n = len(data)
         if (
             n >= 17
@@ -239,37 +243,32 @@ class Handler:
                         ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass,
                                             cls)
                     if ans is not None:
-                        rotating = ans.variants is not None
-                        if ans.variants is not None:
-                            # Rotate by query ID: stateless, and the same for both paths.
-                            ans = ans.variants[((data[0] << 8) | data[1]) % len(ans.variants)]
                         # The memo lives on the shared CompiledAnswer (REFUSED and SERVFAIL
                         # are module singletons), and its OPT carries this handler's
                         # advertised size, so the size is part of the key (RFC 6891 §6.2.3).
                         # The memo's third item is the answer's counting slot.
                         key = variant | (data[2] & 1) << 2 | self.udp_payload_size << 3
-                        memo = ans.fast.get(key)
-                        if memo is None:
-                            full = pieces(
-                                ans,
-                                flags_in=data[2] << 8,
-                                edns=variant,
-                                udp_size=self.udp_payload_size,
-                            )[0]
-                            found = table.origin_of(name)
-                            memo = (full[0], full[1],
-                                    _slot_base(ans, None if found is None else found.wire))
-                            ans.fast[key] = memo
-                        fits = len(memo[1]) + qend <= limit
-                        if tcp or fits:
+                        question = data[12:qend]
+                        choices = ans.variants or (ans,)
+                        made: list[bytes] = []
+                        fits = True
+                        for choice in choices:
+                            memo = choice.fast.get(key)
+                            if memo is None:
+                                memo = self._fast_memo(choice, key, data, variant, name)
+                            fits = fits and len(memo[1]) + qend <= limit
+                            made.append(memo[0] + question + memo[1])
+                        # Rotate by query ID: stateless, and the same for both paths.
+                        pick = ((data[0] << 8) | data[1]) % len(made)
+                        memo = choices[pick].fast[key]
+                        if tcp or len(memo[1]) + qend <= limit:
                             slot = memo[2] + (256 if data[end + 1] else data[end + 2])
                             self.query_counts[slot] += 1
-                            tail = memo[0] + data[12:qend] + memo[1]
-                            if fits and not rotating:
+                            if fits:
                                 if len(front) >= FRONT_SIZE:
                                     front.clear()
-                                front[data[2:]] = (tail, slot)
-                            return data[:2] + tail
+                                front[data[2:]] = (tuple(made), slot)
+                            return data[:2] + made[pick]
         return self.handle_full(data, tcp, addr)
 
     def _limited(self, data: bytes, tcp: bool, addr: tuple[str, int],
@@ -285,6 +284,16 @@ class Handler:
             if verdict & REFUSE and resp[3] & 0xF == wire.REFUSED:
                 self.limits.refused += 1
         return resp
+
+    def _fast_memo(self, ans: CompiledAnswer, key: int, data: bytes, variant: int,
+                   name: bytes) -> tuple[bytes, bytes, int]:
+        """The ready-made header and tail of ``ans`` for this kind of query (memoized)."""
+        full = pieces(ans, flags_in=data[2] << 8, edns=variant,
+                      udp_size=self.udp_payload_size)[0]
+        found = self._table.origin_of(name)
+        memo = (full[0], full[1], _slot_base(ans, None if found is None else found.wire))
+        ans.fast[key] = memo
+        return memo
 
     def handle_full(self, data: bytes, tcp: bool,
                     addr: tuple[str, int] | None = None, *, refuse: bool = False,
