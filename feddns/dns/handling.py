@@ -186,7 +186,9 @@ class Handler:
         table = self._table
         cls = 0
         if addr is not None and table.locator.active:
-            cls = table.locator.class_of_source(addr[0])
+            # The locator's own memo, read directly: one dict lookup per query.
+            known = table.locator.cache.get(addr[0])
+            cls = known if known is not None else table.locator.class_of_source(addr[0])
         if self._front_version != table.version:
             self._front_version = table.version
             self._fronts = [{} for _ in table.memos]

@@ -67,7 +67,7 @@ class Locator:
             self.class_for(rule.place)
         if local is not None:
             self.class_for(local)
-        self._cache: dict[str, int] = {}
+        self.cache: dict[str, int] = {}
         self._subnet_cache: dict[Network, tuple[int, int]] = {}
         self.cache_size = cache_size
         self.active = bool(self.rules) or local is not None
@@ -99,16 +99,16 @@ class Locator:
 
     def class_of_source(self, host: str) -> int:
         """The class of a query's source address (memoized; the per-query fast path)."""
-        cls = self._cache.get(host)
+        cls = self.cache.get(host)
         if cls is None:
             try:
                 address = ipaddress.ip_address(host.split("%", 1)[0])
             except ValueError:
                 return self.class_for(self.local) if self.local is not None else UNKNOWN
             cls = self.class_for(self.locate(address)[0])
-            if len(self._cache) >= self.cache_size:
-                self._cache.clear()
-            self._cache[host] = cls
+            if len(self.cache) >= self.cache_size:
+                self.cache.clear()
+            self.cache[host] = cls
         return cls
 
     def is_trusted(self, host: str) -> bool:
