@@ -34,6 +34,25 @@ from feddns.errors import ConfigError
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
+def _resolve_relative(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Resolve a relative path against the config file's folder (when known)."""
+    base = (info.context or {}).get("base_dir")
+    if value is not None and base is not None and not value.is_absolute():
+        return (Path(base) / value).resolve()
+    return value
+
+
+def _cidr(value: str) -> str:
+    """Normalise a CIDR block (host bits allowed and cleared)."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block such as 10.1.0.0/16") from exc
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
@@ -243,10 +262,9 @@ class StaticSourceConfig(_Model):
     @field_validator("file")
     @classmethod
     def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
-        base = (info.context or {}).get("base_dir")
-        if base is not None and not value.is_absolute():
-            return (Path(base) / value).resolve()
-        return value
+        resolved = _resolve_relative(value, info)
+        assert resolved is not None
+        return resolved
 
 
 class KubernetesSourceConfig(_Model):
@@ -288,10 +306,7 @@ class KubernetesSourceConfig(_Model):
     @field_validator("kubeconfig")
     @classmethod
     def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        base = (info.context or {}).get("base_dir")
-        if value is not None and base is not None and not value.is_absolute():
-            return (Path(base) / value).resolve()
-        return value
+        return _resolve_relative(value, info)
 
     @model_validator(mode="after")
     def _one_credential(self) -> KubernetesSourceConfig:
@@ -350,26 +365,15 @@ class SnapshotConfig(_Model):
     @field_validator("path")
     @classmethod
     def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        base = (info.context or {}).get("base_dir")
-        if value is not None and base is not None and not value.is_absolute():
-            return (Path(base) / value).resolve()
-        return value
+        return _resolve_relative(value, info)
 
 
-def _cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value.strip(), strict=False))
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a CIDR block such as 10.1.0.0/16") from exc
-
-
-NetworkCidr = Annotated[str, AfterValidator(_cidr)]
 
 
 class ClientNetworkConfig(_Model):
     """A CIDR whose clients are located in a cluster (and optionally a zone)."""
 
-    cidr: NetworkCidr
+    cidr: Cidr
     zone: Label | None = None
 
 
@@ -401,20 +405,6 @@ class ClusterConfig(_Model):
         return self
 
 
-def _resolve_relative(value: Path | None, info: ValidationInfo) -> Path | None:
-    """Resolve a relative path against the config file's folder (when known)."""
-    base = (info.context or {}).get("base_dir")
-    if value is not None and base is not None and not value.is_absolute():
-        return (Path(base) / value).resolve()
-    return value
-
-
-def _check_cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value.strip(), strict=False))
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a CIDR block such as 10.0.0.0/8") from exc
-
 
 def _check_topic_prefix(value: str) -> str:
     levels = value.split("/")
@@ -426,7 +416,6 @@ def _check_topic_prefix(value: str) -> str:
     return value
 
 
-Cidr = Annotated[str, AfterValidator(_check_cidr)]
 
 BUS_ALLOWED_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
                      "fc00::/7")
@@ -606,7 +595,7 @@ class LocalityConfig(_Model):
     """The cluster this instance runs in: clients no network places are taken to be
     there (zone unknown). Empty: such clients get the federation-wide answer."""
 
-    trusted_forwarders: list[NetworkCidr] = Field(default_factory=list)
+    trusted_forwarders: list[Cidr] = Field(default_factory=list)
     """Resolvers whose EDNS Client Subnet option is believed (RFC 7871); ECS from any
     other source is ignored, so clients cannot pick their own answers."""
 
