@@ -17,7 +17,7 @@ serve every query for that name whatever its 0x20 case).
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 import struct
 from dataclasses import dataclass, field
 from typing import Final
@@ -309,9 +309,7 @@ class Record:
 
 def a_rdata(address: str) -> bytes:
     """Packed RDATA for an A or AAAA record."""
-    if ":" in address:
-        return socket.inet_pton(socket.AF_INET6, address)
-    return socket.inet_pton(socket.AF_INET, address)
+    return ipaddress.ip_address(address).packed
 
 
 def txt_rdata(*strings: str) -> bytes:
