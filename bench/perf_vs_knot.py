@@ -153,14 +153,20 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def resperf_max(port: int, queries: Path, *, max_qps: int) -> float:
+def resperf_max(port: int, queries: Path, *, max_qps: int, ramp: int = 20) -> float:
     """Resperf's highest rate with no loss (its 'Maximum throughput' line)."""
     exe = shutil.which("resperf") or "resperf"
     with tempfile.TemporaryDirectory() as tmp:
+        # resperf uses each query once: repeat the file to cover the whole ramp.
+        lines = queries.read_text().splitlines()
+        needed = max_qps * ramp // 2 + len(lines)
+        data = Path(tmp) / "resperf-queries.txt"
+        data.write_text("\n".join(lines * (needed // max(1, len(lines)) + 1)) + "\n")
         # -L 0: stop ramping at the first lost query, so the figure is the highest rate
         # answered without loss.
-        cmd = [*taskset(0), exe, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
-               "-m", str(max_qps), "-r", "20", "-L", "0", "-P", f"{tmp}/resperf.gnuplot"]
+        cmd = [*taskset(0), exe, "-s", "127.0.0.1", "-p", str(port), "-d", str(data),
+               "-m", str(max_qps), "-r", str(ramp), "-L", "0", "-P",
+               f"{tmp}/resperf.gnuplot"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in (done.stdout + done.stderr).splitlines():
         if "Maximum throughput" in line:
