@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from bench.harness import REPO, figure, free_port, median, wait_for_dns
+from bench.harness import REPO, figure, free_port, median, stop_process, wait_for_dns
 from tests.fakekube import FakeFederation, make_endpointslice, make_service
 
 NAME = "web.shop.svc.clusterset.local"
@@ -87,8 +86,7 @@ def main() -> None:
             figure("failover-seconds", median(samples))
             figure("failover-hold-down-seconds", 3.0)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(15)
+            stop_process(proc, timeout=15)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import dns.rcode
 import dns.rdatatype
 import yaml
 
-from bench.harness import REPO, free_port, taskset
+from bench.harness import REPO, free_port, stop_process, taskset
 
 ORIGIN = "clusterset.local"
 UNKNOWN = f"no-such-service.bench.svc.{ORIGIN}"
@@ -142,12 +141,7 @@ def feddns_process(config: Path, *, cpu: int | None = None, log_level: str = "wa
     try:
         yield proc, port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 def status_kib(pid: int, field: str) -> int:

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from bench.harness import (
     free_port,
     median,
     run_dnsperf,
+    stop_process,
     taskset,
     wait_for_dns,
 )
@@ -58,12 +58,7 @@ def feddns(config: Path, port: int) -> Iterator[int]:
         wait_for_dns(port, PROBE, timeout=120)
         yield proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 @contextlib.contextmanager
@@ -101,12 +96,7 @@ zone:
                            check=True, stdout=subprocess.DEVNULL)
         yield proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 def located_runs(port: int, queries: Path, *, seconds: float, pid: int) -> float:

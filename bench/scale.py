@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import dns.message
 import dns.query
 
 from bench import dataset
-from bench.harness import REPO, figure, free_port
+from bench.harness import REPO, figure, free_port, stop_process
 from feddns.config import Settings
 from feddns.dns.answer import AnswerTable, sync_table
 from feddns.model.registry import Registry
@@ -94,11 +93,7 @@ def serve_and_measure(config: Path, probes: list[str], *, timeout: float = 900) 
             last = now
         return rss_mib(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=30)
 
 
 def main() -> None:
@@ -178,8 +173,7 @@ def _empty_rss(config: Path) -> float:
         time.sleep(2)
         return rss_mib(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop_process(proc, timeout=30)
 
 
 if __name__ == "__main__":

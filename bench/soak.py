@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from bench import dataset
-from bench.harness import REPO, free_port, wait_for_dns
+from bench.harness import REPO, free_port, stop_process, wait_for_dns
 
 
 def main() -> None:
@@ -55,8 +54,7 @@ def main() -> None:
                  "--url", f"http://127.0.0.1:{http}", "--duration", str(args.duration),
                  "--churn", str(data)], cwd=REPO, check=False)
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(15)
+            stop_process(server, timeout=15)
     sys.exit(soak.returncode)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import dns.message
 import dns.query
 
 from bench import dataset
-from bench.harness import REPO, figure, free_port, median, taskset
+from bench.harness import REPO, figure, free_port, median, stop_process, taskset
 from feddns.sources import snapshot
 
 PROBE = "svc-1.ns-1.svc.clusterset.local"
@@ -56,16 +55,6 @@ def run_once(config: Path, port: int, *,
     raise RuntimeError("feddns did not answer in time")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then wait (kill after 15 s)."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def main() -> None:
     """Measure and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -94,7 +83,7 @@ def main() -> None:
             except (OSError, snapshot.SnapshotError):
                 pass
             time.sleep(0.2)
-        stop(proc)
+        stop_process(proc)
         for c in cfg["clusters"]:
             c["source"]["file"] = str(folder / "gone.json")  # every source unreachable
         dead = folder / "dead.yaml"
@@ -102,7 +91,7 @@ def main() -> None:
         times = []
         for i in range(args.runs):
             seconds, proc = run_once(dead, port)
-            stop(proc)
+            stop_process(proc)
             print(f"# warm start {i + 1}: {seconds:.3f} s", flush=True)
             times.append(seconds)
         figure("warm-start-endpoints", shape.clusters * shape.services * shape.endpoints)
