@@ -39,7 +39,7 @@ from feddns.config import (
 )
 from feddns.dns.answer import AnswerTable, compile_one, next_serial, service_key_of, sync_table
 from feddns.dns.compiling import OriginZone
-from feddns.dns.handling import Handler
+from feddns.dns.handling import Handler, UdpFront
 from feddns.dns.server import DnsServer, HandleFn
 from feddns.errors import ConfigError
 from feddns.model.registry import ClusterEntry, ClusterState, Registry
@@ -112,6 +112,7 @@ class App:
             tcp_idle_timeout=settings.dns.tcp_idle_timeout,
             tcp_io_timeout=settings.dns.tcp_io_timeout,
             udp_receive_buffer=settings.dns.udp_receive_buffer,
+            front=self._udp_front(settings),
         )
         self.loaded = asyncio.Event()
         self.warm_started = False
@@ -159,6 +160,10 @@ class App:
         later does not make a serving instance unready.
         """
         return self.loaded.is_set() or self.warm_started
+
+    def _udp_front(self, settings: Settings) -> UdpFront | None:
+        # The query log must see every query: the transport answers nothing by itself then.
+        return None if settings.observe.query_log else self.handler.udp_front
 
     def _dns_handle(self, settings: Settings) -> HandleFn:
         if settings.observe.query_log:
@@ -548,7 +553,7 @@ class App:
         self.server.tcp_idle_timeout = new.dns.tcp_idle_timeout
         self.server.tcp_io_timeout = new.dns.tcp_io_timeout
         if new.observe.query_log != old.observe.query_log:
-            self.server.set_handle(self._dns_handle(new))
+            self.server.set_handle(self._dns_handle(new), self._udp_front(new))
             log.info("query log %s", "on" if new.observe.query_log else "off")
         if new.observe.log_format != old.observe.log_format:
             logs.set_format(new.observe.log_format)

@@ -26,6 +26,7 @@ import math
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 from cachetools import LRUCache
 
@@ -68,6 +69,20 @@ ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
 _QKEY = struct.Struct("!HH")
 
 
+class FastMemo(NamedTuple):
+    """One answer's ready-made pieces for one kind of query (flags, EDNS, advertised size).
+
+    Each piece is (header after the ID, tail after the question); the handler
+    sends the first that fits: ``full``, ``lean`` (no additional section), or
+    ``truncated`` (empty, TC=1). ``slot`` is the answer's counting slot.
+    """
+
+    full: tuple[bytes, bytes]
+    lean: tuple[bytes, bytes]
+    truncated: tuple[bytes, bytes]
+    slot: int
+
+
 class CompiledAnswer:
     """An answer's header bits and pre-encoded sections (everything after the question).
 
@@ -78,7 +93,7 @@ class CompiledAnswer:
     """
 
     __slots__ = ("aa", "additional", "ancount", "arcount", "body", "ede", "fast", "nscount",
-                 "rcode", "turn", "variants")
+                 "rcode", "variants")
 
     def __init__(
         self,
@@ -98,12 +113,11 @@ class CompiledAnswer:
         self.arcount = arcount
         self.body = body
         self.additional = additional
-        self.fast: dict[int, tuple[bytes, bytes, int]] = {}
+        self.fast: dict[int, FastMemo] = {}
         self.ede = b""
         """An Extended DNS Error option to add for EDNS clients (RFC 8914)."""
         self.variants: tuple[CompiledAnswer, ...] | None = None
         """Record orders to rotate through, one per query (weights, round robin)."""
-        self.turn = 0
 
     def __repr__(self) -> str:
         return (
@@ -175,13 +189,32 @@ class AnswerTable:
         self._negative: dict[tuple[int, int, int], CompiledAnswer] = {}
         self._rtypes: dict[bytes, frozenset[int]] = {}
         self.version = next(_VERSIONS)
-        """Moves on every change of what any question answers (the handler's front memo)."""
+        """Moves on every change of what any question answers (see :meth:`bump`)."""
+        self._watchers: list[Callable[[], None]] = []
         # NXDOMAIN and NODATA for well-known types, per question, bounded: random names
         # (a random-subdomain flood) must not grow memory (cachetools LRU).
         self.negatives: LRUCache[bytes, CompiledAnswer] = LRUCache(NEGATIVE_MEMO_SIZE)
         self.on_miss: Callable[[bytes, OriginZone], bool] | None = None
         """Called for a name not in the table: may compile its service now (True if so)."""
         self._install_apex()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on every :meth:`bump` (the handler empties its front memo)."""
+        self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback`` (its handler moved to another table)."""
+        self._watchers = [w for w in self._watchers if w != callback]
+
+    def bump(self) -> None:
+        """Say that some question may answer differently from now on.
+
+        Moves :attr:`version` and tells the watchers at once: the UDP transport
+        answers from the handler's front memo without looking at the version.
+        """
+        self.version = next(_VERSIONS)
+        for callback in self._watchers:
+            callback()
 
     # --- lookups (the query path) ------------------------------------------
 
@@ -338,13 +371,13 @@ class AnswerTable:
                 self.static.add(name)
                 self.static.update(wire.parent_names(name, origin.wire))
         self._negative.clear()
-        self.version = next(_VERSIONS)
+        self.bump()
         # Negative answers carry the SOA serial: a new serial outdates them all.
         self.negatives = LRUCache(NEGATIVE_MEMO_SIZE)
 
     def _forget(self, name: bytes) -> None:
         """Drop memoized answers of ``name`` in every client class."""
-        self.version = next(_VERSIONS)
+        self.bump()
         self._rtypes.pop(name, None)
         if not self.negatives and not any(self.memos):
             return  # nothing memoized yet (a cold or warm start): nothing to drop
@@ -489,7 +522,7 @@ def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
     loaded = registry.is_loaded and not registry.dirty
     if loaded != table.loaded:
         table.loaded = loaded
-        table.version = next(_VERSIONS)  # SERVFAIL turns into NXDOMAIN (or back)
+        table.bump()  # SERVFAIL turns into NXDOMAIN (or back)
     if changed:
         table.set_serial(next_serial(table.serial, wall_now))
     return changed

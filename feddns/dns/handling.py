@@ -23,11 +23,27 @@ by slicing the question out of the packet and copying pre-encoded pieces
 around it; anything else takes the full path. Both build responses from the
 same :func:`pieces`, so they cannot disagree (a property test checks it).
 
+The front memo goes one step further: the whole answer after the ID, keyed by
+the whole query after the ID, per client class. :attr:`Handler.udp_front`
+hands it to the UDP transport, which answers a repeated query itself, without
+calling the handler (``feddns.dns.server``): the hot path is two dict lookups,
+one list increment and one concatenation. It is kept only while nothing needs
+to see every query (no ACL, no RRL; the query log wraps the handler, so the
+transport is given no front then), and it is emptied by every change of the
+table (:meth:`AnswerTable.bump`), a new table, or a new ``udp_payload_size``.
+
+Rotating answers pick their variant by the low byte of the query ID, in
+both paths: stateless, and one indexing operation on the hot path.
+
 Every answer sent is counted in :attr:`Handler.query_counts`, a flat list of
-plain ints indexed by (origin slot, rcode slot, query type); the slot part is
-worked out once per compiled answer and kept in its memo, so the fast path
-pays one list increment per query. ``feddns.observe.metrics`` turns the list
-into ``feddns_dns_queries_total`` when ``/metrics`` is read.
+plain ints indexed by (region, origin slot, rcode slot, query type); the slot
+is worked out once per compiled answer and kept in its memo, so the hot path
+pays one list increment per query. The region says how a UDP answer was cut
+to fit: whole, without its additional section (:data:`LEAN`), or empty with
+TC=1 (:data:`TRUNCATED`); a TCP query never takes a front entry of a cut
+answer. ``feddns.observe.metrics`` turns the list into
+``feddns_dns_queries_total`` and ``feddns_dns_truncated_total`` when
+``/metrics`` is read.
 """
 
 from __future__ import annotations
@@ -36,9 +52,10 @@ import ipaddress
 import logging
 import struct
 from collections import Counter
+from typing import NamedTuple
 
 from feddns.dns import wire
-from feddns.dns.answer import REFUSED, AnswerTable, CompiledAnswer
+from feddns.dns.answer import REFUSED, AnswerTable, CompiledAnswer, FastMemo
 from feddns.dns.limiting import DROP, REFUSE, SLIP, Limits
 from feddns.policy.locality import Locator
 
@@ -63,6 +80,18 @@ SLOT_OTHER_RCODE = 8
 ORIGIN_SLOTS = 8
 """Slot 0: no origin (errors, REFUSED, SERVFAIL); 1-6: served origins by name; 7: others."""
 COUNT_SLOTS = ORIGIN_SLOTS * RCODE_SLOTS * QTYPE_SLOTS
+"""Slots of one region of :attr:`Handler.query_counts`."""
+LEAN = COUNT_SLOTS
+"""Region offset: UDP answers sent without their additional section (RFC 2181 §9)."""
+TRUNCATED = 2 * COUNT_SLOTS
+"""Region offset: UDP answers sent empty with TC=1."""
+MAX_FRONT_SOURCES = 16384
+"""Most client addresses the UDP front maps to their class's memo (then it starts
+over: a flood from random source addresses must not grow memory)."""
+
+FrontEntry = tuple["bytes | tuple[bytes, ...]", int]
+"""A front memo entry: the answer after the ID (a tuple when it rotates, indexed by
+the query ID's low byte) and its counting slot (region included)."""
 
 _origin_slots: dict[bytes, int] = {}
 """Origin (wire name) -> its slot, for the whole process: compiled answers (and so their
@@ -141,6 +170,15 @@ def _header_only(qid_flags: bytes, flags_in: int, rcode: int) -> bytes:
     return qid_flags[:2] + _HEAD.pack(flags, 0, 0, 0, 0)
 
 
+class UdpFront(NamedTuple):
+    """What the UDP transport needs to answer repeated queries without the handler."""
+
+    by_source: dict[str, dict[bytes, FrontEntry]]
+    """Client address -> the front memo of its class (empty while it must not be used)."""
+    counts: list[int]
+    """:attr:`Handler.query_counts` (the same list, for ever)."""
+
+
 class Handler:
     """Answers queries from the current :class:`AnswerTable` (replaced on reload).
 
@@ -153,24 +191,54 @@ class Handler:
         """ACL, rate limits and TCP caps (also read by the transport), with their counters."""
         self.guard: Limits | None = None
         """:attr:`limits` while the ACL or RRL is on, else None (the one per-query check)."""
-        self.table = table
-        self.udp_payload_size = udp_payload_size
         self.counters: Counter[str] = Counter()
-        self.query_counts = [0] * COUNT_SLOTS
-        """Answers sent, by ``(origin slot * RCODE_SLOTS + rcode slot) * QTYPE_SLOTS + qtype``."""
-        self._fronts: list[dict[bytes, tuple[tuple[bytes, ...], int]]] = []
+        self.query_counts = [0] * (3 * COUNT_SLOTS)
+        """Answers sent, by ``region + (origin slot * RCODE_SLOTS + rcode slot) * QTYPE_SLOTS
+        + qtype`` (regions: 0, :data:`LEAN`, :data:`TRUNCATED`)."""
+        self._fronts: list[dict[bytes, FrontEntry]] = []
         self._front_version = -1
+        self.udp_front = UdpFront({}, self.query_counts)
+        """The front memo by client address, for the UDP transport (see the module doc)."""
+        self._table: AnswerTable | None = None
+        self._udp_payload_size = udp_payload_size
+        self.table = table
 
     @property
     def table(self) -> AnswerTable:
         """The answer table queries are answered from."""
+        assert self._table is not None
         return self._table
 
     @table.setter
     def table(self, table: AnswerTable) -> None:
+        if self._table is not None:
+            self._table.unwatch(self._table_changed)
         self._table = table
+        table.watch(self._table_changed)
         self.limits.configure(table.settings.dns)
         self.guard = self.limits if self.limits.active else None
+        self._table_changed()
+
+    @property
+    def udp_payload_size(self) -> int:
+        """The EDNS payload size this server advertises and answers within (RFC 6891)."""
+        return self._udp_payload_size
+
+    @udp_payload_size.setter
+    def udp_payload_size(self, size: int) -> None:
+        self._udp_payload_size = size
+        self._table_changed()
+
+    def _table_changed(self) -> None:
+        """Forget every front memo: some question may answer differently now."""
+        self._front_version = -1
+        by_source = self.udp_front.by_source
+        if by_source:
+            by_source.clear()
+
+    def truncated_total(self) -> int:
+        """UDP answers sent empty with TC=1 (RRL slips apart)."""
+        return sum(self.query_counts[TRUNCATED:])
 
     # The fast path. Kept flat on purpose: every attribute lookup here is paid per query.
     def handle(self, data: bytes, tcp: bool = False,
@@ -184,6 +252,7 @@ class Handler:
         # the ID (so 0x20 case, flags and OPT are part of the key), per client class.
         # Any change to the table clears it. Most repeated queries end here.
         table = self._table
+        assert table is not None
         cls = 0
         if addr is not None and table.locator.active:
             # The locator's own memo, read directly: one dict lookup per query.
@@ -192,15 +261,21 @@ class Handler:
         if self._front_version != table.version:
             self._front_version = table.version
             self._fronts = [{} for _ in table.memos]
+            self.udp_front.by_source.clear()
         front = self._fronts[cls]
+        if addr is not None and self.guard is None:
+            by_source = self.udp_front.by_source
+            if by_source.get(addr[0]) is not front:
+                if len(by_source) >= MAX_FRONT_SOURCES:
+                    by_source.clear()
+                by_source[addr[0]] = front
         hit = front.get(data[2:])
-        if hit is not None:
+        if hit is not None and not (tcp and hit[1] >= LEAN):
             self.query_counts[hit[1]] += 1
-            tails = hit[0]
-            if len(tails) == 1:
-                return data[:2] + tails[0]
-            # A rotating answer: the variant follows the query ID, as below.
-            return data[:2] + tails[((data[0] << 8) | data[1]) % len(tails)]
+            tail = hit[0]
+            if tail.__class__ is bytes:
+                return data[:2] + tail
+            return data[:2] + tail[data[1] % len(tail)]  # type: ignore[operator]
         n = len(data)
         if (
             n >= 17
@@ -233,7 +308,7 @@ class Handler:
                             variant = _EDNS_DO
                         size = (data[qend + 3] << 8) | data[qend + 4]
                         limit = size if size > 512 else 512
-                        limit = min(limit, self.udp_payload_size)
+                        limit = min(limit, self._udp_payload_size)
                 if ok:
                     name = data[12 : end + 1].lower()
                     ans = table.memos[cls].get(name + data[end + 1 : qend])
@@ -245,33 +320,52 @@ class Handler:
                         ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass,
                                             cls)
                     if ans is not None:
-                        # The memo lives on the shared CompiledAnswer (REFUSED and SERVFAIL
-                        # are module singletons), and its OPT carries this handler's
-                        # advertised size, so the size is part of the key (RFC 6891 §6.2.3).
-                        # The memo's third item is the answer's counting slot.
-                        key = variant | (data[2] & 1) << 2 | self.udp_payload_size << 3
-                        question = data[12:qend]
-                        choices = ans.variants or (ans,)
-                        made: list[bytes] = []
-                        fits = True
-                        for choice in choices:
-                            memo = choice.fast.get(key)
-                            if memo is None:
-                                memo = self._fast_memo(choice, key, data, variant, name)
-                            fits = fits and len(memo[1]) + qend <= limit
-                            made.append(memo[0] + question + memo[1])
-                        # Rotate by query ID: stateless, and the same for both paths.
-                        pick = ((data[0] << 8) | data[1]) % len(made)
-                        memo = choices[pick].fast[key]
-                        if tcp or len(memo[1]) + qend <= limit:
-                            slot = memo[2] + (256 if data[end + 1] else data[end + 2])
-                            self.query_counts[slot] += 1
-                            if fits:
-                                if len(front) >= FRONT_SIZE:
-                                    front.clear()
-                                front[data[2:]] = (tuple(made), slot)
-                            return data[:2] + made[pick]
+                        return self._answer_fast(data, tcp, ans, front=front,
+                                                 variant=variant, name=name, qend=qend,
+                                                 end=end, limit=limit)
         return self.handle_full(data, tcp, addr)
+
+    def _answer_fast(self, data: bytes, tcp: bool, ans: CompiledAnswer, *,
+                     front: dict[bytes, FrontEntry], variant: int, name: bytes, qend: int,
+                     end: int, limit: int) -> bytes:
+        """Send ``ans`` for a plain query, as the full path would, and remember it in the front.
+
+        The memo lives on the shared CompiledAnswer (REFUSED and SERVFAIL are module
+        singletons), and its OPT carries this handler's advertised size, so the size
+        is part of the key (RFC 6891 §6.2.3).
+        """
+        key = variant | (data[2] & 1) << 2 | self._udp_payload_size << 3
+        question = data[12:qend]
+        qslot = 256 if data[end + 1] else data[end + 2]
+        choices = ans.variants or (ans,)
+        made: list[tuple[bytes, int]] = []
+        for choice in choices:
+            memo = choice.fast.get(key)
+            if memo is None:
+                memo = self._fast_memo(choice, key, data, variant, name)
+            # The UDP answer: the first of whole, lean and empty-with-TC that fits,
+            # exactly as in handle_full.
+            if len(memo.full[1]) + qend <= limit:
+                part, region = memo.full, 0
+            elif len(memo.lean[1]) + qend <= limit:
+                part, region = memo.lean, LEAN
+            else:
+                part, region = memo.truncated, TRUNCATED
+            made.append((part[0] + question + part[1], memo.slot + region + qslot))
+        pick = data[1] % len(made)
+        if len({slot for _, slot in made}) == 1:
+            # Every variant is cut the same way (the usual case): remember it.
+            if len(front) >= FRONT_SIZE:
+                front.clear()
+            tails = tuple(tail for tail, _ in made)
+            front[data[2:]] = (tails[0] if len(tails) == 1 else tails, made[0][1])
+        if tcp:
+            memo = choices[pick].fast[key]
+            self.query_counts[memo.slot + qslot] += 1
+            return data[:2] + memo.full[0] + question + memo.full[1]
+        tail, slot = made[pick]
+        self.query_counts[slot] += 1
+        return data[:2] + tail
 
     def _limited(self, data: bytes, tcp: bool, addr: tuple[str, int],
                  verdict: int) -> bytes | None:
@@ -288,12 +382,13 @@ class Handler:
         return resp
 
     def _fast_memo(self, ans: CompiledAnswer, key: int, data: bytes, variant: int,
-                   name: bytes) -> tuple[bytes, bytes, int]:
-        """The ready-made header and tail of ``ans`` for this kind of query (memoized)."""
-        full = pieces(ans, flags_in=data[2] << 8, edns=variant,
-                      udp_size=self.udp_payload_size)[0]
-        found = self._table.origin_of(name)
-        memo = (full[0], full[1], _slot_base(ans, None if found is None else found.wire))
+                   name: bytes) -> FastMemo:
+        """The ready-made headers and tails of ``ans`` for this kind of query (memoized)."""
+        full, lean, truncated = pieces(ans, flags_in=data[2] << 8, edns=variant,
+                                       udp_size=self._udp_payload_size)
+        found = self.table.origin_of(name)
+        memo = FastMemo(full, lean, truncated,
+                        _slot_base(ans, None if found is None else found.wire))
         ans.fast[key] = memo
         return memo
 
@@ -341,7 +436,7 @@ class Handler:
         elif refuse:
             ans = REFUSED
         else:
-            table = self._table
+            table = self.table
             cls = 0
             if addr is not None and table.locator.active:
                 cls = table.locator.class_of_source(addr[0])
@@ -356,25 +451,27 @@ class Handler:
                     cls, ecs_option = located
             ans = table.lookup(q.qname_lower, q.qtype, q.qclass, cls)
             if ans.variants is not None:
-                ans = ans.variants[q.qid % len(ans.variants)]
+                ans = ans.variants[(q.qid & 0xFF) % len(ans.variants)]
         full, lean, truncated = pieces(
             ans, flags_in=q.flags, edns=edns, udp_size=self.udp_payload_size,
             ext_rcode=ext_rcode, options=ecs_option,
         )
         if ans is _BADVERS:
-            self._count(SLOT_BADVERS, q.qtype)
+            slot = SLOT_BADVERS * QTYPE_SLOTS
         else:
-            found = self._table.origin_of(q.qname_lower)
-            self.query_counts[_slot_base(ans, None if found is None else found.wire)
-                              + min(q.qtype, QTYPE_SLOTS - 1)] += 1
+            found = self.table.origin_of(q.qname_lower)
+            slot = _slot_base(ans, None if found is None else found.wire)
+        slot += min(q.qtype, QTYPE_SLOTS - 1)
         head = data[:2]
         if slip:
+            self.query_counts[slot] += 1
             return head + truncated[0] + q.question + truncated[1]
-        for part in (full, lean):
+        for part, region in ((full, 0), (lean, LEAN)):
             if tcp or 12 + len(q.question) + len(part[1]) <= limit:
+                self.query_counts[slot + region] += 1
                 return head + part[0] + q.question + part[1]
         # Empty with TC=1 always fits (header, question and OPT only).
-        self.counters["truncated"] += 1
+        self.query_counts[slot + TRUNCATED] += 1
         return head + truncated[0] + q.question + truncated[1]
 
     def _count(self, rslot: int, qtype: int) -> None:

@@ -22,9 +22,14 @@ nowhere else; the handler stays a pure bytes-to-bytes function. Rules kept:
   on every accept, so a reload changes them for new connections;
 * one bad packet never kills a transport: errors are caught per packet,
   counted and logged once per kind;
-* one query in ``SAMPLE_EVERY`` per transport is timed (handler and send)
-  into ``ServerStats.latency``: two clock reads per query would cost more
-  than everything else the metrics add.
+* a repeated UDP query is answered here, from the handler's front memo
+  (:class:`~feddns.dns.handling.UdpFront`), without calling the handler: two
+  dict lookups, a count and a send. Everything else goes to the handler;
+* the first query after every ``SAMPLE_INTERVAL`` is timed (handler and
+  send), per transport, into ``ServerStats.latency``: two clock reads per
+  query would cost more than everything else the metrics add. A UDP sample
+  is taken by swapping in an empty front map, so the hot path has no check
+  for it at all. An idle server arms the next sample once and then sleeps.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 
+from feddns.dns.handling import FrontEntry, UdpFront
 from feddns.dns.limiting import Limits
 from feddns.observe.counting import LATENCY_BOUNDS, Buckets
 
@@ -49,8 +55,12 @@ HandleFn = Callable[[bytes, bool, "tuple[str, int] | None"], "bytes | None"]
 TCP_BACKLOG = 1024
 """Pending TCP connections the kernel queues before accept (RFC 7766 §6.2.2: many clients)."""
 
-SAMPLE_EVERY = 64
-"""One query in this many (per transport) is timed for the latency histogram."""
+SAMPLE_INTERVAL = 0.01
+"""Seconds between two queries timed for the latency histogram (per transport)."""
+
+_SAMPLE_DUE: dict[str, dict[bytes, FrontEntry]] = {}
+"""An always-empty front map: swapped in when a UDP sample is due, so the next query
+misses the front and is timed on the slow path."""
 
 
 def _latency() -> dict[str, Buckets]:
@@ -76,42 +86,92 @@ class ServerStats:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, handle: HandleFn, stats: ServerStats) -> None:
+    def __init__(self, handle: HandleFn, stats: ServerStats, front: UdpFront | None) -> None:
         self.handle = handle
         self.stats = stats
         self.transport: asyncio.DatagramTransport | None = None
-        self.countdown = SAMPLE_EVERY
+        self.sendto: Callable[[bytes, tuple[str, int]], None] = _not_connected
+        self.front_map: dict[str, dict[bytes, FrontEntry]] = {}
+        self.counts: list[int] = []
+        self.by_source = _SAMPLE_DUE
+        """:attr:`front_map`, or :data:`_SAMPLE_DUE` while a sample is due (the first query)."""
+        self.sample_timer: asyncio.TimerHandle | None = None
+        self.set_front(front)
+
+    def set_front(self, front: UdpFront | None) -> None:
+        """Answer repeated queries from ``front`` (None: every query goes to the handler)."""
+        self.front_map = front.by_source if front is not None else {}
+        self.counts = front.counts if front is not None else []
+        if self.by_source is not _SAMPLE_DUE:
+            self.by_source = self.front_map
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.sendto = transport.sendto  # type: ignore[attr-defined]
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sample_timer is not None:
+            self.sample_timer.cancel()
+            self.sample_timer = None
+        self.sendto = _not_connected
+
+    # The hot path: kept flat, every attribute lookup here is paid per query.
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.countdown -= 1
-        if not self.countdown:
+        front = self.by_source.get(addr[0])
+        if front is not None:
+            hit = front.get(data[2:])
+            if hit is not None:
+                self.counts[hit[1]] += 1
+                tail = hit[0]
+                try:
+                    if tail.__class__ is bytes:
+                        self.sendto(data[:2] + tail, addr)
+                    else:  # a rotating answer: the variant follows the query ID
+                        self.sendto(data[:2] + tail[data[1] % len(tail)], addr)  # type: ignore[operator]
+                except Exception as exc:  # one packet must never take the listener down
+                    _count_error(self.stats, "udp", exc)
+                return
+        self._answer(data, addr)
+
+    def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Everything the front memo does not answer: the handler decides."""
+        if self.by_source is _SAMPLE_DUE:
             self._timed(data, addr)
             return
         try:
             resp = self.handle(data, False, addr)
             if resp is not None:
-                self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+                self.sendto(resp, addr)
         except Exception as exc:  # one packet must never take the listener down
             _count_error(self.stats, "udp", exc)
 
     def _timed(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.countdown = SAMPLE_EVERY
+        self.by_source = self.front_map
         started = perf_counter()
         try:
             resp = self.handle(data, False, addr)
             if resp is not None:
-                self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+                self.sendto(resp, addr)
         except Exception as exc:
             _count_error(self.stats, "udp", exc)
             return
+        finally:
+            if self.transport is not None and not self.transport.is_closing():
+                self.sample_timer = asyncio.get_running_loop().call_later(
+                    SAMPLE_INTERVAL, self._sample_due)
         self.stats.latency["udp"].observe(perf_counter() - started)
+
+    def _sample_due(self) -> None:
+        self.sample_timer = None
+        self.by_source = _SAMPLE_DUE
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier sends (e.g. port unreachable): nothing to do.
         self.stats.errors["udp_icmp"] += 1
+
+
+def _not_connected(data: bytes, addr: tuple[str, int]) -> None:
+    raise ConnectionError("the UDP transport is not connected")
 
 
 class _TcpProtocol(asyncio.StreamReaderProtocol):
@@ -221,8 +281,11 @@ class DnsServer:
         tcp_io_timeout: float = 2.0,
         udp_receive_buffer: int = 4 * 1024 * 1024,
         limits: Limits | None = None,
+        front: UdpFront | None = None,
     ) -> None:
         self.handle = handle
+        self.front = front
+        """The handler's front memo for UDP (None when every query must reach ``handle``)."""
         self.listen = listen
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_io_timeout = tcp_io_timeout
@@ -235,14 +298,21 @@ class DnsServer:
         self._udp_protocols: list[_UdpProtocol] = []
         self._tcp: list[asyncio.Server] = []
         self._conns: set[asyncio.StreamWriter] = set()
-        self._tcp_countdown = SAMPLE_EVERY
+        self._tcp_sample_due = True
+        self._tcp_sample_timer: asyncio.TimerHandle | None = None
 
-    def set_handle(self, handle: HandleFn) -> None:
-        """Answer with ``handle`` from the next query on (a reload switching query logs)."""
+    def set_handle(self, handle: HandleFn, front: UdpFront | None = None) -> None:
+        """Answer with ``handle`` and ``front`` from the next query on.
+
+        A reload switching the query log does this: the log must see every
+        query, so there is no front then.
+        """
         self.handle = handle
+        self.front = front
         self.limits = limits_of(handle) or self.limits
         for protocol in self._udp_protocols:
             protocol.handle = handle
+            protocol.set_front(front)
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind every address; return them with the ports actually bound."""
@@ -257,7 +327,7 @@ class DnsServer:
                     host, udp_sock.getsockname()[1], got, self.udp_receive_buffer,
                 )
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self.handle, self.stats), sock=udp_sock
+                lambda: _UdpProtocol(self.handle, self.stats, self.front), sock=udp_sock
             )
             self._udp.append(transport)
             self._udp_protocols.append(protocol)
@@ -283,6 +353,13 @@ class DnsServer:
         self._udp.clear()
         self._udp_protocols.clear()
         self._tcp.clear()
+        if self._tcp_sample_timer is not None:
+            self._tcp_sample_timer.cancel()
+            self._tcp_sample_timer = None
+
+    def _tcp_sample_now(self) -> None:
+        self._tcp_sample_timer = None
+        self._tcp_sample_due = True
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
@@ -308,11 +385,12 @@ class DnsServer:
                 async with asyncio.timeout_at(when):
                     data = await reader.readexactly(length)
                 handshake = None
-                self._tcp_countdown -= 1
                 started = 0.0
-                if not self._tcp_countdown:
-                    self._tcp_countdown = SAMPLE_EVERY
+                if self._tcp_sample_due:
+                    self._tcp_sample_due = False
                     started = perf_counter()
+                    self._tcp_sample_timer = loop.call_later(SAMPLE_INTERVAL,
+                                                             self._tcp_sample_now)
                 try:
                     resp = self.handle(data, True, peer)
                 except Exception as exc:

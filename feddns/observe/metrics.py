@@ -67,8 +67,8 @@ METRICS: tuple[MetricDef, ...] = (
               "Answers built from stale data (RFC 8767); EDNS clients also get Extended DNS"
               " Error 3, Stale Answer. Included in feddns_dns_queries_total as NOERROR."),
     MetricDef("feddns_dns_answer_duration_seconds", "histogram", ("transport",),
-              "Time from a query's arrival to its answer being sent, sampled: one query in"
-              " 64 per transport."),
+              "Time from a query's arrival to its answer being sent, sampled: the first"
+              " query after each 10 ms, per transport."),
     MetricDef("feddns_dns_dropped_total", "counter", ("reason",),
               "Packets dropped without an answer: \"short\" (under 12 octets) or \"response\""
               " (QR set)."),
@@ -251,7 +251,8 @@ def query_totals(counts: list[int]) -> tuple[dict[tuple[str, str, str], int], di
     for index, n in enumerate(counts):
         if not n:
             continue
-        oslot, rest = divmod(index, per_origin)
+        # The regions (whole, lean, truncated) fold into one count.
+        oslot, rest = divmod(index % handling.COUNT_SLOTS, per_origin)
         rslot, qtype = divmod(rest, handling.QTYPE_SLOTS)
         origin = origins.get(oslot, "other")
         key = (origin, qtype_label(qtype), RCODE_NAMES[rslot])
@@ -339,7 +340,7 @@ class FeddnsCollector(Collector):
         dropped.add_metric(["short"], handler.counters["dropped_short"])
         dropped.add_metric(["response"], handler.counters["dropped_response"])
         yield dropped
-        yield _single("feddns_dns_truncated_total", handler.counters["truncated"])
+        yield _single("feddns_dns_truncated_total", handler.truncated_total())
         errors = _family("feddns_dns_transport_errors_total")
         for kind, n in sorted(stats.errors.items()):
             errors.add_metric([kind], n)

@@ -106,8 +106,9 @@ def test_a_scrape_counts_the_answers_sent_by_origin_type_and_rcode(
     assert value(samples, series, origin="clusterset.local.", qtype="A", rcode="NXDOMAIN") == 1
     assert value(samples, series, origin="", qtype="A", rcode="REFUSED") == 1
     latency = metrics(running)["feddns_dns_answer_duration_seconds"]
-    assert value(latency, "feddns_dns_answer_duration_seconds_count", transport="udp") == 1
-    assert value(latency, "feddns_dns_answer_duration_seconds_count", transport="tcp") == 0
+    # The first query of each transport is always timed; then one per 10 ms at most.
+    assert 1 <= value(latency, "feddns_dns_answer_duration_seconds_count", transport="udp") <= 71
+    assert value(latency, "feddns_dns_answer_duration_seconds_count", transport="tcp") == 1
 
 
 def test_a_scrape_shows_each_cluster_state_age_services_and_endpoints(
@@ -308,11 +309,17 @@ def test_the_query_log_logs_each_query_when_switched_on(
     config = write_federation(tmp_path, CLUSTERS,
                               extra={"observe": {**OBSERVE, "query_log": True}})
     with caplog.at_level(logging.INFO, logger="feddns.query"), serve(config) as server:
-        ask(server.port, make_query(WEB, "SRV"))
-        wait_until(lambda: any("SRV" in r.getMessage() for r in caplog.records))
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "feddns.query"]
-    assert line.startswith("query 127.0.0.1#")
-    assert line.endswith(f" udp {WEB} SRV NOERROR")
+        # The same query three times: a repeat must not be answered from the
+        # transport's front memo behind the log's back.
+        query = make_query(WEB, "SRV")
+        for _ in range(3):
+            ask(server.port, query)
+        wait_until(lambda: sum("SRV" in r.getMessage() for r in caplog.records) == 3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "feddns.query"]
+    assert len(lines) == 3
+    for line in lines:
+        assert line.startswith("query 127.0.0.1#")
+        assert line.endswith(f" udp {WEB} SRV NOERROR")
 
 
 def test_nothing_is_logged_per_query_by_default(
