@@ -22,7 +22,9 @@ nowhere else; the handler stays a pure bytes-to-bytes function. Rules kept:
   on every accept, so a reload changes them for new connections;
 * one bad packet never kills a transport: errors are caught per packet,
   counted and logged once per kind;
-* a repeated UDP query is answered here, from the handler's front memo
+* UDP is read by the loop's reader callback with plain ``recvfrom``, up to
+  ``BATCH`` datagrams per wake-up (:class:`UdpListener`), and a repeated
+  query is answered there, from the handler's front memo
   (:class:`~feddns.dns.handling.UdpFront`), without calling the handler: two
   dict lookups, a count and a send. Everything else goes to the handler;
 * the first query after every ``SAMPLE_INTERVAL`` is timed (handler and
@@ -58,6 +60,11 @@ TCP_BACKLOG = 1024
 SAMPLE_INTERVAL = 0.01
 """Seconds between two queries timed for the latency histogram (per transport)."""
 
+RECV_SIZE = 65535
+"""Bytes read per datagram: any UDP datagram whole, as the handler must see it."""
+BATCH = 64
+"""Datagrams read per readiness callback before the event loop gets a turn."""
+
 _SAMPLE_DUE: dict[str, dict[bytes, FrontEntry]] = {}
 """An always-empty front map: swapped in when a UDP sample is due, so the next query
 misses the front and is timed on the slow path."""
@@ -85,17 +92,29 @@ class ServerStats:
     """Sampled seconds from a query's arrival in Python to its answer sent, by transport."""
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, handle: HandleFn, stats: ServerStats, front: UdpFront | None) -> None:
+class UdpListener:
+    """One UDP socket, drained by the event loop's reader callback.
+
+    No asyncio transport: the loop calls :meth:`readable` when the socket has
+    datagrams, and it reads up to ``BATCH`` of them with plain ``recvfrom``
+    and answers each with ``sendto``. That costs less per query than a
+    datagram protocol (uvloop's included: no protocol callback, no context
+    copy per send; see bench/RESULTS.md) and keeps every query on the loop's
+    thread. A send that would block drops that answer (counted as
+    ``udp_send_EAGAIN``): the client retries, memory stays bounded.
+    """
+
+    def __init__(self, sock: socket.socket, handle: HandleFn, stats: ServerStats,
+                 front: UdpFront | None) -> None:
+        self.sock = sock
         self.handle = handle
         self.stats = stats
-        self.transport: asyncio.DatagramTransport | None = None
-        self.sendto: Callable[[bytes, tuple[str, int]], None] = _not_connected
         self.front_map: dict[str, dict[bytes, FrontEntry]] = {}
         self.counts: list[int] = []
         self.by_source = _SAMPLE_DUE
         """:attr:`front_map`, or :data:`_SAMPLE_DUE` while a sample is due (the first query)."""
         self.sample_timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.set_front(front)
 
     def set_front(self, front: UdpFront | None) -> None:
@@ -105,73 +124,78 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if self.by_source is not _SAMPLE_DUE:
             self.by_source = self.front_map
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.sendto = transport.sendto  # type: ignore[attr-defined]
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Have ``loop`` call :meth:`readable` whenever the socket has datagrams."""
+        self.loop = loop
+        loop.add_reader(self.sock.fileno(), self.readable)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        """Stop reading and close the socket."""
         if self.sample_timer is not None:
             self.sample_timer.cancel()
             self.sample_timer = None
-        self.sendto = _not_connected
+        if self.loop is not None and self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
     # The hot path: kept flat, every attribute lookup here is paid per query.
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        front = self.by_source.get(addr[0])
-        if front is not None:
-            hit = front.get(data[2:])
-            if hit is not None:
-                self.counts[hit[1]] += 1
-                tail = hit[0]
-                try:
-                    if tail.__class__ is bytes:
-                        self.sendto(data[:2] + tail, addr)
-                    else:  # a rotating answer: the variant follows the query ID
-                        self.sendto(data[:2] + tail[data[1] % len(tail)], addr)  # type: ignore[operator]
-                except Exception as exc:  # one packet must never take the listener down
-                    _count_error(self.stats, "udp", exc)
-                return
-        self._answer(data, addr)
+    def readable(self) -> None:
+        """Read and answer the datagrams waiting (at most ``BATCH``, then the loop's turn)."""
+        recvfrom = self.sock.recvfrom
+        sendto = self.sock.sendto
+        by_source = self.by_source
+        counts = self.counts
+        for _ in range(BATCH):
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except BlockingIOError:
+                return  # drained
+            except OSError:  # an ICMP error for an earlier answer (port unreachable...)
+                self.stats.errors["udp_icmp"] += 1
+                continue
+            front = by_source.get(addr[0])
+            if front is not None:
+                hit = front.get(data[2:])
+                if hit is not None:
+                    counts[hit[1]] += 1
+                    tail = hit[0]
+                    try:
+                        if tail.__class__ is bytes:
+                            sendto(data[:2] + tail, addr)
+                        else:  # a rotating answer: the variant follows the query ID
+                            sendto(data[:2] + tail[data[1] % len(tail)], addr)  # type: ignore[operator]
+                    except OSError as exc:
+                        _count_error(self.stats, "udp_send", exc)
+                    continue
+            self._answer(data, addr)
+            by_source = self.by_source  # a sample taken puts the front back
+            counts = self.counts
 
     def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
         """Everything the front memo does not answer: the handler decides."""
-        if self.by_source is _SAMPLE_DUE:
-            self._timed(data, addr)
-            return
+        timed = self.by_source is _SAMPLE_DUE
+        if timed:
+            self.by_source = self.front_map
+            if self.loop is not None:
+                self.sample_timer = self.loop.call_later(SAMPLE_INTERVAL, self._sample_due)
+        started = perf_counter() if timed else 0.0
         try:
             resp = self.handle(data, False, addr)
-            if resp is not None:
-                self.sendto(resp, addr)
         except Exception as exc:  # one packet must never take the listener down
             _count_error(self.stats, "udp", exc)
-
-    def _timed(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.by_source = self.front_map
-        started = perf_counter()
-        try:
-            resp = self.handle(data, False, addr)
-            if resp is not None:
-                self.sendto(resp, addr)
-        except Exception as exc:
-            _count_error(self.stats, "udp", exc)
             return
-        finally:
-            if self.transport is not None and not self.transport.is_closing():
-                self.sample_timer = asyncio.get_running_loop().call_later(
-                    SAMPLE_INTERVAL, self._sample_due)
-        self.stats.latency["udp"].observe(perf_counter() - started)
+        if resp is not None:
+            try:
+                self.sock.sendto(resp, addr)
+            except OSError as exc:
+                _count_error(self.stats, "udp_send", exc)
+                return
+        if timed:
+            self.stats.latency["udp"].observe(perf_counter() - started)
 
     def _sample_due(self) -> None:
         self.sample_timer = None
         self.by_source = _SAMPLE_DUE
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for earlier sends (e.g. port unreachable): nothing to do.
-        self.stats.errors["udp_icmp"] += 1
-
-
-def _not_connected(data: bytes, addr: tuple[str, int]) -> None:
-    raise ConnectionError("the UDP transport is not connected")
 
 
 class _TcpProtocol(asyncio.StreamReaderProtocol):
@@ -294,8 +318,7 @@ class DnsServer:
         self.udp_receive_buffer = udp_receive_buffer
         self.stats = ServerStats()
         self.addresses: list[tuple[str, int]] = []
-        self._udp: list[asyncio.DatagramTransport] = []
-        self._udp_protocols: list[_UdpProtocol] = []
+        self._udp: list[UdpListener] = []
         self._tcp: list[asyncio.Server] = []
         self._conns: set[asyncio.StreamWriter] = set()
         self._tcp_sample_due = True
@@ -310,9 +333,9 @@ class DnsServer:
         self.handle = handle
         self.front = front
         self.limits = limits_of(handle) or self.limits
-        for protocol in self._udp_protocols:
-            protocol.handle = handle
-            protocol.set_front(front)
+        for listener in self._udp:
+            listener.handle = handle
+            listener.set_front(front)
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind every address; return them with the ports actually bound."""
@@ -326,11 +349,9 @@ class DnsServer:
                     " raise net.core.rmem_max or run with CAP_NET_ADMIN",
                     host, udp_sock.getsockname()[1], got, self.udp_receive_buffer,
                 )
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self.handle, self.stats, self.front), sock=udp_sock
-            )
-            self._udp.append(transport)
-            self._udp_protocols.append(protocol)
+            listener = UdpListener(udp_sock, self.handle, self.stats, self.front)
+            listener.start(loop)
+            self._udp.append(listener)
             # create_server listens again with its own backlog (default 100), which would
             # drop SYNs from a burst of clients while the loop is busy: pass ours.
             server = await loop.create_server(lambda: _TcpProtocol(self, loop), sock=tcp_sock,
@@ -341,8 +362,8 @@ class DnsServer:
 
     async def stop(self) -> None:
         """Stop listening and close every connection."""
-        for transport in self._udp:
-            transport.close()
+        for listener in self._udp:
+            listener.close()
         for server in self._tcp:
             server.close()
         for writer in list(self._conns):
@@ -351,7 +372,6 @@ class DnsServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
         self._udp.clear()
-        self._udp_protocols.clear()
         self._tcp.clear()
         if self._tcp_sample_timer is not None:
             self._tcp_sample_timer.cancel()
