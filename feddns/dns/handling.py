@@ -65,6 +65,12 @@ _HEAD = struct.Struct("!HHHHH")
 FRONT_SIZE = 65536
 """Most entries of one client class's front memo (cleared when full: random-case
 queries from 0x20 resolvers never repeat, and must not grow memory)."""
+FRONT_BYTES = 64 * 1024 * 1024
+"""Most bytes of answers held by all of one handler's front memos together (then
+they all start over). The entry count alone would not bound memory: a rotating
+answer keeps every variant, up to 64 of them, for each spelling of the name."""
+FRONT_ENTRY_OVERHEAD = 200
+"""Bytes counted per front entry besides its answers (key, tuple, dict slot)."""
 _NO_EDNS = 0
 _EDNS = 1
 _EDNS_DO = 2
@@ -197,6 +203,7 @@ class Handler:
         + qtype`` (regions: 0, :data:`LEAN`, :data:`TRUNCATED`)."""
         self._fronts: list[dict[bytes, FrontEntry]] = []
         self._front_version = -1
+        self._front_bytes = 0
         self.udp_front = UdpFront({}, self.query_counts)
         """The front memo by client address, for the UDP transport (see the module doc)."""
         self._table: AnswerTable | None = None
@@ -236,6 +243,23 @@ class Handler:
         if by_source:
             by_source.clear()
 
+    def _make_room(self, front: dict[bytes, FrontEntry], size: int) -> None:
+        """Start over when full: ``front`` alone by entries, all fronts by bytes.
+
+        Emptied in place: the UDP listener's map points at the same dicts.
+        """
+        if len(front) >= FRONT_SIZE:
+            self._front_bytes -= sum(_entry_size(k, v[0]) for k, v in front.items())
+            front.clear()
+        if self._front_bytes + size > FRONT_BYTES:
+            for each in self._fronts:
+                each.clear()
+            self._front_bytes = 0
+
+    def front_bytes(self) -> int:
+        """Bytes of answers the front memos hold now (approximately)."""
+        return self._front_bytes
+
     def truncated_total(self) -> int:
         """UDP answers sent empty with TC=1 (RRL slips apart)."""
         return sum(self.query_counts[TRUNCATED:])
@@ -261,6 +285,7 @@ class Handler:
         if self._front_version != table.version:
             self._front_version = table.version
             self._fronts = [{} for _ in table.memos]
+            self._front_bytes = 0
             self.udp_front.by_source.clear()
         front = self._fronts[cls]
         if addr is not None and self.guard is None:
@@ -355,10 +380,14 @@ class Handler:
         pick = data[1] % len(made)
         if len({slot for _, slot in made}) == 1:
             # Every variant is cut the same way (the usual case): remember it.
-            if len(front) >= FRONT_SIZE:
-                front.clear()
             tails = tuple(tail for tail, _ in made)
-            front[data[2:]] = (tails[0] if len(tails) == 1 else tails, made[0][1])
+            entry = (tails[0] if len(tails) == 1 else tails, made[0][1])
+            query = data[2:]
+            size = _entry_size(query, entry[0])
+            if len(front) >= FRONT_SIZE or self._front_bytes + size > FRONT_BYTES:
+                self._make_room(front, size)
+            self._front_bytes += size
+            front[query] = entry
         if tcp:
             memo = choices[pick].fast[key]
             self.query_counts[memo.slot + qslot] += 1
@@ -481,6 +510,12 @@ class Handler:
 
 _NOTIMP = CompiledAnswer(wire.NOTIMP, aa=False)
 _BADVERS = CompiledAnswer(wire.BADVERS & 0xF, aa=False)
+
+
+def _entry_size(key: bytes, tail: bytes | tuple[bytes, ...]) -> int:
+    """What a front entry is counted as against :data:`FRONT_BYTES`."""
+    answers = len(tail) if isinstance(tail, bytes) else sum(len(t) for t in tail)
+    return FRONT_ENTRY_OVERHEAD + len(key) + answers
 
 
 def _plain_name(data: bytes, end: int) -> bool:

@@ -13,12 +13,15 @@ is placed nowhere). Properties:
 * any change to the table, a new table, a new advertised size, or the ACL/RRL
   switched on stops the front from answering at once;
 * a TCP query never gets an answer cut for UDP;
-* latency samples: the first query is timed, then the first after each interval.
+* latency samples: the first query is timed, then the first after each interval;
+* random-case spellings (0x20) never grow the fronts beyond their entry and
+  byte bounds, and the byte count kept is what they really hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import struct
 import time
@@ -31,6 +34,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feddns.app import locator_from
+from feddns.dns import handling
 from feddns.dns.handling import Handler
 from feddns.dns.server import ServerStats, UdpListener
 from feddns.model.services import Endpoint
@@ -257,3 +261,29 @@ def test_the_first_query_is_timed_then_one_after_each_interval() -> None:
         finally:
             wire.close()
     asyncio.run(run())
+
+
+def held(handler: Handler) -> int:
+    """What the fronts really hold, counted as the handler counts it."""
+    return sum(handling._entry_size(k, v[0]) for f in handler._fronts for k, v in f.items())
+
+
+@pytest.mark.parametrize(("entries", "size"), [(50, handling.FRONT_BYTES), (10**6, 40_000)])
+def test_random_case_spellings_never_grow_the_front_beyond_its_bounds(
+        monkeypatch: pytest.MonkeyPatch, entries: int, size: int) -> None:
+    # 0x20 resolvers spell every query differently: each spelling is a new entry,
+    # and a rotating answer keeps all its variants in it.
+    monkeypatch.setattr(handling, "FRONT_SIZE", entries)
+    monkeypatch.setattr(handling, "FRONT_BYTES", size)
+    handler = Handler(located(east=3, west=3, north=3).table)
+    rng = random.Random(5)
+    peak = 0
+    for qid in range(3000):
+        spelled = bytes(c ^ 0x20 if 0x61 <= c <= 0x7A and rng.random() < 0.5 else c for c in WEB)
+        for addr in ((EAST, 53), (NOWHERE, 53)):
+            query = plain_query(qid, spelled, 1, rd=True, edns=(1232, False))
+            assert handler.handle(query, False, addr) == handler.handle_full(query, False, addr)
+        assert handler.front_bytes() == held(handler) <= size
+        assert max(len(f) for f in handler._fronts) <= entries
+        peak = max(peak, handler.front_bytes())
+    assert peak > size // 2 or entries == 50  # the bound was reached, not just respected
