@@ -37,6 +37,15 @@ def test_the_knot_comparison_prints_every_figure() -> None:
     assert float(figures["feddns-qps"]) > 0 and float(figures["knot-qps"]) > 0
 
 
+@pytest.mark.skipif(shutil.which("dnsperf") is None,
+                    reason="dnsperf is installed by make test (scripts/apt-install)")
+def test_the_ceiling_benchmark_prints_both_ceilings() -> None:
+    figures = run_bench("bench.ceiling", "--seconds", "1", "--runs", "1")
+    for name in ("ceiling-qps", "ceiling-reader-qps", "ceiling-server-us-per-query",
+                 "ceiling-reader-server-us-per-query"):
+        assert float(figures[name]) > 0, f"{name} missing from {sorted(figures)}"
+
+
 def test_the_warm_start_benchmark_prints_its_figure() -> None:
     figures = run_bench("bench.warm_start", "--runs", "1", "--services", "100")
     assert float(figures["warm-start-seconds"]) > 0
