@@ -26,6 +26,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
+import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
@@ -800,3 +801,37 @@ def test_the_udp_exchange_helper_does_see_a_reply_to_an_earlier_packet(demo_serv
     answered = _pkt(qd=2, body=_Q + _Q)
     got = udp_exchange(demo_server.port, [answered], soa_query().to_wire())
     assert len(got) == 1 and got[0][:2] == b"\xab\xcd"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_a_server_on_ipv6_loopback_answers_repeated_queries_over_udp_and_tcp() -> None:
+    from feddns.config import load_settings
+    from tests.support import DEMO_CONFIG
+
+    with ServerThread(load_settings(DEMO_CONFIG), listen="[::1]:0") as server:
+        port = server.port
+        query = dns.message.make_query("web.shop.svc.clusterset.local.", "A")
+        wire = query.to_wire()
+        replies = []
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            for qid in range(1, 8):  # the first reaches the handler, the rest the front
+                s.sendto(qid.to_bytes(2, "big") + wire[2:], ("::1", port))
+                reply = dns.message.from_wire(s.recv(65535))
+                assert reply.id == qid and reply.rcode() == dns.rcode.NOERROR
+                replies.append(sorted(rd.address for rr in reply.answer for rd in rr))
+        assert replies[0] == ["10.96.1.10", "10.96.2.10", "10.96.3.10"]
+        assert all(r == replies[0] for r in replies)
+        tcp = dns.query.tcp(query, "::1", port=port, timeout=3)
+        assert sorted(rd.address for rr in tcp.answer for rd in rr) == replies[0]
+        handled = server.call(lambda: server.app.handler.udp_front.by_source)
+        assert "::1" in handled  # the repeats were answered from the front
