@@ -34,8 +34,11 @@ class Mosquitto:
     def __init__(self, folder: Path, *, persistence: bool = False,
                  max_packet_size: int | None = None,
                  tls: tuple[Path, Path, Path] | None = None,
-                 password_file: Path | None = None) -> None:
+                 password_file: Path | None = None,
+                 max_queued_messages: int | None = 100_000) -> None:
         self.folder = folder
+        self.max_queued_messages = max_queued_messages
+        """The README's recommendation by default; None leaves mosquitto's own (1000)."""
         self.persistence = persistence
         self.max_packet_size = max_packet_size
         self.tls = tls
@@ -65,9 +68,10 @@ class Mosquitto:
             "log_type information",
             "user root",
             # The settings the README recommends for production brokers.
-            "max_queued_messages 100000",
             "set_tcp_nodelay true",
         ]
+        if self.max_queued_messages is not None:
+            lines.append(f"max_queued_messages {self.max_queued_messages}")
         if self.max_packet_size is not None:
             lines.append(f"max_packet_size {self.max_packet_size}")
         if self.password_file is not None:
@@ -147,12 +151,14 @@ def make_password_file(path: Path, user: str, password: str) -> Path:
 @contextlib.contextmanager
 def mosquitto(folder: Path, *, persistence: bool = False, max_packet_size: int | None = None,
               tls: tuple[Path, Path, Path] | None = None,
-              password_file: Path | None = None) -> Iterator[Mosquitto]:
+              password_file: Path | None = None,
+              max_queued_messages: int | None = 100_000) -> Iterator[Mosquitto]:
     """A started broker, stopped on exit whatever happened."""
     if not Path(MOSQUITTO).exists():
         raise RuntimeError("mosquitto is not installed (Debian package mosquitto)")
     broker = Mosquitto(folder, persistence=persistence, max_packet_size=max_packet_size,
-                       tls=tls, password_file=password_file)
+                       tls=tls, password_file=password_file,
+                       max_queued_messages=max_queued_messages)
     broker.start()
     try:
         yield broker

@@ -151,6 +151,9 @@ METRICS: tuple[MetricDef, ...] = (
               "Received messages already known (ignored)."),
     MetricDef("feddns_bus_dropped_total", "counter", (),
               "Received messages discarded because the bounded queue was full."),
+    MetricDef("feddns_bus_gap_requests_total", "counter", (),
+              "Topics asked for again because their retained message never arrived (a"
+              " broker drops what a new subscriber cannot take fast enough)."),
     MetricDef("feddns_bus_oversized_total", "counter", (),
               "Own messages not published because they exceed max_payload_size."),
     MetricDef("feddns_bus_rejected_total", "counter", ("reason",),
@@ -207,6 +210,9 @@ class BusStatsLike(Protocol):
     @property
     def applied(self) -> int:
         """Received messages that changed the registry."""
+    @property
+    def gap_requests(self) -> int:
+        """Topics asked for again because their retained message never arrived."""
     @property
     def duplicates(self) -> int:
         """Received messages already known."""
@@ -427,6 +433,7 @@ def _bus(stats: BusStatsLike) -> Iterator[Metric]:
     yield _single("feddns_bus_applied_total", stats.applied)
     yield _single("feddns_bus_duplicates_total", stats.duplicates)
     yield _single("feddns_bus_dropped_total", stats.dropped)
+    yield _single("feddns_bus_gap_requests_total", stats.gap_requests)
     yield _single("feddns_bus_oversized_total", stats.oversized_own)
     rejected = _family("feddns_bus_rejected_total")
     for reason, n in sorted(stats.rejected.items()):

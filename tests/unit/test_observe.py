@@ -172,6 +172,7 @@ class Bus:
     applied: int = 6
     duplicates: int = 1
     dropped: int = 0
+    gap_requests: int = 4
     oversized_own: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: {"bad_signature": 3})
     peers: dict[str, Peer] = field(default_factory=lambda: {"west": Peer(True, 1.5)})
@@ -218,6 +219,7 @@ def test_bus_metrics_come_from_the_bus_stats_callable() -> None:
     app.bus_stats = lambda: Bus(connected=False)
     families = scrape(app)
     assert families["feddns_bus_connected"].samples[0].value == 0.0
+    assert families["feddns_bus_gap_requests"].samples[0].value == 4.0
     rejected = {s.labels["reason"]: s.value for s in families["feddns_bus_rejected"].samples}
     assert rejected == {"bad_signature": 3.0}
     peers = families["feddns_bus_peer_heartbeat_age_seconds"].samples

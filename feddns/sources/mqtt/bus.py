@@ -11,15 +11,18 @@ persistence forgets retained messages on restart), and bounds aiomqtt's
 queues, which are unbounded by default. While the broker is away, the
 registry keeps every peer's data; peers turn stale after ``peer_timeout``.
 
-Own data is published retained at QoS 1 (the broker acknowledges storing it),
-but the subscription is QoS 0, on purpose: mosquitto queues at most
-``max_queued_messages`` (default 1000) QoS 1 messages per subscriber and
-drops the rest ("Outgoing messages are being dropped"), so a new subscriber
-of a 10,000-service cluster would receive a tenth of its retained messages.
-QoS 0 delivery is not limited that way, and loses nothing that matters here:
-state is idempotent, a message lost with a broken connection is delivered
-again as a retained message after the reconnect, and a gap shows up as an
-incomplete manifest, which keeps the cluster "unknown" instead of "removed".
+Own data is published retained at QoS 1 (the broker acknowledges storing it);
+the subscription is QoS 0: state is idempotent, a message lost with a broken
+connection comes back as a retained message after the reconnect, and QoS 1
+would add a PUBACK per message for nothing. A broker still drops what a
+subscriber cannot take fast enough: mosquitto keeps at most
+``max_queued_messages`` (default 1000) packets waiting per client, QoS 0
+included, so a new peer of a 10,000-service federation, or a slow one during
+a large republish, misses some messages, possibly a manifest. A gap shows as
+an incomplete manifest (or none), which keeps the cluster "unknown", never
+"removed", and the bus repairs it by asking for the missing topics again, a
+batch at a time (:meth:`FederationBus._repair_forever`). Acknowledgements wait
+up to ``ACK_TIMEOUT``: they queue behind such a backlog.
 
 The protocol details live next door: ``topics`` (the topic tree), ``codec``
 (signed payloads), ``merging`` (peers' data into the registry, freshness, the
@@ -62,6 +65,25 @@ RECEIVE_BATCH = 256
 RESUBSCRIBE_INTERVAL = 30.0
 """After incoming messages were dropped (queue full), resubscribe at most this often: the
 broker then resends every retained message, repairing what was lost."""
+ACK_TIMEOUT = 120.0
+"""Longest wait for a PUBACK, SUBACK or UNSUBACK once connected. An acknowledgement
+queues behind whatever the broker is already sending us (a new peer's retained backlog
+can take many seconds to read), so ``connect_timeout`` would end healthy sessions and
+start the backlog again; a dead broker is found by the keepalive, not by this."""
+REPAIR_INTERVAL = 2.0
+"""Seconds between two looks for retained messages that never arrived."""
+REPAIR_MAX_INTERVAL = 60.0
+"""Longest pause between two requests for topics the broker had nothing for."""
+REPAIR_NEXT_BATCH = 0.5
+"""Pause before the next request while a repair is making progress."""
+REPAIR_BUSY_RATE = 200.0
+"""Incoming messages per second above which a backlog is taken to be still arriving
+(steady change traffic and heartbeats stay well below)."""
+REPAIR_BATCH = 500
+"""Most topics asked for at once: half of mosquitto's default ``max_queued_messages``."""
+REPAIR_MIN_BATCH = 16
+REPAIR_WAIT = 10.0
+"""Longest wait for the answers to one request before unsubscribing again."""
 OFFLINE_TIMEOUT = 2.0
 """Seconds allowed to publish "offline" statuses at a clean shutdown."""
 
@@ -93,6 +115,8 @@ class BusStats:
     duplicates: int
     dropped: int
     """Incoming messages discarded because the bounded queue was full."""
+    gap_requests: int
+    """Topics asked for again because their retained message never arrived."""
     oversized_own: int
     """Own messages not published because they exceed ``max_payload_size``."""
     rejected: dict[str, int]
@@ -171,6 +195,9 @@ class FederationBus:
         self.last_error: str | None = None
         self.published = 0
         self._wake = asyncio.Event()
+        self.gap_requests = 0
+        self._received = 0
+        """Incoming messages so far (gaps are looked for when few are arriving)."""
         self._drops = _DropCounter()
         self._drops_repaired = 0
         # Not registered with logging.getLogger: one per bus, so drop counts do not mix.
@@ -211,6 +238,7 @@ class FederationBus:
             applied=counts["applied"],
             duplicates=counts["duplicates"],
             dropped=self._drops.count,
+            gap_requests=self.gap_requests,
             oversized_own=self.publisher.oversized,
             rejected=dict(self.merger.rejected),
             peers={
@@ -327,14 +355,15 @@ class FederationBus:
             self.publisher.reset()
             receiving = asyncio.create_task(self._receive(client), name="bus receive")
             publishing = asyncio.create_task(self._publish_forever(client), name="bus publish")
+            repairing = asyncio.create_task(self._repair_forever(client), name="bus repair")
             try:
-                done, _ = await asyncio.wait((receiving, publishing),
+                done, _ = await asyncio.wait((receiving, publishing, repairing),
                                              return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
-                await _stop(receiving, publishing)
+                await _stop(receiving, publishing, repairing)
                 await self._say_offline(client)
                 raise
-            await _stop(receiving, publishing)
+            await _stop(receiving, publishing, repairing)
             for task in done:
                 exc = task.exception()
                 if exc is not None:
@@ -357,6 +386,7 @@ class FederationBus:
         batch = 0
         # Each message takes one turn of the event loop, so queries are served in between.
         async for message in client.messages:
+            self._received += 1
             self.merger.receive(message.topic.value, message.payload,
                                 retained=bool(message.retain), now=self.clock(),
                                 wall_now=self.wall())
@@ -373,7 +403,66 @@ class FederationBus:
                             self.settings.max_queued_messages)
                 self._drops_repaired = self._drops.count
                 last_resubscribe = loop.time()
-                await client.subscribe(self.topics.subscription, qos=0)
+                await client.subscribe(self.topics.subscription, qos=0, timeout=ACK_TIMEOUT)
+
+    async def _repair_forever(self, client: aiomqtt.Client) -> None:
+        """Ask the broker again for retained messages that never arrived.
+
+        A broker sends a new subscriber every retained message at once and drops
+        what the subscriber cannot take fast enough (mosquitto: beyond
+        ``max_queued_messages``, default 1000, QoS 0 included; a large republish
+        can overflow a slow subscriber the same way), so a peer can miss
+        services or a whole manifest, and would keep that cluster "unknown"
+        until the next republish. Every ``REPAIR_INTERVAL``, unless a backlog is
+        still pouring in, the gaps (:meth:`Merger.gaps`) seen at the previous look
+        too are asked for by exact topic: the broker sends each one's retained
+        message again, then the exact subscriptions are dropped. The batch
+        halves while part of it goes missing and grows back when all of it
+        arrives; topics the broker has nothing for are asked again less and less
+        often (up to ``REPAIR_MAX_INTERVAL``).
+        """
+        wait = REPAIR_INTERVAL
+        batch_size = REPAIR_BATCH
+        seen = self._received
+        previous: set[str] = set()
+        while True:
+            await asyncio.sleep(wait)
+            arrived, seen = self._received - seen, self._received
+            if arrived > REPAIR_BUSY_RATE * wait:
+                continue  # a backlog is still arriving: what is missing may be in it
+            gaps = self.merger.gaps(self.topics)
+            asked = [topic for topic in gaps if topic in previous][:batch_size]
+            if not asked:
+                previous, wait = set(gaps), REPAIR_INTERVAL
+                continue
+            if not self.gap_requests:
+                log.info("bus: %d retained message(s) missing (first: %s); asking the"
+                         " broker for them again", len(gaps), asked[0])
+            self.gap_requests += len(asked)
+            await client.subscribe([(topic, 0) for topic in asked], timeout=ACK_TIMEOUT)
+            await self._until_quiet()
+            await client.unsubscribe(asked, timeout=ACK_TIMEOUT)
+            self.merger.flush(now=self.clock())
+            seen = self._received
+            previous = set(self.merger.gaps(self.topics))
+            still = sum(1 for topic in asked if topic in previous)
+            if still == len(asked):  # nothing came: the broker has nothing for them now
+                wait = min(wait * 2, REPAIR_MAX_INTERVAL)
+            else:
+                wait = REPAIR_NEXT_BATCH
+                batch_size = (max(REPAIR_MIN_BATCH, batch_size // 2) if still
+                              else min(REPAIR_BATCH, batch_size * 2))
+
+    async def _until_quiet(self) -> None:
+        """Wait until the answers to a request stop pouring in (``REPAIR_WAIT`` at most)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPAIR_WAIT
+        seen = self._received
+        while loop.time() < deadline:
+            await asyncio.sleep(0.25)
+            arrived, seen = self._received - seen, self._received
+            if arrived <= REPAIR_BUSY_RATE * 0.25:
+                return
 
     async def _tick_forever(self) -> None:
         """Judge peers' silence by the local clock, even while the broker is away."""
@@ -427,7 +516,8 @@ class FederationBus:
 
         async def worker() -> None:
             for topic, payload in pending:  # the workers share one iterator
-                await client.publish(topic, payload, qos=1, retain=True)
+                await client.publish(topic, payload, qos=1, retain=True,
+                                     timeout=ACK_TIMEOUT)
                 self.published += 1
 
         async with asyncio.TaskGroup() as group:

@@ -57,6 +57,7 @@ from feddns.sources.mqtt.codec import (
     StatusMessage,
     check_time,
 )
+from feddns.sources.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,29 @@ class Merger:
                     " it are only counted", origin, exc, exc.reason)
 
     # --- writing to the registry -----------------------------------------------
+
+    def gaps(self, topics: Topics) -> list[str]:
+        """Topics whose retained message should be here by now and is not.
+
+        For every cluster expected from the bus (in the registry, not sourced by
+        this instance) and every other cluster heard with a manifest: its
+        manifest and status when no manifest arrived, else the services its
+        manifest lists that no message brought. A broker drops messages a new
+        subscriber cannot take fast enough (mosquitto: past ``max_queued_messages``),
+        and nothing else would bring them back before the next republish.
+        """
+        names = [n for n in self.registry.clusters if n not in self.own_clusters]
+        names += [n for n, p in self.peers.items() if p.manifest is not None and n not in names]
+        out: list[str] = []
+        for name in names:
+            peer = self.peers.get(name)
+            if peer is None or peer.manifest is None:
+                out.append(topics.snapshot(name))
+                if peer is None or peer.status_gen < 0:
+                    out.append(topics.status(name))
+            else:
+                out.extend(topics.service(name, key) for key in sorted(peer.missing))
+        return out
 
     def target_state(self, peer: PeerCluster, now: float) -> tuple[ClusterState, str | None]:
         """What the bus says about the cluster's freshness, and why when not fresh."""
