@@ -118,6 +118,7 @@ def bus_view(bus: BusStatsLike) -> dict[str, Any]:
         "applied": bus.applied,
         "duplicates": bus.duplicates,
         "dropped": bus.dropped,
+        "gap_requests": bus.gap_requests,
         "rejected": dict(bus.rejected),
         "peers": {
             name: {"online": peer.online,

@@ -275,6 +275,7 @@ class Bus:
     applied: int = 8
     duplicates: int = 1
     dropped: int = 0
+    gap_requests: int = 5
     oversized_own: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: {"replayed": 2})
     peers: dict[str, Any] = field(default_factory=dict)
@@ -288,6 +289,7 @@ def test_the_bus_counters_reach_metrics_and_status(running: ServerThread) -> Non
     assert value(found["feddns_bus_rejected"], "feddns_bus_rejected_total",
                  reason="replayed") == 2
     assert value(found["feddns_bus_connected"], "feddns_bus_connected") == 0
+    assert value(found["feddns_bus_gap_requests"], "feddns_bus_gap_requests_total") == 5
     proc = feddns_status("--url", url(running))
     assert proc.returncode == 1
     assert "bus: DISCONNECTED, 3 connect(s)" in proc.stdout
