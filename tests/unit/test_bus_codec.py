@@ -626,3 +626,27 @@ def test_what_one_instance_publishes_another_rebuilds_exactly() -> None:
     assert merger.registry.clusters["east"].state is ClusterState.FRESH
     assert isinstance(make_codec().decode(*publisher.statuses(online=False, wall_now=WALL)[0]),
                       StatusMessage)
+
+
+def test_the_diff_pauses_every_step_services_and_a_change_made_in_a_pause_is_not_lost() -> None:
+    registry = Registry.for_clusters(["east"])
+    registry.replace(ClusterSnapshot.from_services(
+        "east", [web(f"10.1.0.{i + 1}", name=f"s{i:02d}") for i in range(25)]), now=NOW)
+    publisher = make_publisher(registry, [WALL])
+    steps = publisher.changes_in_steps(wall_now=WALL, step=10)
+    next(steps)  # paused after 9 services, before encoding the 10th
+    # The source changes a service already diffed and adds one, during the pause.
+    registry.put_service("east", ("shop", "s00"), web("10.1.9.9", name="s00"), now=NOW)
+    registry.put_service("east", ("shop", "new"), web("10.1.9.8", name="new"), now=NOW)
+    next(steps)  # after 19
+    with pytest.raises(StopIteration) as done:
+        next(steps)
+    first = done.value.value
+    assert len(first.services) == 25  # the copy taken at the start, no more, no less
+    merger = make_merger()
+    feed(merger, *first.services, *first.manifests)
+    second = publisher.changes(wall_now=WALL + 1)  # the registry moved on: diff again
+    assert sorted(t.rsplit("/", 1)[1] for t, _ in second.services) == ["new", "s00"]
+    feed(merger, *second.services, *second.manifests)
+    assert services_of(merger) == dict(registry.clusters["east"].snapshot.services)  # type: ignore[union-attr]
+    assert len(publisher.changes(wall_now=WALL + 2)) == 0
