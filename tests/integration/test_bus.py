@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,15 +167,15 @@ async def test_a_change_in_one_instances_own_cluster_reaches_the_others_registry
     assert b.service("east") == web()
     assert b.answer() == ["10.96.1.10", "10.96.3.10"]
     sent: list[tuple[int, int, int]] = []
-    changes = a.bus.publisher.changes
+    changes = a.bus.publisher.changes_in_steps
 
-    def recording(**kwargs: Any) -> Outbox:
-        out = changes(**kwargs)
+    def recording(**kwargs: Any) -> Generator[None, None, Outbox]:
+        out = yield from changes(**kwargs)
         if len(out):
             sent.append((len(out.services), len(out.manifests), len(out.clears)))
         return out
 
-    a.bus.publisher.changes = recording  # type: ignore[method-assign]
+    a.bus.publisher.changes_in_steps = recording  # type: ignore[method-assign]
     a.set(web("10.1.0.2"))
     await eventually(lambda: b.service("east") == web("10.1.0.2"))
     assert sent == [(1, 0, 0)]  # one service message, not the cluster, no manifest
