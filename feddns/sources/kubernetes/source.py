@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import queue
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,15 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 """Events applied per turn of the loop before yielding to queries."""
+SWITCH_INTERVAL = 0.0002
+"""The interpreter's thread switch interval once watch threads run (default 5 ms).
+
+A watch thread converting a re-list holds the GIL until it is asked to drop it, and
+the event loop asks at every query (``recvfrom`` and ``sendto`` release the GIL), so
+this bounds how long each query waits for it. A 20,000-endpoint re-list, measured
+(``bench/k8s_relist.py``): query p99 147 ms at the default, 47 ms at 0.5 ms, 22 ms
+at 0.2 ms; the re-list itself 7 % slower. Threads blocked in reads never contend, so
+an idle watch costs nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,7 @@ class KubernetesSource:
         """Start the watch threads and apply their events until cancelled."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         s = self.settings
         for resource, namespace in sorted(self.expected, key=str):
             watcher = ResourceWatcher(
