@@ -57,7 +57,7 @@ from bench.k8s_common import (
 from bench.k8s_fakeapi import start_fake
 from feddns.config import load_settings
 from feddns.sources.kubernetes import watching as watching_module
-from feddns.sources.kubernetes.source import KubernetesSource
+from feddns.sources.kubernetes.source import SWITCH_INTERVAL, KubernetesSource
 from tests.support import ServerThread
 
 PROBE_PERIOD = 0.005
@@ -314,7 +314,8 @@ def main() -> None:
           f"{watching_module.LIST_PAGE} objects"
           f"{'; what-if: gc.freeze() after the initial sync' if args.gc_freeze else ''}"
           f"{f'; what-if: sleep(0) every {args.yield_every} objects' if args.yield_every else ''}"
-          f"; GIL switch interval {sys.getswitchinterval() * 1000:g} ms",
+          f"; GIL switch interval {sys.getswitchinterval() * 1000:g} ms until the source"
+          f" lowers it to {min(sys.getswitchinterval(), SWITCH_INTERVAL) * 1000:g} ms",
           flush=True)
     runs = []
     for r in range(args.runs):
