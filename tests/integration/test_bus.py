@@ -235,6 +235,71 @@ async def test_a_peer_joining_after_retained_state_was_lost_converges_within_one
         await a.stop()
 
 
+async def test_a_broker_killed_with_persistence_restores_old_state_that_nobody_goes_back_to(
+        tmp_path: Path, prefix: str) -> None:
+    # failure-modes.md row 13: a crash loses the retained updates since the last save;
+    # the restored, older state must not win over what peers hold, and the owner's
+    # republish after reconnecting brings every peer, old or new, to the current state.
+    with mosquitto(tmp_path / "broker", persistence=True) as broker:
+        a = Instance(broker, prefix, own="east", clusters=("east",), services=[web()]).start()
+        b = Instance(broker, prefix, own="west", clusters=("east", "west"),
+                     services=[]).start()
+        try:
+            await eventually(lambda: b.service("east") == web())
+            database = tmp_path / "broker" / "mosquitto.db"
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGUSR1)  # mosquitto: save persistence now
+            await eventually(lambda: database.exists() and database.stat().st_size > 0)
+            a.set(web("10.1.0.2"))  # after the save: lost by the crash below
+            await eventually(lambda: b.service("east") == web("10.1.0.2"))
+            broker.restart(kill=True)  # SIGKILL, then start on the same port and database
+            c = Instance(broker, prefix, own="north", clusters=("east", "north"),
+                         services=[]).start()
+            try:
+                deadline = time.monotonic() + 15
+                while not (c.service("east") == web("10.1.0.2")
+                           and a.bus.stats().connects == 2 and b.bus.stats().connects == 2):
+                    assert b.service("east") == web("10.1.0.2"), "B went back to old state"
+                    assert time.monotonic() < deadline, "no convergence after the crash"
+                    await asyncio.sleep(0.02)
+                assert b.state("east") is ClusterState.FRESH
+                assert b.bus.stats().rejected.get(Reason.OLD_GENERATION.value, 0) >= 1
+            finally:
+                await c.stop()
+        finally:
+            await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_two_replicas_of_one_cluster_stay_connected_and_either_keeps_it_fresh(
+        broker: Mosquitto, prefix: str) -> None:
+    # failure-modes.md row 14: a broker disconnects the older of two sessions with one
+    # ClientId, and the two would take turns for ever. Each process makes its own id.
+    r1 = Instance(broker, prefix, own="east", clusters=("east",), services=[web()]).start()
+    r2 = Instance(broker, prefix, own="east", clusters=("east",), services=[web()]).start()
+    b = Instance(broker, prefix, own="west", clusters=("east", "west"), services=[]).start()
+    try:
+        assert r1.bus.client_id != r2.bus.client_id
+        # Both replicas heard online many times over (heartbeats every 0.3 s) ...
+        await eventually(lambda: b.service("east") == web()
+                         and b.bus.stats().received >= 30, within=10.0)
+        # ... and neither was ever pushed off the broker by the other.
+        assert r1.bus.stats().connects == r2.bus.stats().connects == 1
+        assert r1.bus.connected and r2.bus.connected
+        assert "already connected" not in broker.log
+        # A rolling restart: r1 stops cleanly ("offline"); r2 still publishes east, so
+        # the peer keeps it fresh through more than peer_timeout (1 s) of r2's heartbeats.
+        await eventually(lambda: b.state("east") is ClusterState.FRESH)
+        await r1.stop()
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert b.state("east") is ClusterState.FRESH, "a replica's restart made it stale"
+            await asyncio.sleep(0.02)
+        await r2.stop()
+        await eventually(lambda: b.state("east") is ClusterState.STALE)
+    finally:
+        await asyncio.gather(r1.stop(), r2.stop(), b.stop())
+
+
 def _child() -> None:
     """Instance A in its own process (for SIGKILL); configured through the environment."""
     async def main() -> None:

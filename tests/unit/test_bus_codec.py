@@ -453,6 +453,39 @@ def test_a_clean_shutdown_offline_status_marks_the_peer_stale() -> None:
     assert merger.registry.clusters["east"].state is ClusterState.STALE
 
 
+def test_replicas_publishing_one_cluster_keep_it_fresh_while_any_of_them_is_online() -> None:
+    # Two feddns replicas of cluster east, each with its own session; the second one's
+    # clock runs 5 s behind, so all its generations are older than the first one's.
+    merger = make_merger()
+    r1, r2 = Peer(instance="east-r1"), Peer(instance="east-r2")
+    r2.gen, r2.session = 1, 40
+    feed(merger, r1.status(), r1.manifest(), r2.status())
+    assert merger.rejected == {}  # status generations are ordered per session
+    assert len(merger.peers["east"].sessions) == 2
+    # A rolling restart: r1 shuts down cleanly ...
+    feed(merger, r1.status(online=False))
+    assert state_of(merger) is ClusterState.FRESH  # r2 still publishes it
+    # ... and comes back with a new session while r2 dies without a word.
+    feed(merger, r1.status(session=70))
+    feed(merger, r2.status(online=False, session=40, gen=2, ts=WALL - 3600))  # r2's will
+    assert state_of(merger) is ClusterState.FRESH
+    feed(merger, r1.status(online=False, session=70))
+    assert state_of(merger) is ClusterState.STALE  # nobody publishes it any more
+
+
+def test_a_cluster_is_fresh_if_any_live_replica_reports_its_source_fresh() -> None:
+    merger = make_merger()
+    r1, r2 = Peer(instance="east-r1"), Peer(instance="east-r2")
+    r2.session = 60
+    feed(merger, r1.status(state=ClusterState.STALE), r1.manifest(),
+         r2.status(state=ClusterState.FRESH))
+    assert state_of(merger) is ClusterState.FRESH
+    merger.tick(now=NOW + 50)
+    feed(merger, r1.status(state=ClusterState.STALE), now=NOW + 60)
+    merger.tick(now=NOW + 100)  # r2 silent for 100 s > peer_timeout: only r1 counts
+    assert state_of(merger) is ClusterState.STALE
+
+
 def test_messages_from_this_very_instance_are_ignored() -> None:
     merger = make_merger()
     me = Peer(instance="me-1234")

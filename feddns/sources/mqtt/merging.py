@@ -15,12 +15,16 @@ every cluster heard on the bus and decides what reaches the registry:
   is a duplicate (QoS 1 redelivery, retained messages after a resubscribe)
   and ignored; an older one is rejected. A service message that is not in a
   newer manifest is a leftover or a replay and is rejected the same way.
-* **Freshness** is judged by the local monotonic receive time of the last
-  "online" heartbeat (never the sender's clock): a peer silent for
-  ``peer_timeout``, or whose session ended (its "offline" status, or its last
-  will published by the broker), makes its data STALE, never absent; a peer
-  whose own source is stale is stale here too. The registry's own ageing
-  (stale -> expired after ``max_stale``) is left alone.
+* **Freshness** is judged by the local monotonic receive time of "online"
+  heartbeats (never the sender's clock), per publishing session: a cluster is
+  fresh while at least one session publishing it is live (heard within
+  ``peer_timeout``, not ended by its "offline" status or its last will) and
+  reports its own source fresh. Replicas of one cluster's feddns each publish
+  it, so a rolling restart never makes peers see the cluster offline. With no
+  live session the data turns STALE, never absent; a cluster whose every
+  live publisher reports its source stale is stale here too. Status
+  generations are ordered per session (replicas' clocks differ). The
+  registry's own ageing (stale -> expired after ``max_stale``) is left alone.
 * **Two paths to one cluster.** For a cluster this instance sources itself
   (``own_clusters``), the bus never writes while that source is FRESH. When
   the source is syncing or stale and another instance publishes the same
@@ -61,11 +65,26 @@ from feddns.sources.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 
+MAX_SESSIONS = 64
+"""Bound on the publishing sessions remembered per cluster (replicas, restarts)."""
 MAX_UNKNOWN_CLUSTERS = 256
 """Bound on clusters accepted with ``accept_unknown_clusters`` (memory, not policy)."""
 MAX_LOGGED = 1024
 """Bound on the remembered (reason, origin) pairs already logged."""
 ENDED_SESSIONS = 32
+
+
+@dataclass(slots=True)
+class LiveSession:
+    """One session publishing a cluster: an instance between its connect and its end."""
+
+    instance: str
+    gen: int
+    """Generation of its last accepted status."""
+    last_heartbeat: float
+    """Local monotonic time of its last "online" status."""
+    reported: ClusterState
+    """Its own source's state, as it reported it."""
 
 
 @dataclass(slots=True)
@@ -78,7 +97,9 @@ class PeerCluster:
     manifest_gen: int = -1
     status_gen: int = -1
     online: bool | None = None
-    """From the last accepted status; None before any."""
+    """True while some session publishing it is live; None before any status."""
+    sessions: dict[int, LiveSession] = field(default_factory=dict)
+    """Sessions heard "online" and not ended (pruned once silent for long)."""
     session: int | None = None
     """Session of the last accepted "online" status."""
     ended: deque[int] = field(default_factory=lambda: deque(maxlen=ENDED_SESSIONS))
@@ -227,13 +248,19 @@ class Merger:
     def _status(self, peer: PeerCluster, msg: StatusMessage, *, now: float, wall_now: float,
                 extra_age: float) -> None:
         h = msg.header
+        live = peer.sessions.get(msg.session)
         if msg.online:
             check_time(h, wall_now=wall_now, window=self.replay_window, extra_age=extra_age)
-            if h.gen == peer.status_gen:
+            if live is not None and h.gen == live.gen:
                 return self._duplicate()
-            if h.gen < peer.status_gen or msg.session in peer.ended:
+            if (live is not None and h.gen < live.gen) or msg.session in peer.ended:
                 raise Rejected(Reason.OLD_GENERATION, "status")
-            peer.status_gen = h.gen
+            if live is None:
+                self._prune(peer, now)
+                live = peer.sessions[msg.session] = LiveSession(h.instance, h.gen, now, msg.state)
+            live.gen, live.last_heartbeat, live.reported = h.gen, now, msg.state
+            live.instance = h.instance
+            peer.status_gen = max(peer.status_gen, h.gen)
             peer.online, peer.session, peer.reported = True, msg.session, msg.state
             peer.instance = h.instance
             peer.last_heartbeat = now
@@ -241,14 +268,15 @@ class Merger:
             return None
         # Offline: a clean shutdown (a new generation), or the last will, signed when the
         # session connected, so older than that session's heartbeats.
-        is_will = peer.online is True and peer.session == msg.session
-        if h.gen > peer.status_gen and not is_will:
+        is_will = live is not None
+        if msg.session in peer.ended:
+            return self._duplicate()
+        if not is_will:
+            if h.gen <= peer.status_gen and peer.status_gen >= 0 and msg.session < (
+                    peer.session or 0):
+                # An offline status of an older session never heard online here: a replay.
+                raise Rejected(Reason.OLD_GENERATION, "status")
             check_time(h, wall_now=wall_now, window=self.replay_window, extra_age=extra_age)
-        elif not is_will:
-            if h.gen == peer.status_gen or msg.session in peer.ended:
-                return self._duplicate()
-            raise Rejected(Reason.OLD_GENERATION, "status")
-        peer.status_gen = max(peer.status_gen, h.gen)
         self.counts["applied"] += 1
         for name in {peer.name, *msg.clusters}:
             other = self.peers.get(name)
@@ -256,13 +284,27 @@ class Merger:
                 continue
             if msg.session not in other.ended:
                 other.ended.append(msg.session)
-            if other.online is True and other.session == msg.session:
-                other.online = False
-                log.warning("bus: cluster %s: its publisher went offline (session %d%s)", name,
-                            msg.session, ", last will" if is_will else "")
+            if other.sessions.pop(msg.session, None) is not None:
+                if not other.sessions:
+                    other.online = False
+                    log.warning("bus: cluster %s: its publisher went offline (session %d%s)",
+                                name, msg.session, ", last will" if is_will else "")
+                else:
+                    log.info("bus: cluster %s: one of its publishers went offline (session"
+                             " %d%s); %d still online", name, msg.session,
+                             ", last will" if is_will else "", len(other.sessions))
             elif other is peer and other.online is None:
                 other.online = False  # first heard of while offline (a retained status)
         return None
+
+    def _prune(self, peer: PeerCluster, now: float) -> None:
+        """Forget sessions silent for long (their will was lost with a broker restart)."""
+        for session, live in list(peer.sessions.items()):
+            if now - live.last_heartbeat > 4 * self.peer_timeout:
+                del peer.sessions[session]
+        while len(peer.sessions) >= MAX_SESSIONS:
+            oldest = min(peer.sessions, key=lambda k: peer.sessions[k].last_heartbeat)
+            del peer.sessions[oldest]
 
     def _reject(self, exc: Rejected, topic: str) -> None:
         self.rejected[exc.reason] += 1
@@ -301,19 +343,26 @@ class Merger:
         return out
 
     def target_state(self, peer: PeerCluster, now: float) -> tuple[ClusterState, str | None]:
-        """What the bus says about the cluster's freshness, and why when not fresh."""
+        """What the bus says about the cluster's freshness, and why when not fresh.
+
+        The best of its live publishing sessions decides: fresh if any reports its
+        source fresh, expired only if every one reports expired.
+        """
         if peer.online is False:
             return ClusterState.STALE, "bus: its publisher is offline"
         if peer.last_heartbeat is None:
             return ClusterState.STALE, "bus: no heartbeat received yet"
-        silent = now - peer.last_heartbeat
-        if silent > self.peer_timeout:
+        live = [s.reported for s in peer.sessions.values()
+                if now - s.last_heartbeat <= self.peer_timeout]
+        if not live:
+            silent = now - peer.last_heartbeat
             return ClusterState.STALE, f"bus: no heartbeat for {silent:.0f} s"
-        if peer.reported is ClusterState.EXPIRED:
+        if ClusterState.FRESH in live:
+            return ClusterState.FRESH, None
+        if all(r is ClusterState.EXPIRED for r in live):
             return ClusterState.EXPIRED, "bus: expired at its publisher"
-        if peer.reported is not ClusterState.FRESH:
-            return ClusterState.STALE, f"bus: {peer.reported} at its publisher"
-        return ClusterState.FRESH, None
+        reported = next(r for r in live if r is not ClusterState.EXPIRED)
+        return ClusterState.STALE, f"bus: {reported} at its publisher"
 
     def is_relayed(self, cluster: str) -> bool:
         """True when an own cluster's registry data is currently the bus's, not the source's."""
