@@ -35,19 +35,6 @@ BUS_DEFAULTS: dict[str, Any] = {
 """Bus settings of every benchmark instance (overridable per call)."""
 
 
-class _TunedMosquitto(Mosquitto):
-    """A what-if broker: ``tests.mosquitto``'s config plus extra lines."""
-
-    def __init__(self, folder: Path, extra: list[str]) -> None:
-        super().__init__(folder)
-        self.extra = extra
-
-    def _write_config(self) -> Path:
-        path = super()._write_config()
-        path.write_text(path.read_text() + "".join(f"{line}\n" for line in self.extra))
-        return path
-
-
 @contextlib.contextmanager
 def broker(folder: Path, *, nodelay: bool = False,
            max_queued: int | None = None) -> Iterator[Mosquitto]:
@@ -58,10 +45,10 @@ def broker(folder: Path, *, nodelay: bool = False,
     1000; 0 = no limit), which in mosquitto 2.0 also bounds QoS 0 packets waiting to be
     written to one client.
     """
-    extra = ["set_tcp_nodelay true"] if nodelay else []
-    if max_queued is not None:
-        extra.append(f"max_queued_messages {max_queued}")
-    m = _TunedMosquitto(folder / "mosquitto", extra) if extra else Mosquitto(folder / "mosquitto")
+    # mosquitto's own defaults unless a what-if says otherwise (tests.mosquitto's
+    # defaults are the README's recommendations, so they are switched off here).
+    m = Mosquitto(folder / "mosquitto", tcp_nodelay=nodelay,
+                  max_queued_messages=max_queued)
     m.start()
     try:
         yield m

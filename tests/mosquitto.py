@@ -35,10 +35,13 @@ class Mosquitto:
                  max_packet_size: int | None = None,
                  tls: tuple[Path, Path, Path] | None = None,
                  password_file: Path | None = None,
-                 max_queued_messages: int | None = 100_000) -> None:
+                 max_queued_messages: int | None = 100_000,
+                 tcp_nodelay: bool = True) -> None:
         self.folder = folder
         self.max_queued_messages = max_queued_messages
         """The README's recommendation by default; None leaves mosquitto's own (1000)."""
+        self.tcp_nodelay = tcp_nodelay
+        """``set_tcp_nodelay true``, as the README recommends (mosquitto's default: false)."""
         self.persistence = persistence
         self.max_packet_size = max_packet_size
         self.tls = tls
@@ -67,9 +70,10 @@ class Mosquitto:
             "log_type notice",
             "log_type information",
             "user root",
-            # The settings the README recommends for production brokers.
-            "set_tcp_nodelay true",
         ]
+        # The settings the README recommends for production brokers (unless told not to).
+        if self.tcp_nodelay:
+            lines.append("set_tcp_nodelay true")
         if self.max_queued_messages is not None:
             lines.append(f"max_queued_messages {self.max_queued_messages}")
         if self.max_packet_size is not None:
