@@ -46,6 +46,7 @@ from bench.k8s_common import (
     environment,
     feddns_process,
     percentile,
+    poll_until,
     service_name,
     wait_answer,
 )
@@ -117,21 +118,12 @@ def changes(args: argparse.Namespace, api: FakeApi, dns: Resolver, model: Model,
         name = service_name(svc)
         api.send("set_slice", cluster=SOURCE, service=svc, slice=f"{svc}-0",
                  endpoints=model.state[svc])
-        deadline = time.monotonic() + CHANGE_TIMEOUT
-        n = 0
-        seen = None
-        while time.monotonic() < deadline:
-            n += 1
-            rcode, rdata = dns.ask(name)
-            if rcode == "NOERROR" and rdata == want:
-                seen = time.monotonic()
-                break
-            if args.poll_gap:
-                time.sleep(args.poll_gap)
+        asked = time.monotonic()
+        seen, n = poll_until(dns, name, want, timeout=CHANGE_TIMEOUT, gap=args.poll_gap)
         t0 = float(api.reply()["t0"])
         if seen is None:
             failures += 1
-            seen = deadline
+            seen = asked + CHANGE_TIMEOUT
         if i >= args.warmup:
             ms = (seen - t0) * 1000
             latencies.append(ms)

@@ -110,6 +110,25 @@ def wait_answer(resolver: Resolver, name: str, predicate: Any, *, timeout: float
     raise TimeoutError(f"{name}: condition not met within {timeout} s")
 
 
+def poll_until(resolver: Resolver, name: str, want: Any, *, timeout: float,
+               gap: float = 0.0) -> tuple[float | None, int]:
+    """Ask ``name`` back to back (``gap`` s apart) until it answers NOERROR with ``want``.
+
+    Returns the monotonic time it first did (None after ``timeout``) and the number of
+    queries asked: the programming-latency benchmarks time a change with it.
+    """
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while time.monotonic() < deadline:
+        polls += 1
+        rcode, rdata = resolver.ask(name)
+        if rcode == "NOERROR" and rdata == want:
+            return time.monotonic(), polls
+        if gap:
+            time.sleep(gap)
+    return None, polls
+
+
 @contextlib.contextmanager
 def feddns_process(config: Path, *, cpu: int | None = None, log_level: str = "warning",
                    list_page: int | None = None, gc_freeze: bool = False,

@@ -264,12 +264,8 @@ def analyse(queries: list[list[Any]], samples: list[tuple[float, float]],
     }
 
 
-def main() -> None:
-    """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--relists", type=int, default=5)
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The re-list load and feddns what-ifs, shared with bench/k8s_relist_profile.py."""
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--endpoints", type=int, default=100, help="per service")
     parser.add_argument("--per-slice", type=int, default=100)
@@ -283,6 +279,15 @@ def main() -> None:
                         " time; default: the product's own value")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="what-if: gc.freeze() once the initial sync is answered")
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--relists", type=int, default=5)
+    add_load_arguments(parser)
     parser.add_argument("--yield-every", type=int, default=None, metavar="N",
                         help="what-if: the watch thread calls time.sleep(0) (hands the GIL to"
                         " the event loop) after every N objects it converts")

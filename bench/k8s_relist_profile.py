@@ -45,7 +45,7 @@ from bench.k8s_common import (
     write_config,
 )
 from bench.k8s_fakeapi import start_fake
-from bench.k8s_relist import LagProbe, cluster_names, source_counters
+from bench.k8s_relist import LagProbe, add_load_arguments, cluster_names, source_counters
 from feddns import app as app_module
 from feddns.config import load_settings
 from feddns.dns import answer as answer_module
@@ -123,19 +123,7 @@ def main() -> None:
     """Run and print the per-step table."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--services", type=int, default=200)
-    parser.add_argument("--endpoints", type=int, default=100)
-    parser.add_argument("--per-slice", type=int, default=100)
-    parser.add_argument("--clusters", type=int, default=1,
-                        help="clusters with that load; only the first, east, is re-listed")
-    parser.add_argument("--headless", action="store_true")
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
-                        help="feddns's event loop (the CLI uses uvloop when installed)")
-    parser.add_argument("--list-page", type=int, default=None,
-                        help="what-if: patch feddns's LIST_PAGE (objects per LIST page) at run"
-                        " time; default: the product's own value")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="what-if: gc.freeze() once the initial sync is answered")
+    add_load_arguments(parser)
     parser.add_argument("--relists", type=int, default=3)
     args = parser.parse_args()
     if args.list_page is not None:

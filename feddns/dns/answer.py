@@ -21,7 +21,6 @@ copying a million-entry dict for a one-endpoint change.
 
 from __future__ import annotations
 
-import itertools
 import math
 import struct
 import time
@@ -62,8 +61,6 @@ STALE_EDE = wire.ede_option(3)  # RFC 8914 §4.4: Stale Answer
 _MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY)
 MAX_CNAME_CHAIN = 4
 NEGATIVE_MEMO_SIZE = 65536
-_VERSIONS = itertools.count(1)
-"""Table versions, unique across tables (a reload's new table never repeats one)."""
 
 ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
 _QKEY = struct.Struct("!HH")
@@ -188,9 +185,8 @@ class AnswerTable:
         self.compiled = self.memos[0]
         self._negative: dict[tuple[int, int, int], CompiledAnswer] = {}
         self._rtypes: dict[bytes, frozenset[int]] = {}
-        self.version = next(_VERSIONS)
-        """Moves on every change of what any question answers (see :meth:`bump`)."""
         self._watchers: list[Callable[[], None]] = []
+        """Told of every change of what any question answers (see :meth:`bump`)."""
         # NXDOMAIN and NODATA for well-known types, per question, bounded: random names
         # (a random-subdomain flood) must not grow memory (cachetools LRU).
         self.negatives: LRUCache[bytes, CompiledAnswer] = LRUCache(NEGATIVE_MEMO_SIZE)
@@ -209,10 +205,9 @@ class AnswerTable:
     def bump(self) -> None:
         """Say that some question may answer differently from now on.
 
-        Moves :attr:`version` and tells the watchers at once: the UDP transport
-        answers from the handler's front memo without looking at the version.
+        The watchers are told at once: the UDP transport answers from the
+        handler's front memo without asking the table anything.
         """
-        self.version = next(_VERSIONS)
         for callback in self._watchers:
             callback()
 

@@ -202,7 +202,7 @@ class Handler:
         """Answers sent, by ``region + (origin slot * RCODE_SLOTS + rcode slot) * QTYPE_SLOTS
         + qtype`` (regions: 0, :data:`LEAN`, :data:`TRUNCATED`)."""
         self._fronts: list[dict[bytes, FrontEntry]] = []
-        self._front_version = -1
+        """The front memo per client class; empty after a change (rebuilt on the next query)."""
         self._front_bytes = 0
         self.udp_front = UdpFront({}, self.query_counts)
         """The front memo by client address, for the UDP transport (see the module doc)."""
@@ -238,7 +238,7 @@ class Handler:
 
     def _table_changed(self) -> None:
         """Forget every front memo: some question may answer differently now."""
-        self._front_version = -1
+        self._fronts = []
         by_source = self.udp_front.by_source
         if by_source:
             by_source.clear()
@@ -282,12 +282,11 @@ class Handler:
             # The locator's own memo, read directly: one dict lookup per query.
             known = table.locator.cache.get(addr[0])
             cls = known if known is not None else table.locator.class_of_source(addr[0])
-        if self._front_version != table.version:
-            self._front_version = table.version
-            self._fronts = [{} for _ in table.memos]
+        fronts = self._fronts
+        if not fronts:
+            fronts = self._fronts = [{} for _ in table.memos]
             self._front_bytes = 0
-            self.udp_front.by_source.clear()
-        front = self._fronts[cls]
+        front = fronts[cls]
         if addr is not None and self.guard is None:
             by_source = self.udp_front.by_source
             if by_source.get(addr[0]) is not front:
