@@ -144,6 +144,7 @@ class App:
         self._reload_missed: set[ServiceKey] = set()
         self._reload_lock = asyncio.Lock()
         self._reload_tasks: set[asyncio.Task[bool]] = set()
+        self._gate_timers: list[asyncio.TimerHandle] = []
         self.registry.on_change = self._schedule_compile
         self.table.on_miss = self._compile_on_demand
 
@@ -154,12 +155,30 @@ class App:
 
     @property
     def is_ready(self) -> bool:
-        """True once every cluster delivered data, or a warm-start snapshot was loaded.
+        """True once the sync gate opened.
+
+        That is: every cluster delivered data (live or from the warm-start
+        snapshot) or ``freshness.sync_timeout`` passed without it.
 
         Latched, like CoreDNS's ``ready``: a cluster lost (or added by a reload)
         later does not make a serving instance unready.
         """
-        return self.loaded.is_set() or self.warm_started
+        return self.loaded.is_set() or (self.warm_started and self.registry.is_loaded)
+
+    def _start_sync_gate(self, names: list[str]) -> None:
+        """Stop waiting for ``names`` after ``sync_timeout`` if they deliver nothing."""
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.freshness.sync_timeout
+        for name in names:
+            self._gate_timers.append(loop.call_later(timeout, self._sync_gate_due, name))
+
+    def _sync_gate_due(self, name: str) -> None:
+        if self.registry.stop_waiting(name):
+            entry = self.registry.clusters[name]
+            log.warning("cluster %s: no data after %.0f s (sync_timeout): answering without"
+                        " it; names only it would add answer NXDOMAIN until it syncs%s",
+                        name, self.settings.freshness.sync_timeout,
+                        f" ({entry.error})" if entry.error else "")
 
     def _udp_front(self, settings: Settings) -> UdpFront | None:
         # The query log must see every query: the transport answers nothing by itself then.
@@ -201,7 +220,8 @@ class App:
                 # Imported only when used: the client costs a quarter of a second at start.
                 from feddns.sources.kubernetes.source import KubernetesSource
 
-                sources[key] = KubernetesSource(cluster.name, watch_settings(src), self.registry,
+                settings_for = watch_settings(src, hold_down=settings.selection.hold_down)
+                sources[key] = KubernetesSource(cluster.name, settings_for, self.registry,
                                                 clock=self.clock)
         for path, (names, interval) in by_file.items():
             key = f"static {path} {interval} {','.join(names)}"
@@ -268,8 +288,14 @@ class App:
             self._dirty_since = None
         self.note_cluster_states()
         if self.table.loaded and not self.loaded.is_set():
-            log.info("all %d cluster(s) loaded; answering NXDOMAIN for unknown names from now",
-                     len(self.registry.clusters))
+            unsynced = self.registry.unsynced()
+            if unsynced:
+                log.warning("ready: answering NXDOMAIN for unknown names from now; %d of %d"
+                            " cluster(s) unsynced past sync_timeout: %s", len(unsynced),
+                            len(self.registry.clusters), ", ".join(unsynced))
+            else:
+                log.info("all %d cluster(s) loaded; answering NXDOMAIN for unknown names from"
+                         " now", len(self.registry.clusters))
             self.loaded.set()
         return changed
 
@@ -322,6 +348,7 @@ class App:
                      ", ".join(o.name for o in self.settings.origins), host, port)
         for key in self._sources:
             self._start_source(key)
+        self._start_sync_gate(list(self.registry.clusters))
         self.background("expiry", self._expire)
         self.background("monitor", lambda: watch_loop(self.stats,
                                                       on_tick=self.note_cluster_states))
@@ -389,31 +416,51 @@ class App:
                      (time.perf_counter() - started) * 1000)
 
     async def _save_snapshots(self) -> None:
-        """Save the registry every ``snapshot.interval`` s when it changed."""
+        """Save the registry every ``snapshot.interval`` s when it changed.
+
+        When only freshness moved (a quiet cluster whose source is healthy), a small
+        freshness file beside the snapshot is rewritten instead of the whole snapshot,
+        so that a restart counts the data's age from when its source was last known
+        fresh, not from its last change.
+        """
         path = self.settings.snapshot.path
         assert path is not None
         saved_generation = -1
+        saved_body: str | None = None
+        saved_fresh: dict[str, float] = {}
         failing = False
         while True:
             await asyncio.sleep(self.settings.snapshot.interval)
-            if self.registry.generation == saved_generation:
-                continue
             if not any(e.snapshot is not None for e in self.registry.clusters.values()):
                 continue  # nothing known yet: never replace a good snapshot with an empty one
-            generation = self.registry.generation
             now, wall = self.clock(), self.wall()
-            clusters = {
-                # Copied here, on the loop: the registry changes its dicts in place.
-                e.name: snapshot.SavedCluster(ClusterSnapshot(e.name, dict(e.snapshot.services)),
-                                              wall - (now - e.last_sync))
-                for e in self.registry.clusters.values()
-                if e.snapshot is not None and e.last_sync is not None
-                and e.state is not ClusterState.EXPIRED
-            }
-            data = await asyncio.to_thread(snapshot.encode, clusters,
-                                           federation=self.settings.federation, wall=wall)
+            # Copied here, on the loop: the registry changes its dicts in place. Times in
+            # whole seconds: a fresh cluster's moves on every save, a lost one's does not.
+            live = {e.name: (e.snapshot, float(int(wall - (now - e.last_fresh))))
+                    for e in self.registry.clusters.values()
+                    if e.snapshot is not None and e.last_fresh is not None
+                    and e.state is not ClusterState.EXPIRED}
+            fresh = {name: at for name, (_, at) in live.items()}
+            generation = self.registry.generation
             try:
-                await asyncio.to_thread(snapshot.write_atomically, path, data)
+                if generation != saved_generation or saved_body is None:
+                    clusters = {
+                        name: snapshot.SavedCluster(ClusterSnapshot(name, dict(snap.services)),
+                                                    at)
+                        for name, (snap, at) in live.items()
+                    }
+                    data = await asyncio.to_thread(snapshot.encode, clusters,
+                                                   federation=self.settings.federation,
+                                                   wall=wall)
+                    await asyncio.to_thread(snapshot.write_atomically, path, data)
+                    saved_generation, saved_body = generation, snapshot.body_digest(data)
+                elif fresh != saved_fresh:
+                    data = snapshot.encode_freshness(fresh, federation=self.settings.federation,
+                                                     body=saved_body)
+                    await asyncio.to_thread(snapshot.write_atomically,
+                                            snapshot.freshness_path(path), data)
+                else:
+                    continue
             except OSError as exc:
                 if not failing:
                     log.error("cannot save the snapshot to %s: %s (still serving from memory;"
@@ -423,7 +470,7 @@ class App:
             if failing:
                 log.info("snapshot saved to %s again", path)
             failing = False
-            saved_generation = generation
+            saved_fresh = fresh
 
     async def _expire(self) -> None:
         """Expire clusters whose data has been stale for longer than max_stale."""
@@ -439,6 +486,9 @@ class App:
         tasks = [*self._reload_tasks, *self._source_tasks.values(), *self._tasks]
         for task in tasks:
             task.cancel()
+        for timer in self._gate_timers:
+            timer.cancel()
+        self._gate_timers.clear()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -566,6 +616,7 @@ class App:
         for key in sources:
             if key not in self._source_tasks:
                 self._start_source(key)
+        self._start_sync_gate(added)
         self.note_cluster_states()
         parts = [f"serial {table.serial}", f"{len(table.by_service)} service(s)"]
         if added:
@@ -620,8 +671,8 @@ async def _guard(name: str, run: Callable[[], Awaitable[None]]) -> None:
         delay = min(delay * 2, 30.0)
 
 
-def watch_settings(src: KubernetesSourceConfig) -> WatchSettings:
-    """The Kubernetes source's settings from its config section."""
+def watch_settings(src: KubernetesSourceConfig, *, hold_down: float = 3.0) -> WatchSettings:
+    """The Kubernetes source's settings from its config section (and the hold-down)."""
     from feddns.sources.kubernetes.source import WatchSettings
 
     return WatchSettings(
@@ -634,6 +685,9 @@ def watch_settings(src: KubernetesSourceConfig) -> WatchSettings:
         read_timeout=src.read_timeout,
         connect_timeout=src.connect_timeout,
         backoff_max=src.backoff_max,
+        probe_interval=src.probe_interval,
+        probe_timeout=src.probe_timeout,
+        fast_retry_window=hold_down,
     )
 
 

@@ -290,8 +290,20 @@ class KubernetesSourceConfig(_Model):
     same name and namespace, as KEP-1645 intends; off: every service is served."""
 
     read_timeout: float = Field(default=60.0, gt=0)
-    """Client-side read timeout in seconds: a silent partition is detected within twice
-    this (the idle stream times out, then so does the reconnection)."""
+    """Client-side read timeout of list and watch requests, in seconds. It is not what
+    detects a silent partition (the liveness probe is): it ends a watch stream that has
+    been silent this long, which is then resumed from its last resourceVersion."""
+
+    probe_interval: float = Field(default=2.0, ge=0)
+    """Seconds between liveness probes of the API server (``GET /version``, answered from
+    memory): a silent partition is detected within ``probe_interval + probe_timeout``
+    (4 s by default) and the cluster's addresses leave answers ``selection.hold_down``
+    later. Costs one small request per interval (30 a minute per replica by default).
+    0 turns the probe off (then only ``read_timeout`` detects a silent partition)."""
+
+    probe_timeout: float = Field(default=2.0, gt=0)
+    """Seconds a liveness probe may take in all (connection, TLS and answer) before the
+    API server counts as unreachable and every watch of the cluster is restarted."""
 
     watch_timeout: float = Field(default=300.0, gt=0)
     """Server-side watch duration in seconds (randomised up to twice this), after which
@@ -348,8 +360,21 @@ class FreshnessConfig(_Model):
     """How long a lost cluster's last data keeps answering (RFC 8767, adapted)."""
 
     max_stale: float = Field(default=86400.0, gt=0)
-    """Seconds a cluster's data is kept after its source was lost; then it expires and no
-    longer answers (RFC 8767 suggests one to three days)."""
+    """Seconds a cluster's data is kept after its source was last known fresh (counted
+    from the loss, never from the last data change); then it expires and no longer
+    answers (RFC 8767 suggests one to three days). Warm start loads no data older."""
+
+    sync_timeout: float = Field(default=15.0, ge=0)
+    """The sync gate: seconds after start (or after a reload added it) that a cluster which
+    has delivered no data yet keeps holding back negative answers. Until every cluster has
+    synced (or was restored from the warm-start snapshot), a name not found answers
+    SERVFAIL, since it may exist where feddns has not looked yet; after this, the rest of
+    the federation answers NXDOMAIN normally, the instance is ready, and the cluster is
+    reported *unsynced*. 15 s covers a healthy first sync with room to spare (200,000
+    endpoints list in about 4 s; a 10,000-service cluster joins over the bus through
+    mosquitto's default queue in about 10 s) and bounds what one member down at start
+    costs everyone else: SERVFAIL for unknown names (musl's ``getaddrinfo`` fails a whole
+    lookup on it) and an unready replica. 0 never waits."""
 
 
 class SnapshotConfig(_Model):

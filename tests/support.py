@@ -211,6 +211,20 @@ def dig(port: int, *args: str, timeout: float = 10.0) -> str:
     return proc.stdout + proc.stderr
 
 
+def http_get(server: ServerThread, path: str) -> tuple[int, str]:
+    """GET ``path`` from the server's observe listener: (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    assert server.app is not None and server.app.http is not None
+    host, port = server.app.http.address  # type: ignore[misc]
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
                interval: float = 0.02) -> None:
     """Poll ``predicate`` until true; fail after ``timeout`` seconds (bounded loop)."""

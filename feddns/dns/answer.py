@@ -8,8 +8,12 @@ keeps the DNS semantics in one pure place (no I/O, no clock):
 * an existing name without the asked type is NODATA, a missing name is
   NXDOMAIN, both with the SOA in the authority section at the negative TTL
   (RFC 2308 §3);
-* until every cluster has delivered data, a name not found answers SERVFAIL,
-  never NXDOMAIN (unknown is not absent; CoreDNS does the same at startup);
+* until every cluster has delivered data (or, for one that has not,
+  ``freshness.sync_timeout`` has passed: the sync gate), a name not found
+  answers SERVFAIL, never NXDOMAIN (unknown is not absent; CoreDNS does the
+  same at startup); a name that exists answers NODATA for a type it lacks
+  even then (musl's ``getaddrinfo`` fails the whole lookup when the AAAA
+  half of it gets SERVFAIL);
 * QTYPE ANY gets the RFC 8482 §4.2 synthesized HINFO;
 * zone transfers are REFUSED (RFC 5936 allows refusing them).
 
@@ -253,8 +257,8 @@ class AnswerTable:
             return self._memo(cls, key, self._hinfo(name))
         rrset = node.get(qtype)
         if rrset is None:
-            if not self.loaded and name not in self.static:
-                return SERVFAIL
+            # The name exists (an apex, or a name with names below it): NODATA, even
+            # while the sync gate is closed.
             return self._remember_negative(key, qtype, self._negative_answer(
                 origin, name, wire.NOERROR))
         compiled = encode_answer(
@@ -290,9 +294,8 @@ class AnswerTable:
             types = self._rtypes[name] = record_types(node, lb=lb)
         if qtype not in types and node.role is not Role.FEDV1:
             # The name can never hold this type: NODATA without running the selection
-            # (AAAA for an IPv4-only service is a tenth of real traffic).
-            if not self.loaded:
-                return SERVFAIL
+            # (AAAA for an IPv4-only service is a tenth of real traffic). A name known
+            # from any source answers NODATA even while the sync gate is closed.
             return self._remember_negative(key, qtype, self._negative_answer(
                 origin, name, wire.NOERROR))
         place = self.locator.place(cls)
@@ -312,8 +315,6 @@ class AnswerTable:
         if outcome.rcode == wire.SERVFAIL:
             return SERVFAIL
         if not outcome.variants and not chain:
-            if not self.loaded:
-                return SERVFAIL
             return self._negative_answer(origin, name, wire.NOERROR)
         variants = outcome.variants or (((), ()),)
         # RFC 2308 §2.2: a CNAME chain ending in NODATA carries the SOA, so resolvers can

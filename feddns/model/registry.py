@@ -50,6 +50,36 @@ class ClusterEntry:
     """The last fresh/stale transitions, oldest first (flap damping replays them)."""
     synced_once: bool = False
     """True once a live source delivered data (a warm-start snapshot does not count)."""
+    restored: bool = False
+    """True when its data came from the warm-start snapshot (it counts as synced for the
+    sync gate: the names it had are known, and an unknown name is NXDOMAIN)."""
+    waited_out: bool = False
+    """True once ``freshness.sync_timeout`` passed without any data from it: it no longer
+    holds back negative answers for the rest of the federation (it is *unsynced*)."""
+    last_fresh: float | None = None
+    """Monotonic time its source was last known fresh: a sync, a change, or any other
+    sign of a healthy source (a watch bookmark, a liveness probe, a file poll, a
+    heartbeat). This, not the last data change, is what the warm-start snapshot saves
+    and what ``freshness.max_stale`` counts from: a quiet cluster is not an old one."""
+
+    @property
+    def gate_open(self) -> bool:
+        """True when this cluster no longer holds back NXDOMAIN for unknown names."""
+        return self.synced_once or self.restored or self.waited_out
+
+    @property
+    def unsynced(self) -> bool:
+        """Never delivered data, and ``sync_timeout`` is over (shown as "unsynced")."""
+        return self.snapshot is None and self.waited_out
+
+    @property
+    def display_state(self) -> str:
+        """The state as status pages show it.
+
+        ``unsynced`` for a syncing cluster past the sync gate, else the
+        :class:`ClusterState` value.
+        """
+        return "unsynced" if self.unsynced else self.state.value
 
 
 @dataclass(slots=True)
@@ -72,12 +102,25 @@ class Registry:
 
     @property
     def is_loaded(self) -> bool:
-        """True once every configured cluster has delivered data at least once.
+        """True once no cluster holds back negative answers (the sync gate is open).
 
-        Before that, a name that is not found may still exist in a cluster not
-        yet heard from, so it answers SERVFAIL, never NXDOMAIN.
+        A cluster holds them back until it has delivered data (live, or from the
+        warm-start snapshot) or ``sync_timeout`` has passed without any
+        (:meth:`stop_waiting`): before that, a name that is not found may exist in
+        a cluster not yet heard from, so it answers SERVFAIL, never NXDOMAIN. The
+        bound matters: one member down while feddns starts must not keep the rest
+        of the federation's negative answers SERVFAIL (musl's ``getaddrinfo``
+        fails a whole lookup on a SERVFAIL for either of A and AAAA).
         """
-        return all(c.synced_once for c in self.clusters.values())
+        return all(c.gate_open for c in self.clusters.values())
+
+    def unsynced(self) -> list[str]:
+        """Clusters past the sync gate that never delivered data, in configured order."""
+        return [c.name for c in self.clusters.values() if c.unsynced]
+
+    def awaited(self) -> list[str]:
+        """Clusters still holding back negative answers (within ``sync_timeout``)."""
+        return [c.name for c in self.clusters.values() if not c.gate_open]
 
     def service_keys(self) -> set[ServiceKey]:
         """Every service known from any cluster that still answers."""
@@ -102,14 +145,6 @@ class Registry:
                 out.append((entry, svc))
         return out
 
-    def known_expired(self, key: ServiceKey) -> bool:
-        """True when an expired cluster's last data has ``key`` (it answers SERVFAIL)."""
-        return any(
-            e.state is ClusterState.EXPIRED and e.snapshot is not None
-            and key in e.snapshot.services
-            for e in self.clusters.values()
-        )
-
     # --- writes --------------------------------------------------------------
 
     def _changed(self, keys: Iterable[ServiceKey]) -> None:
@@ -133,6 +168,7 @@ class Registry:
         became_fresh = entry.state is not ClusterState.FRESH
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(new))
         entry.last_sync = now
+        entry.last_fresh = now
         entry.error = None
         entry.synced_once = True
         if became_fresh:
@@ -150,19 +186,26 @@ class Registry:
     def restore(self, snapshot: ClusterSnapshot, *, now: float, age: float) -> None:
         """Load a cluster's data from a warm-start snapshot, as stale data ``age`` s old.
 
-        A cluster that already has live data keeps it. Restored data does not
-        make the registry *loaded*: names not found still answer SERVFAIL until
-        a live source has synced (the snapshot may predate a new service).
+        ``age`` counts from when its source was last known fresh. A cluster that
+        already has live data keeps it. Restored data counts as synced for the
+        sync gate: a restart during an outage of this cluster's source must not
+        turn every unknown name into SERVFAIL (a service created while feddns
+        was down is NXDOMAIN until the source syncs, for at most the negative TTL).
         """
         entry = self.clusters.setdefault(snapshot.cluster, ClusterEntry(snapshot.cluster))
         if entry.snapshot is not None:
             return
+        gate_was_open = self.is_loaded
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(snapshot.services))
         entry.state = ClusterState.STALE
         entry.state_since = now - age
         entry.last_sync = now - age
+        entry.last_fresh = now - age
+        entry.restored = True
         entry.error = "restored from the warm-start snapshot; source not synced yet"
         self._changed(snapshot.services)
+        if self.is_loaded != gate_was_open and self.on_change is not None:
+            self.on_change()
 
     def put_service(self, cluster: str, key: ServiceKey, service: Service | None, *,
                     now: float) -> None:
@@ -175,6 +218,8 @@ class Registry:
         # 384 us per event). Readers on other threads must copy it on the loop first.
         services = entry.snapshot.services
         assert isinstance(services, dict)
+        if entry.state is ClusterState.FRESH:
+            entry.last_fresh = now
         if services.get(key) == service:
             entry.last_sync = now
             return
@@ -185,6 +230,31 @@ class Registry:
         entry.last_sync = now
         self._changed([key])
 
+    def confirm(self, cluster: str, *, now: float) -> None:
+        """Note a sign that ``cluster``'s source is healthy (no data change, no compile).
+
+        A watch bookmark, a liveness probe, a poll of an unchanged file or a peer's
+        heartbeat: while the cluster is fresh, its ``last_fresh`` moves to ``now``.
+        """
+        entry = self.clusters.get(cluster)
+        if entry is not None and entry.state is ClusterState.FRESH:
+            entry.last_fresh = now
+
+    def stop_waiting(self, cluster: str) -> bool:
+        """``sync_timeout`` is over for ``cluster``: it stops holding back negative answers.
+
+        Returns True when the cluster was still awaited (it is *unsynced* from now
+        on, until its source delivers data).
+        """
+        entry = self.clusters.get(cluster)
+        if entry is None or entry.gate_open:
+            return False
+        entry.waited_out = True
+        self.generation += 1
+        if self.on_change is not None:
+            self.on_change()  # SERVFAIL may turn into NXDOMAIN now
+        return True
+
     def set_state(self, cluster: str, state: ClusterState, *, now: float,
                   error: str | None = None) -> None:
         """Move a cluster to ``state`` (e.g. stale when its source is lost)."""
@@ -194,6 +264,7 @@ class Registry:
             return
         if state is ClusterState.FRESH:
             entry.fresh_since = now
+            entry.last_fresh = now
             _note(entry, now, state)
         elif state is ClusterState.STALE and entry.state is ClusterState.FRESH:
             entry.lost_since = now
@@ -226,10 +297,15 @@ class Registry:
         return sorted(batch)
 
     def expire(self, *, now: float, max_stale: float) -> list[str]:
-        """Expire clusters stale for longer than ``max_stale``; return their names."""
+        """Expire clusters whose source was last known fresh more than ``max_stale`` ago.
+
+        Counted from ``last_fresh`` (the loss), never from the last data change: a
+        cluster that was quiet for a day before it was lost has a day left.
+        """
         expired = []
         for entry in self.clusters.values():
-            if entry.state is ClusterState.STALE and now - entry.state_since > max_stale:
+            since = entry.last_fresh if entry.last_fresh is not None else entry.state_since
+            if entry.state is ClusterState.STALE and now - since > max_stale:
                 self.set_state(entry.name, ClusterState.EXPIRED, now=now, error=entry.error)
                 expired.append(entry.name)
         return expired

@@ -9,10 +9,13 @@ aiohttp already comes with the Kubernetes client; it is imported only once
 DNS is serving, so its import time never delays the first answer.
 
 Semantics follow CoreDNS's ``health`` and ``ready`` plugins: ``/healthz`` is
-200 while the process runs its loop, ``/readyz`` is 503 until every
-configured source has synced once or a warm-start snapshot was loaded, then
-200 for good (a cluster lost later does not make the instance unready: it
-still answers, from stale data). No request is logged.
+200 while the process runs its loop, ``/readyz`` is 503 until the sync gate
+opens (every configured cluster synced once or was restored from the
+warm-start snapshot, or ``freshness.sync_timeout`` passed for those that did
+not), then 200 for good (a cluster lost later does not make the instance
+unready: it still answers, from stale data). A 200 names the clusters that
+are *unsynced* (past the gate without data), so a probe's log shows them. No
+request is logged.
 """
 
 from __future__ import annotations
@@ -99,11 +102,17 @@ class ObserveServer:
 
     async def readyz(self, request: web.Request) -> web.Response:
         """200 once ready (latched), else 503 naming the clusters still awaited."""
+        registry = self.app.registry
         if self.app.is_ready:
-            return web.Response(text="ready\n")
-        waiting = [e.name for e in self.app.registry.clusters.values() if not e.synced_once]
-        return web.Response(status=503,
-                            text=f"not ready: waiting for {', '.join(waiting) or 'compile'}\n")
+            unsynced = registry.unsynced()
+            detail = (f"; degraded: unsynced past sync_timeout: {', '.join(unsynced)}"
+                      if unsynced else "")
+            return web.Response(text=f"ready{detail}\n")
+        waiting = registry.awaited()
+        return web.Response(status=503, text=(
+            f"not ready: waiting for {', '.join(waiting)} (at most sync_timeout"
+            f" {self.app.settings.freshness.sync_timeout:g} s)\n" if waiting
+            else "not ready: compiling\n"))
 
     async def debug(self, request: web.Request) -> web.Response:
         """The JSON view; ``?services=1`` lists the services, ``?service=NS/NAME`` one plan."""

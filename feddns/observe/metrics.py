@@ -39,6 +39,9 @@ from feddns.dns import handling
 from feddns.model.registry import ClusterState
 from feddns.observe.counting import Buckets, qtype_label
 
+STATE_VALUES = (*(s.value for s in ClusterState), "unsynced")
+"""Every ``state`` label value of ``feddns_cluster_state`` (``ClusterEntry.display_state``)."""
+
 if TYPE_CHECKING:
     from feddns.app import App
 
@@ -98,8 +101,11 @@ METRICS: tuple[MetricDef, ...] = (
               " counted in feddns_dns_queries_total)."),
     # --- clusters and sources ------------------------------------------------------
     MetricDef("feddns_cluster_state", "gauge", ("cluster", "state"),
-              "1 for the cluster's current state (syncing, fresh, stale, expired), 0 for the"
-              " others."),
+              "1 for the cluster's current state (syncing, fresh, stale, expired, or unsynced:"
+              " no data yet and past freshness.sync_timeout), 0 for the others."),
+    MetricDef("feddns_cluster_fresh_age_seconds", "gauge", ("cluster",),
+              "Seconds since the cluster's source was last known fresh (a sync, a change, a"
+              " bookmark, a liveness probe, a heartbeat); what max_stale counts from."),
     MetricDef("feddns_cluster_data_age_seconds", "gauge", ("cluster",),
               "Seconds since the cluster's data was last received (a list or a change;"
               " absent before the first). A quiet source's data ages while it stays fresh:"
@@ -129,7 +135,8 @@ METRICS: tuple[MetricDef, ...] = (
               "Services whose answers changed on a compile."),
     # --- process state -----------------------------------------------------------
     MetricDef("feddns_ready", "gauge", (),
-              "1 once every source has synced or a warm-start snapshot was loaded (/readyz)."),
+              "1 once the sync gate opened: every cluster synced (or was restored from the"
+              " warm-start snapshot) or freshness.sync_timeout passed (/readyz)."),
     MetricDef("feddns_config_reloads_total", "counter", ("result",),
               "Config reloads (SIGHUP), by result: success or failure."),
     MetricDef("feddns_config_last_reload_successful", "gauge", (),
@@ -372,21 +379,25 @@ class FeddnsCollector(Collector):
         now = app.clock()
         state = _family("feddns_cluster_state")
         age = _family("feddns_cluster_data_age_seconds")
+        fresh_age = _family("feddns_cluster_fresh_age_seconds")
         services = _family("feddns_cluster_services")
         endpoints = _family("feddns_cluster_endpoints")
         info = _family("feddns_cluster_info")
         regions = {c.name: c.region for c in app.settings.clusters}
         kinds = app.source_kinds()
         for name, entry in app.registry.clusters.items():
-            for s in ClusterState:
-                state.add_metric([name, s.value], 1.0 if entry.state is s else 0.0)
+            shown = entry.display_state
+            for value in STATE_VALUES:
+                state.add_metric([name, value], 1.0 if shown == value else 0.0)
             if entry.last_sync is not None:
                 age.add_metric([name], max(0.0, now - entry.last_sync))
+            if entry.last_fresh is not None:
+                fresh_age.add_metric([name], max(0.0, now - entry.last_fresh))
             snap = entry.snapshot
             services.add_metric([name], len(snap.services) if snap is not None else 0)
             endpoints.add_metric([name], snap.endpoint_count if snap is not None else 0)
             info.add_metric([name, regions.get(name, ""), kinds.get(name, "bus")], 1)
-        yield from (state, age, services, endpoints, info)
+        yield from (state, age, fresh_age, services, endpoints, info)
         relists = _family("feddns_source_relists_total")
         events = _family("feddns_source_events_total")
         for cluster, (n_relists, n_events) in sorted(app.kubernetes_counts().items()):

@@ -15,8 +15,14 @@ goal at 200,000 endpoints), read by an unpickler that refuses every class, so
 a tampered file cannot run code: it can only fail to load.
 
 Loaded data is *stale* (RFC 8767 adapted): it answers only where no fresh
-source does, with the stale TTL and EDE 3, and it ages from its original
-sync time, so data older than ``freshness.max_stale`` is not loaded at all.
+source does, with the stale TTL and EDE 3, and it ages from when its source
+was last known fresh (not from its last change: a cluster quiet for a day is
+not a day old), so data older than ``freshness.max_stale`` is not loaded at all.
+Because a quiet cluster's data does not change, rewriting the whole snapshot
+to move that time would cost a full encode every interval; a small freshness
+file beside it (``<path>.fresh``: the snapshot's checksum and each cluster's
+last fresh wall-clock time) is rewritten instead, and is used only with the
+snapshot whose checksum it names.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -55,10 +62,11 @@ class SnapshotError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SavedCluster:
-    """One cluster's data as saved, with the wall-clock time it was last synced."""
+    """One cluster's data as saved, with the wall-clock time its source was last fresh."""
 
     snapshot: ClusterSnapshot
     synced_wall: float
+    """Wall-clock time its source was last known fresh (the data's age counts from it)."""
 
 
 # --- encoding ----------------------------------------------------------------------
@@ -84,6 +92,36 @@ def encode(clusters: Mapping[str, SavedCluster], *, federation: str, wall: float
     ), protocol=5)
     digest = hashlib.sha256(body).hexdigest()
     return MAGIC + f" {VERSION} {digest} {len(body)}\n".encode() + body
+
+
+def body_digest(data: bytes) -> str:
+    """The checksum an encoded snapshot's header carries (names it in the freshness file)."""
+    return data.split(b"\n", 1)[0].split(b" ")[2].decode("ascii")
+
+
+def freshness_path(path: Path) -> Path:
+    """Where the freshness file of the snapshot at ``path`` lives."""
+    return path.with_name(path.name + ".fresh")
+
+
+def encode_freshness(fresh: Mapping[str, float], *, federation: str, body: str) -> bytes:
+    """The freshness file: each cluster's last-fresh wall time, for the snapshot ``body``."""
+    return json.dumps({"v": 1, "federation": federation, "body": body,
+                       "fresh": dict(fresh)}, sort_keys=True).encode()
+
+
+def _read_freshness(path: Path, *, federation: str, body: str) -> dict[str, float]:
+    """The freshness file's times when it belongs to this snapshot ({} otherwise)."""
+    try:
+        doc = json.loads(freshness_path(path).read_bytes())
+        if doc.get("v") != 1 or doc.get("federation") != federation or doc.get("body") != body:
+            return {}
+        return {str(k): float(v) for k, v in dict(doc["fresh"]).items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("ignoring %s: %s", freshness_path(path), exc)
+        return {}
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -189,8 +227,12 @@ def load(path: Path, *, federation: str, wall_now: float,
         log.warning("ignoring snapshot %s: it belongs to federation %r, not %r", path, fed,
                     federation)
         return {}
+    fresher = _read_freshness(path, federation=federation, body=body_digest(data))
     usable = {}
-    for name, saved in clusters.items():
+    for name, stored in clusters.items():
+        saved = stored
+        if fresher.get(name, saved.synced_wall) > saved.synced_wall:
+            saved = SavedCluster(saved.snapshot, fresher[name])
         age = wall_now - saved.synced_wall
         if age > max_stale:
             log.info("snapshot of cluster %s is %.0f s old, beyond max_stale: not loaded", name,

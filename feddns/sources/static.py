@@ -255,6 +255,9 @@ class StaticSource:
             # Back to the last good content (a broken edit was reverted): the episode
             # is over, so the next breakage, even an identical one, is logged again.
             self._last_error = None
+            now = self.clock()
+            for cluster in self.clusters:
+                self.registry.confirm(cluster, now=now)  # the source is healthy
             return False
         try:
             snapshots = await asyncio.to_thread(load_static, self.path)

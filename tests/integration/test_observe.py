@@ -169,13 +169,39 @@ def test_health_is_200_and_readiness_turns_200_when_a_late_source_delivers(
     try:
         assert http(server, "/healthz") == (200, "ok\n")
         code, text = http(server, "/readyz")
-        assert (code, text) == (503, "not ready: waiting for east, west\n")
+        assert (code, text) == (
+            503, "not ready: waiting for east, west (at most sync_timeout 15 s)\n")
         assert value(metrics(server)["feddns_ready"], "feddns_ready") == 0
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.SERVFAIL
         data.write_text(content)
         wait_until(lambda: http(server, "/readyz")[0] == 200)
         assert http(server, "/readyz") == (200, "ready\n")
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.NOERROR
+    finally:
+        server.stop()
+
+
+def test_readiness_turns_200_after_sync_timeout_naming_the_clusters_that_never_synced(
+        tmp_path: Path) -> None:
+    config = write_federation(tmp_path, CLUSTERS, extra={
+        "observe": OBSERVE, "freshness": {"sync_timeout": 0.5}})
+    (tmp_path / "services.yaml").unlink()  # the source never delivers
+    started = time.monotonic()
+    server = ServerThread(load_settings(config)).start(wait_loaded=False)
+    try:
+        assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.SERVFAIL
+        wait_until(lambda: http(server, "/readyz")[0] == 200, timeout=5, interval=0.05)
+        assert time.monotonic() - started < 0.5 + 1.0
+        assert http(server, "/readyz") == (
+            200, "ready; degraded: unsynced past sync_timeout: east, west\n")
+        assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.NXDOMAIN
+        view = json.loads(http(server, "/debug")[1])
+        assert [(c["name"], c["state"], c["unsynced"]) for c in view["clusters"]] == [
+            ("east", "unsynced", True), ("west", "unsynced", True)]
+        assert view["sync_gate"] == {"open": True, "sync_timeout_seconds": 0.5, "awaited": [],
+                                     "unsynced": ["east", "west"]}
+        states = metrics(server)["feddns_cluster_state"]
+        assert value(states, "feddns_cluster_state", cluster="east", state="unsynced") == 1
     finally:
         server.stop()
 

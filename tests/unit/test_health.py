@@ -309,6 +309,9 @@ def expired(**kw: object) -> Federation:
     db = Service("data", "db", ServiceType.HEADLESS, ports=(Port("pg", 5432),),
                  endpoints=(Endpoint("10.1.0.1", hostname="db-0"),))
     fed = located({"east": [web("east"), db], "west": [web("west")]}, **kw)
+    # Both sources were last known fresh at 10 s (a probe, a bookmark), then lost.
+    fed.registry.confirm("east", now=10.0)
+    fed.registry.confirm("west", now=10.0)
     fed.registry.set_state("east", ClusterState.STALE, now=10.0)
     fed.registry.set_state("west", ClusterState.STALE, now=10.0)
     fed.sync(now=20.0)

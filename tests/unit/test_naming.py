@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from feddns.dns import wire
-from feddns.model.services import Endpoint, Port, Protocol, Service, ServiceType
+from feddns.model.registry import ClusterState
+from feddns.model.services import (
+    ClusterSnapshot,
+    Endpoint,
+    Port,
+    Protocol,
+    Service,
+    ServiceType,
+)
 from tests.unit.dnscase import (
     Case,
     Federation,
@@ -322,15 +330,21 @@ def test_a_clusterip_answer_is_bounded_per_family_too() -> None:
     assert len(section(query(fed.table, "s.ns.svc.clusterset.local.", "A"))) == 3
 
 
-# --- before every cluster has delivered data -------------------------------------------------
+# --- before every cluster has delivered data (the sync gate) ---------------------------------
 
 BEFORE_LOAD = [
+    # A name not found may exist in the cluster not heard from yet.
     Case("nope.shop.svc.clusterset.local.", "A", rcode="SERVFAIL", aa=False),
     Case("nope.clusterset.local.", "A", rcode="SERVFAIL", aa=False),
-    Case(WEB, "AAAA", rcode="SERVFAIL", aa=False),  # NODATA would claim too much
-    Case("shop.svc.clusterset.local.", "A", rcode="SERVFAIL", aa=False),  # ENT
-    Case(f"east.{DB}", "A", rcode="SERVFAIL", aa=False),  # ENT
-    Case(f"db-1.east.{DB}", "AAAA", rcode="SERVFAIL", aa=False),
+    # A name known from any source answers NODATA for a type it lacks, never SERVFAIL:
+    # musl's getaddrinfo asks A and AAAA together and fails the whole lookup on a
+    # SERVFAIL for either (issue #12).
+    Case(WEB, "AAAA", authority=NEG),
+    Case("shop.svc.clusterset.local.", "A", authority=NEG),  # ENT
+    Case(f"east.{DB}", "A", authority=NEG),  # ENT
+    Case(f"db-1.east.{DB}", "AAAA", authority=NEG),
+    # A known service with nothing ready anywhere heard from: NODATA (fail-closed).
+    Case("legacy.shop.svc.clusterset.local.", "A", authority=NEG),
     # Names already known answer from the clusters heard from.
     Case(WEB, "A", answer=(f"{WEB} 5 IN A 10.96.1.10",)),
     # The apex and the schema version do not depend on cluster data.
@@ -360,6 +374,42 @@ def test_once_the_last_cluster_loads_unknown_names_answer_nxdomain() -> None:
                           authority=NEG))
     check(fed.table, Case(WEB, "AAAA", authority=NEG))
     check(fed.table, Case("shop.svc.clusterset.local.", "A", authority=NEG))
+
+
+def test_past_sync_timeout_a_cluster_that_never_synced_stops_holding_back_nxdomain() -> None:
+    fed = federation({"east": DATA["east"], "west.prod": None})
+    check(fed.table, BEFORE_LOAD[0])
+    assert fed.registry.awaited() == ["west.prod"]
+    assert fed.registry.stop_waiting("west.prod") is True  # what the sync_timeout timer does
+    fed.sync()
+    assert fed.table.serial == 2000  # nothing visible changed
+    for full in (False, True):
+        check(fed.table, Case("nope.shop.svc.clusterset.local.", "A", rcode="NXDOMAIN",
+                              authority=NEG), full=full)
+        check(fed.table, Case(WEB, "A", answer=(f"{WEB} 5 IN A 10.96.1.10",)), full=full)
+    entry = fed.registry.clusters["west.prod"]
+    assert (entry.unsynced, entry.display_state) == (True, "unsynced")
+    assert fed.registry.unsynced() == ["west.prod"] and fed.registry.awaited() == []
+    # When it syncs at last, its names come in and it is an ordinary fresh cluster.
+    fed.load("west.prod", DATA["west.prod"])
+    fed.sync()
+    assert entry.display_state == "fresh" and fed.registry.unsynced() == []
+    assert section(query(fed.table, WEB, "A")) == sorted(
+        [f"{WEB} 5 IN A 10.96.1.10", f"{WEB} 5 IN A 10.96.3.10"])
+    assert fed.registry.stop_waiting("west.prod") is False  # a late timer changes nothing
+
+
+def test_a_cluster_restored_from_the_warm_start_snapshot_counts_as_synced_for_the_gate() -> None:
+    fed = federation({"east": DATA["east"], "west.prod": None})
+    check(fed.table, BEFORE_LOAD[0])
+    fed.registry.restore(ClusterSnapshot.from_services("west.prod", DATA["west.prod"]), now=5.0,
+                         age=60.0)
+    fed.sync()
+    check(fed.table, Case("nope.shop.svc.clusterset.local.", "A", rcode="NXDOMAIN",
+                          authority=(soa(ORIGIN, serial=2001),)))
+    entry = fed.registry.clusters["west.prod"]
+    assert entry.restored and not entry.synced_once and entry.state is ClusterState.STALE
+    assert entry.last_fresh == -55.0  # its age counts from when it was last known fresh
 
 
 def test_a_federation_without_clusters_is_loaded_from_the_start() -> None:

@@ -210,7 +210,8 @@ def test_the_exposition_parses_and_carries_the_process_metrics() -> None:
                  "feddns_dns_queries", "feddns_table_programming_duration_seconds"):
         assert name in families, name
     states = {s.labels["state"]: s.value for s in families["feddns_cluster_state"].samples}
-    assert states == {"syncing": 1.0, "fresh": 0.0, "stale": 0.0, "expired": 0.0}
+    assert states == {"syncing": 1.0, "fresh": 0.0, "stale": 0.0, "expired": 0.0,
+                      "unsynced": 0.0}
     assert "feddns_bus_connected" not in families  # no bus, no bus metrics
 
 

@@ -380,3 +380,33 @@ def test_a_repeated_identical_query_sees_a_change_at_once() -> None:
     fed.load("east", [web("10.96.1.10"), db(Endpoint("10.2.0.9", hostname="db-0"))])
     fed.sync()
     assert addresses() == ["10.2.0.9"]
+
+
+# --- freshness follows the source, not the data --------------------------------------------
+
+
+def test_a_sign_of_life_moves_last_fresh_only_while_the_cluster_is_fresh() -> None:
+    fed = initial()
+    east = fed.registry.clusters["east"]
+    assert east.last_fresh == 1.0  # the load
+    generation = fed.registry.generation
+    fed.registry.confirm("east", now=50.0)  # a bookmark, a probe, an unchanged file
+    assert east.last_fresh == 50.0
+    assert fed.registry.generation == generation and not fed.registry.dirty  # no compile
+    fed.registry.set_state("east", ClusterState.STALE, now=52.0)
+    fed.registry.confirm("east", now=60.0)
+    assert east.last_fresh == 50.0  # a lost source proves nothing
+
+
+def test_max_stale_counts_from_the_last_sign_of_life_not_from_the_last_data_change() -> None:
+    fed = initial()
+    fed.registry.confirm("east", now=86_000.0)  # quiet for a day, but healthy
+    fed.registry.set_state("east", ClusterState.STALE, now=86_002.0)
+    assert fed.registry.expire(now=86_000.0 + 600.0, max_stale=600.0) == []
+    assert fed.registry.expire(now=86_000.0 + 600.5, max_stale=600.0) == ["east"]
+
+
+def test_a_change_while_fresh_is_a_sign_of_life_too() -> None:
+    fed = initial()
+    fed.registry.put_service("east", ("shop", "web"), web("10.96.1.11"), now=30.0)
+    assert fed.registry.clusters["east"].last_fresh == 30.0

@@ -6,26 +6,45 @@ service-account tokens expire; a DNS server must not need a restart for a
 token rotation. This wrapper re-reads the kubeconfig (and the token file it
 names) whenever either file changes, before every list or watch request, and
 on any 401. TLS verification stays on unless the kubeconfig itself says
-``insecure-skip-tls-verify``. This module is the only importer of the
-``kubernetes`` package.
+``insecure-skip-tls-verify``. A kubeconfig that turns unreadable or broken
+after start (a botched rotation) keeps the last good client, and the error
+names the file. This module is the only importer of the ``kubernetes`` package.
+
+Two things the client does not offer are added here. A liveness probe
+(``GET /version``, answered by the API server from memory) on a client of its
+own, with one short timeout for the whole request, so that a silent partition
+is seen within seconds instead of a watch's read timeout (client-go gets the
+same from HTTP/2 health checks). And :meth:`ClusterClient.interrupt`, which
+shuts the socket a given watch thread is blocked on, so that a watch hanging
+on a silent connection is restarted as soon as the probe says so: the
+connection pool records which thread holds which connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import urllib3
 import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from feddns.errors import FeddnsError
+
 INCLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
-__all__ = ["ApiException", "ClusterClient", "Resource"]
+__all__ = ["ApiException", "ClusterClient", "CredentialError", "Resource", "describe_error"]
+
+
+class CredentialError(FeddnsError):
+    """The kubeconfig (or in-cluster account) cannot be loaded; the message names it."""
 
 
 class Resource:
@@ -38,6 +57,56 @@ class Resource:
 
 MCS_GROUP = "multicluster.x-k8s.io"
 MCS_VERSION = "v1alpha1"
+
+
+class _Connections:
+    """The connection each thread is using now (recorded by :func:`_tracking_pools`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_thread: dict[int, Any] = {}
+
+    def note(self, conn: Any) -> None:
+        with self.lock:
+            self.by_thread[threading.get_ident()] = conn
+
+    def shut(self, threads: Iterable[int]) -> int:
+        """Shut the sockets ``threads`` are using; return how many were open."""
+        with self.lock:
+            conns = [self.by_thread.get(t) for t in threads]
+        shut = 0
+        for conn in conns:
+            sock = getattr(conn, "sock", None)
+            if sock is None:
+                continue
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+                shut += 1
+        return shut
+
+
+def _tracking_pools(connections: _Connections) -> dict[str, type[Any]]:
+    """Connection pool classes that record which thread takes which connection."""
+
+    class HTTPPool(urllib3.HTTPConnectionPool):
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            conn = super()._get_conn(timeout)
+            connections.note(conn)
+            return conn
+
+    class HTTPSPool(urllib3.HTTPSConnectionPool):
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            conn = super()._get_conn(timeout)
+            connections.note(conn)
+            return conn
+
+    return {"http": HTTPPool, "https": HTTPSPool}
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description of a request failure (type and first line, bounded)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 class ClusterClient:
@@ -55,7 +124,12 @@ class ClusterClient:
         self.in_cluster = in_cluster
         self._lock = threading.Lock()
         self._api: k8s_client.ApiClient | None = None
+        self._probe_api: k8s_client.ApiClient | None = None
         self._fingerprint: bytes | None = None
+        self._connections = _Connections()
+        self.credential_error: str | None = None
+        """Why the current credentials could not be loaded (None: they could), naming
+        the file; the last good client stays in use meanwhile."""
 
     def _credential_files(self) -> list[Path]:
         if self.in_cluster:
@@ -84,33 +158,93 @@ class ClusterClient:
                 digest.update(b"<missing>")
         return digest.digest()
 
-    def _build(self) -> k8s_client.ApiClient:
+    def _configuration(self) -> k8s_client.Configuration:
+        """Load the credentials; raise :class:`CredentialError` naming the file."""
         configuration = k8s_client.Configuration()
-        if self.in_cluster:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        else:
-            k8s_config.load_kube_config(
-                config_file=str(self.kubeconfig),
-                context=self.context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
+        where = ("the in-cluster service account" if self.in_cluster
+                 else f"kubeconfig {self.kubeconfig}")
+        try:
+            if self.in_cluster:
+                k8s_config.load_incluster_config(client_configuration=configuration)
+            else:
+                k8s_config.load_kube_config(
+                    config_file=str(self.kubeconfig),
+                    context=self.context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
+        except Exception as exc:  # the loader raises many types (YAML, OSError, its own)
+            raise CredentialError(f"{where}: {describe_error(exc)}") from exc
         # urllib3 retries a read timeout three times by default, which would quadruple the
         # time to notice a silent partition; this source owns its retry loop instead.
         configuration.retries = False
-        return k8s_client.ApiClient(configuration)
+        return configuration
+
+    def _build(self, configuration: k8s_client.Configuration) -> k8s_client.ApiClient:
+        api = k8s_client.ApiClient(configuration)
+        # Pools are created on the first request, so the classes can still be swapped.
+        api.rest_client.pool_manager.pool_classes_by_scheme = _tracking_pools(
+            self._connections)
+        return api
+
+    def _refresh(self) -> None:
+        """Rebuild the clients when the credential files changed (lock held).
+
+        A change that cannot be loaded keeps the last good clients and records
+        why (``credential_error``); with no client yet, it raises.
+        """
+        fingerprint = self._current_fingerprint()
+        if self._api is not None and fingerprint == self._fingerprint:
+            return
+        try:
+            configuration = self._configuration()
+        except CredentialError as exc:
+            self.credential_error = str(exc)
+            if self._api is None:
+                raise
+            self._fingerprint = fingerprint  # reported once; retried when it changes again
+            return
+        old, old_probe = self._api, self._probe_api
+        self._api = self._build(configuration)
+        self._probe_api = k8s_client.ApiClient(configuration)
+        self._fingerprint = fingerprint
+        self.credential_error = None
+        for client in (old, old_probe):
+            if client is not None:
+                client.close()
 
     def api(self) -> k8s_client.ApiClient:
         """The API client, rebuilt first if the kubeconfig or token changed on disk."""
         with self._lock:
-            fingerprint = self._current_fingerprint()
-            if self._api is None or fingerprint != self._fingerprint:
-                old = self._api
-                self._api = self._build()
-                self._fingerprint = fingerprint
-                if old is not None:
-                    old.close()
+            self._refresh()
+            assert self._api is not None
             return self._api
+
+    def probe(self, timeout: float) -> str | None:
+        """One liveness check: ``GET /version`` within ``timeout`` s in all.
+
+        Returns None when the API server answered (any status below 500: a 401 or
+        403 is an answer, and the watches report those), else why not.
+        """
+        with self._lock:
+            try:
+                self._refresh()
+            except CredentialError as exc:
+                return str(exc)
+            api = self._probe_api
+        assert api is not None
+        try:
+            k8s_client.VersionApi(api).get_code(_request_timeout=timeout)
+        except ApiException as exc:
+            if (exc.status or 0) >= 500 or not exc.status:
+                return f"HTTP {exc.status} {exc.reason}"
+        except Exception as exc:  # any failure to get an answer counts, never a crash
+            return describe_error(exc)
+        return None
+
+    def interrupt(self, threads: Iterable[int]) -> int:
+        """Shut the connections ``threads`` are blocked on (their request fails at once)."""
+        return self._connections.shut(threads)
 
     def invalidate(self) -> None:
         """Forget the client (after a 401): the next request re-reads credentials."""
@@ -120,9 +254,10 @@ class ClusterClient:
     def close(self) -> None:
         """Release connection pools."""
         with self._lock:
-            if self._api is not None:
-                self._api.close()
-                self._api = None
+            for client in (self._api, self._probe_api):
+                if client is not None:
+                    client.close()
+            self._api = self._probe_api = None
 
     def list_call(self, resource: str, namespace: str | None) -> Callable[..., Any]:
         """The generated list function for ``resource`` (all namespaces when None)."""

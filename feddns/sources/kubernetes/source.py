@@ -5,7 +5,11 @@ loop mutates it), so they hand converted events through a bounded queue and
 this class applies them on the loop: a complete (re-)list of every watched
 kind becomes one ``Registry.replace`` (one swap, deletions included); single
 events update one service. A lost source makes the cluster stale, never
-empty; 403 is reported loudly and the last data stays.
+empty; 403 is reported loudly and the last data stays. Besides the watches,
+a liveness probe (:mod:`.probing`) watches the API server itself: the
+cluster is fresh only while every watch is established and the probe
+answers, and every sign of life (a bookmark, a probe) moves the cluster's
+``last_fresh`` forward.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from feddns.model.registry import ClusterState, Registry
 from feddns.model.services import ClusterSnapshot, Service, ServiceKey
 from feddns.sources.kubernetes.client import ClusterClient, Resource
 from feddns.sources.kubernetes.converting import ServiceInfo, SliceInfo, build_service
+from feddns.sources.kubernetes.probing import PROBE, Prober
 from feddns.sources.kubernetes.watching import (
+    Alive,
     Changed,
     Deleted,
     Event,
@@ -62,6 +68,10 @@ class WatchSettings:
     read_timeout: float = 60.0
     connect_timeout: float = 10.0
     backoff_max: float = 30.0
+    probe_interval: float = 2.0
+    probe_timeout: float = 2.0
+    fast_retry_window: float = 3.0
+    """Retry every quarter second for this long after a loss (the selection's hold-down)."""
     queue_size: int = 4096
 
 
@@ -86,6 +96,7 @@ class KubernetesSource:
         self.relists = 0
         self.events = 0
         self.watchers: list[ResourceWatcher] = []
+        self.prober: Prober | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -102,7 +113,8 @@ class KubernetesSource:
 
     def _emit(self, event: Event) -> None:
         """Called from watch threads: enqueue (blocking when full), then wake the loop."""
-        watcher_stopping = all(w.stopping.is_set() for w in self.watchers)
+        watcher_stopping = all(w.stopping.is_set() for w in self.watchers) or (
+            self.prober is not None and self.prober.stopping.is_set())
         while True:
             try:
                 self.queue.put(event, timeout=0.5)
@@ -126,10 +138,16 @@ class KubernetesSource:
                 self.client, resource, self._emit, namespace=namespace,
                 watch_timeout=s.watch_timeout, read_timeout=s.read_timeout,
                 connect_timeout=s.connect_timeout, backoff_max=s.backoff_max,
-                cluster=self.cluster,
+                fast_window=s.fast_retry_window, cluster=self.cluster,
             )
             self.watchers.append(watcher)
             watcher.start()
+        if s.probe_interval > 0:
+            self.prober = Prober(self.client, self._emit, interval=s.probe_interval,
+                                 timeout=s.probe_timeout, cluster=self.cluster,
+                                 on_failure=self._restart_watches,
+                                 on_recovery=self._restart_stuck_watches)
+            self.prober.start()
         try:
             while True:
                 await self._wake.wait()
@@ -141,6 +159,19 @@ class KubernetesSource:
         finally:
             for watcher in self.watchers:
                 watcher.stop()
+            if self.prober is not None:
+                self.prober.stop()
+
+    def _restart_watches(self) -> None:
+        """The probe failed (prober thread): restart every watch, they may hang silently."""
+        for watcher in self.watchers:
+            watcher.kick()
+
+    def _restart_stuck_watches(self) -> None:
+        """The probe answers again (prober thread): restart watches still not established."""
+        for watcher in self.watchers:
+            if not watcher.established:
+                watcher.kick()
 
     def drain(self, *, limit: int) -> bool:
         """Apply up to ``limit`` queued events; True when more may be waiting."""
@@ -169,6 +200,8 @@ class KubernetesSource:
             self._lost(event, now)
         elif isinstance(event, Healthy):
             self._healthy(event.resource, now)
+        elif isinstance(event, Alive) and not self.lost:
+            self.registry.confirm(self.cluster, now=now)
 
     def _relisted(self, event: Relisted, now: float) -> None:
         if event.resource == Resource.SERVICES:
@@ -248,7 +281,7 @@ class KubernetesSource:
             elif event.unauthorized:
                 log.error("cluster %s: %s unauthorized (401): re-reading credentials; keeping"
                           " the last data", self.cluster, event.resource)
-            else:
+            elif event.resource != PROBE:  # the prober logs its own failures
                 log.warning("cluster %s: lost %s watch: %s", self.cluster, event.resource,
                             event.error)
         if entry.snapshot is not None and entry.state is ClusterState.FRESH:

@@ -11,9 +11,15 @@ the loop is written once, defensively, and handed only plain callbacks:
   cannot hang a watch for ever (kubernetes-client/python #1402); a read
   timeout or a chunk error on an established watch is routine: re-watch from
   the last resourceVersion, without re-listing and without a state change;
-* bookmarks move the resourceVersion (KEP-956);
-* failures back off exponentially with jitter, 0.8 s doubling to 30 s, reset
-  after two minutes of health (client-go's reflector numbers);
+* bookmarks move the resourceVersion (KEP-956) and say the source is alive;
+* the first reconnection after a loss is immediate, and further attempts
+  within ``fast_window`` (the selection's hold-down) come every quarter
+  second, so a blip that heals within the hold-down never changes an answer;
+  after that, failures back off exponentially with jitter, 0.8 s doubling to
+  30 s, reset after two minutes of health (client-go's reflector numbers);
+* a failed liveness probe (:mod:`.probing`) restarts the watch at once
+  (:meth:`ResourceWatcher.kick`), since a silent partition would otherwise
+  hold it until the read timeout;
 * 401 re-reads the credentials from disk before the next try; 401 and 403
   keep the last data (the consumer is told the source is lost, never that
   there are zero endpoints).
@@ -36,7 +42,12 @@ from typing import Any
 
 import urllib3
 
-from feddns.sources.kubernetes.client import ApiException, ClusterClient, Resource
+from feddns.sources.kubernetes.client import (
+    ApiException,
+    ClusterClient,
+    Resource,
+    describe_error,
+)
 from feddns.sources.kubernetes.converting import service_info, slice_info
 
 log = logging.getLogger(__name__)
@@ -85,34 +96,60 @@ class Healthy:
     resource: str
 
 
-Event = Relisted | Changed | Lost | Healthy
+@dataclass(frozen=True, slots=True)
+class Alive:
+    """A sign of a healthy source without data (a bookmark, a liveness probe)."""
+
+    resource: str
+
+
+Event = Relisted | Changed | Lost | Healthy | Alive
 
 
 class Gone(Exception):
     """The resourceVersion is too old (410): a re-list is needed."""
 
 
+FAST_DELAY = 0.25
+"""Pause between attempts within the fast window after a loss (jittered up to 1.5x)."""
+
+
 class Backoff:
-    """0.8 s doubling to ``maximum``, with full jitter, reset after ``reset_after`` healthy s."""
+    """Retry delays after failures: fast while a blip may still heal, then exponential.
+
+    The first ``fast_window`` seconds of a loss retry every ``FAST_DELAY`` (a
+    blip that heals within the selection's hold-down must be noticed within
+    it: with 0.8 s doubling, a 1.5 s refusal reconnected only at 3.3 s, after
+    the 3 s hold-down had failed the cluster over); after that 0.8 s doubling
+    to ``maximum``, with jitter, reset after ``reset_after`` healthy seconds.
+    """
 
     def __init__(self, *, initial: float = 0.8, maximum: float = 30.0,
-                 reset_after: float = 120.0) -> None:
+                 reset_after: float = 120.0, fast_window: float = 0.0) -> None:
         self.initial = initial
         self.maximum = maximum
         self.reset_after = reset_after
+        self.fast_window = fast_window
         self.current = initial
         self._healthy_since: float | None = None
+        self._failing_since: float | None = None
 
     def healthy(self, now: float) -> None:
         """Note a success; after ``reset_after`` seconds of them the delay resets."""
+        self._failing_since = None
         if self._healthy_since is None:
             self._healthy_since = now
         elif now - self._healthy_since >= self.reset_after:
             self.current = self.initial
 
-    def next_delay(self) -> float:
-        """The delay before the next attempt (jittered in [d, 2d), d capped)."""
+    def next_delay(self, now: float | None = None) -> float:
+        """The delay before the next attempt after a failure at ``now`` (monotonic)."""
         self._healthy_since = None
+        if now is not None:
+            if self._failing_since is None:
+                self._failing_since = now
+            if now - self._failing_since < self.fast_window:
+                return min(FAST_DELAY * (1 + random.random() / 2), self.maximum)
         delay = self.current
         self.current = min(self.current * 2, self.maximum)
         return min(delay * (1 + random.random()), self.maximum)
@@ -153,6 +190,7 @@ class ResourceWatcher:
         read_timeout: float = 60.0,
         connect_timeout: float = 10.0,
         backoff_max: float = 30.0,
+        fast_window: float = 0.0,
         cluster: str = "",
     ) -> None:
         self.client = client
@@ -162,7 +200,7 @@ class ResourceWatcher:
         self.watch_timeout = watch_timeout
         self.read_timeout = read_timeout
         self.connect_timeout = connect_timeout
-        self.backoff = Backoff(maximum=backoff_max)
+        self.backoff = Backoff(maximum=backoff_max, fast_window=fast_window)
         self.cluster = cluster
         self.stopping = threading.Event()
         self.thread = threading.Thread(
@@ -171,6 +209,10 @@ class ResourceWatcher:
         )
         self.lists = 0
         self.watches = 0
+        self.established = False
+        """True while a watch stream is open (read by the prober's thread)."""
+        self._kicked = threading.Event()
+        self._retry_now = threading.Event()
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -179,6 +221,20 @@ class ResourceWatcher:
     def stop(self) -> None:
         """Ask the thread to stop (it notices within the read timeout)."""
         self.stopping.set()
+        self._retry_now.set()
+
+    def kick(self) -> None:
+        """Restart the current request now (another thread found the source silent).
+
+        The socket the thread is blocked on is shut, so the request fails at
+        once; the failure is reported as a loss (the cluster stays stale until
+        the watch is re-established) and retried without a pause.
+        """
+        self._kicked.set()
+        self._retry_now.set()
+        ident = self.thread.ident
+        if ident is not None:
+            self.client.interrupt([ident])
 
     # --- the loop ------------------------------------------------------------
 
@@ -193,19 +249,28 @@ class ResourceWatcher:
                         lost = False
                         self.emit(Healthy(self.resource))
                 rv = self._watch(rv, on_established=self._healthy_once if lost else _nothing)
+                self.established = False
                 lost = False
                 self.backoff.healthy(time.monotonic())
             except Gone:
+                self.established = False
                 log.info("%s/%s: resourceVersion expired (410); re-listing", self.cluster,
                          self.resource)
                 rv = None
             except _Routine as exc:
+                self.established = False
+                if self._kicked.is_set():
+                    self._kicked.clear()
+                    lost = True
+                    self.emit(Lost(self.resource, "restarted: the liveness probe failed"))
+                    continue
                 # An established watch ended abnormally (chunk error, read timeout on an idle
                 # stream, server closed): reconnect from the last resourceVersion.
                 log.debug("%s/%s: watch interrupted (%s); resuming", self.cluster,
                           self.resource, exc)
                 lost = False
             except ApiException as exc:
+                self.established = False
                 status = exc.status or 0
                 if status == 410:
                     # api-concepts: a server "may return a HTTP 410" instead of the
@@ -221,8 +286,12 @@ class ResourceWatcher:
                                forbidden=status == 403, unauthorized=status == 401))
                 self._pause()
             except Exception as exc:  # any failure is a lost source, never a crash
+                self.established = False
                 lost = True
-                self.emit(Lost(self.resource, _describe(exc)))
+                error = describe_error(exc)
+                if self._kicked.is_set():
+                    error = "restarted: the liveness probe failed"
+                self.emit(Lost(self.resource, error))
                 self._pause()
         self.client.close()
 
@@ -230,7 +299,14 @@ class ResourceWatcher:
         self.emit(Healthy(self.resource))
 
     def _pause(self) -> None:
-        self.stopping.wait(self.backoff.next_delay())
+        """Wait before the next attempt; none after a kick (the prober asked for it)."""
+        if self._kicked.is_set():
+            self._kicked.clear()
+            self._retry_now.clear()
+            return
+        self._retry_now.clear()
+        self._retry_now.wait(self.backoff.next_delay(time.monotonic()))
+        self._kicked.clear()
 
     def _timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
@@ -277,6 +353,8 @@ class ResourceWatcher:
             _request_timeout=self._timeout(),
         )
         self.watches += 1
+        self.established = True
+        self._kicked.clear()  # a kick before this request had nothing to interrupt
         on_established()
         try:
             for line in _lines(resp, self.stopping):
@@ -291,6 +369,7 @@ class ResourceWatcher:
                 if kind == "BOOKMARK":
                     if new_rv:
                         rv = str(new_rv)
+                    self.emit(Alive(self.resource))
                     continue
                 if kind in ("ADDED", "MODIFIED"):
                     converted = _convert(self.resource, obj)
@@ -306,7 +385,7 @@ class ResourceWatcher:
                 if new_rv:
                     rv = str(new_rv)
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise _Routine(_describe(exc)) from exc
+            raise _Routine(describe_error(exc)) from exc
         finally:
             resp.release_conn()
         return rv
@@ -333,8 +412,3 @@ def _lines(resp: Any, stopping: threading.Event) -> Iterator[bytes]:
                 yield line
     if pending.strip():
         yield pending
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:300]
