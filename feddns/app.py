@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from feddns import __version__
+from feddns.checking import load_checked
 from feddns.config import (
     BusSourceConfig,
     KubernetesSourceConfig,
     Settings,
     StaticSourceConfig,
-    load_settings,
     parse_host_port,
 )
 from feddns.dns.answer import AnswerTable, compile_one, next_serial, service_key_of, sync_table
@@ -47,7 +47,7 @@ from feddns.model.services import ClusterSnapshot
 from feddns.observe import logs
 from feddns.observe.counting import AppStats
 from feddns.observe.monitoring import watch_loop
-from feddns.policy.health import Damping, next_change
+from feddns.policy.health import Damping, Episode, Isolation, isolation_episode, next_change
 from feddns.policy.locality import Locator, Place, rules_from
 from feddns.sources import snapshot
 from feddns.sources.static import StaticSource
@@ -145,6 +145,8 @@ class App:
         self._reload_lock = asyncio.Lock()
         self._reload_tasks: set[asyncio.Task[bool]] = set()
         self._gate_timers: list[asyncio.TimerHandle] = []
+        self.isolation: Episode | None = None
+        """The self-isolation episode in effect (None: none suspected)."""
         self.registry.on_change = self._schedule_compile
         self.table.on_miss = self._compile_on_demand
 
@@ -270,6 +272,7 @@ class App:
         """Apply pending registry changes to the answer table (``limit`` services at most)."""
         self._compile_pending = False
         started = time.perf_counter()
+        self._note_isolation()
         changed = sync_table(self.table, self.registry, wall_now=self.wall(), now=self.clock(),
                              limit=limit)
         ended = time.perf_counter()
@@ -325,6 +328,48 @@ class App:
             self._damping_timers[entry.name] = at
             asyncio.get_running_loop().call_later(at - now + 0.001, self._damping_due,
                                                   entry.name, at)
+
+    def _note_isolation(self) -> None:
+        """Follow self-isolation episodes: recompile their clusters, log, time their end.
+
+        An episode changes how every one of its clusters counts, not only the one
+        whose loss started it, so each cluster joining or leaving the held set is
+        recompiled; ``max_hold`` ends it by time alone, so a timer is set for that.
+        """
+        sel = self.settings.selection
+        now = self.clock()
+        episode = isolation_episode(
+            self.registry.clusters.values(), now=now,
+            damping=Damping(sel.hold_down, sel.readmit_after),
+            isolation=Isolation(sel.isolation.window, sel.isolation.fraction,
+                                sel.isolation.max_hold))
+        members = episode.members if episode is not None else frozenset()
+        before = self.isolation.members if self.isolation is not None else frozenset()
+        if members != before:
+            if episode is not None and self.isolation is None:
+                self.stats.isolation_episodes += 1
+                log.warning("self-isolation suspected: clusters %s lost within %g s of each"
+                            " other; answering as before (signalled stale) instead of failing"
+                            " over, for at most %g s", ", ".join(sorted(members)),
+                            sel.isolation.window, sel.isolation.max_hold)
+            elif episode is None:
+                log.info("self-isolation over: clusters %s; ordinary failover resumes",
+                         ", ".join(sorted(before)))
+            else:
+                log.warning("self-isolation: clusters %s lost too",
+                            ", ".join(sorted(members - before)))
+            for name in members ^ before:
+                self.registry.touch(name)
+        if episode is not None and (self.isolation is None
+                                    or self.isolation.start != episode.start):
+            ends = episode.start + sel.isolation.max_hold
+            asyncio.get_running_loop().call_later(max(0.0, ends - now) + 0.001,
+                                                  self._isolation_due)
+        self.isolation = episode
+
+    def _isolation_due(self) -> None:
+        if self.isolation is not None:
+            self._schedule_compile()
 
     def _damping_due(self, cluster: str, at: float) -> None:
         if self._damping_timers.get(cluster) == at:
@@ -520,7 +565,7 @@ class App:
                     log.error("reload: no config file to re-read (started without -c)")
                     return self._reload_failed("no config file")
                 try:
-                    settings = await asyncio.to_thread(load_settings, self.config_path)
+                    settings = await asyncio.to_thread(load_checked, self.config_path)
                 except ConfigError as exc:
                     log.error("reload rejected, still serving the previous config: %s",
                               exc.render().replace("\n", "; "))

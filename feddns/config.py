@@ -625,6 +625,30 @@ class LocalityConfig(_Model):
     other source is ignored, so clients cannot pick their own answers."""
 
 
+class IsolationConfig(_Model):
+    """Self-isolation is not failover.
+
+    When most clusters are lost at once, feddns suspects its own connectivity and keeps
+    answering as before (signalled stale) instead of failing over in the order the losses
+    were noticed (see README, "Failures").
+    """
+
+    window: float = Field(default=5.0, ge=0)
+    """Losses at most this many seconds apart count as one disruption. 5 s is more than a
+    simultaneous loss spreads over (liveness probes notice within ``probe_interval +
+    probe_timeout``, 4 s) and more than ``hold_down``, so no answer narrows meanwhile."""
+
+    fraction: float = Field(default=0.5, ge=0, le=1)
+    """A disruption is suspected to be this instance's own when more than this fraction of
+    the clusters that counted as fresh just before it (and at least two) are lost within
+    ``window``. 1 turns the rule off."""
+
+    max_hold: float = Field(default=120.0, ge=0)
+    """Seconds after which a suspected self-isolation ends anyway and ordinary failover
+    resumes (if some clusters stayed fresh meanwhile, the losses are taken to be real; if
+    none did, every cluster is stale and answered alike anyway)."""
+
+
 class SelectionConfig(_Model):
     """Health, damping and fallbacks of answer selection."""
 
@@ -639,6 +663,9 @@ class SelectionConfig(_Model):
     """What a name answers when no candidate is healthy, fresh or stale: NODATA
     (``fail-closed``, default: kube-proxy would refuse such a service anyway), the last
     known addresses (``fail-open``), or SERVFAIL."""
+
+    isolation: IsolationConfig = Field(default_factory=IsolationConfig)
+    """When a disruption looks like this instance's own isolation (see its keys)."""
 
     stale_ttl: int = Field(default=30, ge=1, le=3600)
     """TTL of answers built from stale data (RFC 8767 recommends 30 s); they also carry

@@ -56,6 +56,7 @@ from feddns.dns.planning import (
 from feddns.dns.wire import Name, Record
 from feddns.model.registry import Registry
 from feddns.model.services import ServiceKey
+from feddns.policy.health import Damping, Freshness, Isolation, cluster_freshness
 from feddns.policy.locality import Locator
 
 Node = RRsets | ServiceNode
@@ -476,12 +477,23 @@ def compile_one(table: AnswerTable, registry: Registry, key: ServiceKey, *, wall
     if key not in registry.dirty:
         return False
     registry.dirty.discard(key)
-    if _compile_key(table, registry, key, math.inf if now is None else now):
+    at = math.inf if now is None else now
+    if _compile_key(table, registry, key, at, freshness_of(table.settings, registry, at)):
         table.set_serial(next_serial(table.serial, wall_now))
     return True
 
 
-def _compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: float) -> bool:
+def freshness_of(settings: Settings, registry: Registry, at: float) -> dict[str, Freshness]:
+    """How every cluster counts at ``at``: damping, and self-isolation across clusters."""
+    sel = settings.selection
+    iso = sel.isolation
+    return cluster_freshness(
+        registry.clusters.values(), now=at, damping=Damping(sel.hold_down, sel.readmit_after),
+        isolation=Isolation(iso.window, iso.fraction, iso.max_hold))
+
+
+def _compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: float,
+                 freshness: Mapping[str, Freshness]) -> bool:
     views = registry.views(key)
     expired = False
     if not views:
@@ -489,7 +501,7 @@ def _compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: fl
         views = registry.views(key, expired=True)
         expired = bool(views)
     plan = plan_service(key, views, settings=table.settings, topology=table.topology, now=at,
-                        expired=expired)
+                        expired=expired, freshness=freshness)
     nodes: dict[bytes, ServiceNode] = {}
     if plan is not None:
         for origin in table.origins:
@@ -512,8 +524,9 @@ def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
     """
     at = math.inf if now is None else now
     changed = 0
+    freshness = freshness_of(table.settings, registry, at)
     for key in registry.take_dirty(limit):
-        if _compile_key(table, registry, key, at):
+        if _compile_key(table, registry, key, at, freshness):
             changed += 1
     loaded = registry.is_loaded and not registry.dirty
     if loaded != table.loaded:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from feddns.config import ServicePolicyConfig, Settings
@@ -33,7 +33,7 @@ from feddns.dns.compiling import OriginZone, _fits, base_port_name, endpoint_lab
 from feddns.dns.wire import Record
 from feddns.model.registry import ClusterEntry, ClusterState
 from feddns.model.services import Endpoint, Port, Service, ServiceKey, ServicePolicy
-from feddns.policy.health import Damping, Level, endpoint_level, is_fresh
+from feddns.policy.health import Damping, Freshness, Level, endpoint_level, is_fresh
 from feddns.policy.locality import Place
 from feddns.policy.selection import (
     TIER_NAMES,
@@ -70,6 +70,9 @@ class ClusterInfo:
     fresh: bool
     last_sync: float | None = field(compare=False)
     """Shown by the explain record; not part of plan equality (it moves on every sync)."""
+    held: bool = False
+    """Counted fresh only because a self-isolation episode holds it (answers signalled
+    stale)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +171,13 @@ def plan_service(
     topology: Topology,
     now: float,
     expired: bool = False,
+    freshness: Mapping[str, Freshness] | None = None,
 ) -> ServicePlan | None:
-    """The plan of one federated service (None when no cluster has it)."""
+    """The plan of one federated service (None when no cluster has it).
+
+    ``freshness`` is how each cluster counts at ``now`` (computed once per compile
+    batch: self-isolation looks at every cluster); None judges each alone.
+    """
     sel = settings.selection
     if not views:
         if not expired:
@@ -187,18 +195,22 @@ def plan_service(
     infos: list[ClusterInfo] = []
     ports: dict[Port, None] = {}
     for entry, svc in views:
-        fresh = is_fresh(entry, now=now, damping=damping)
+        counted = freshness.get(entry.name) if freshness is not None else None
+        if counted is None:
+            counted = Freshness(is_fresh(entry, now=now, damping=damping))
+        fresh, held = counted
         region = topology.regions.get(entry.name, "")
         zones = topology.zones.get(entry.name, ())
-        infos.append(ClusterInfo(entry.name, region, entry.state.value, fresh, entry.last_sync))
+        infos.append(ClusterInfo(entry.name, region, entry.state.value, fresh, entry.last_sync,
+                                 held))
         for p in svc.ports:
             ports.setdefault(p, None)
         if headless:
             candidates.extend(_endpoint_candidates(entry.name, region, svc, fresh=fresh,
-                                                   weights=weights))
+                                                   weights=weights, held=held))
         else:
             candidates.append(_cluster_candidate(entry.name, region, zones, svc, fresh=fresh,
-                                                 weights=weights))
+                                                 weights=weights, held=held))
     return ServicePlan(
         key=key,
         headless=headless,
@@ -215,7 +227,8 @@ def plan_service(
 
 
 def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: Service, *,
-                       fresh: bool, weights: dict[str, float] | None) -> Candidate:
+                       fresh: bool, weights: dict[str, float] | None,
+                       held: bool = False) -> Candidate:
     ready = sum(1 for e in svc.endpoints if e.ready)
     last_resort = sum(1 for e in svc.endpoints if not e.ready and e.serving and e.terminating)
     if ready:
@@ -230,12 +243,13 @@ def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: S
     return Candidate(
         cluster=cluster, region=region, zones=zones,
         addresses=svc.cluster_ips, level=level, weight=weight, ports=svc.ports,
-        lb_addresses=svc.load_balancer_ips,
+        lb_addresses=svc.load_balancer_ips, held=held,
     )
 
 
 def _endpoint_candidates(cluster: str, region: str, svc: Service, *, fresh: bool,
-                         weights: dict[str, float] | None) -> list[Candidate]:
+                         weights: dict[str, float] | None,
+                         held: bool = False) -> list[Candidate]:
     # Group one pod's IPv4 and IPv6 endpoints (same hostname or target) so that A
     # and AAAA cover the same subset (KEP-1645). Sorted, not in arrival order: a
     # source that re-lists the same endpoints in another order changes nothing.
@@ -254,6 +268,7 @@ def _endpoint_candidates(cluster: str, region: str, svc: Service, *, fresh: bool
             cluster=cluster, region=region, zones=(zone,) if zone else (),
             addresses=tuple(dict.fromkeys(e.address for e in usable)), level=level, weight=1.0,
             owner=_relative(endpoint_label(eps[0]), cluster), ports=svc.ports, endpoint=True,
+            held=held,
         ))
     if weights is not None:
         # The cluster's share is split among its endpoints of the same level, so that
@@ -458,7 +473,7 @@ def _endpoint(node: ServiceNode, qtype: int) -> Outcome:
     fam = _family(c, qtype, lb=False)
     if fam is None:
         return Outcome(nodata=True)
-    stale = c.level in (Level.STALE, Level.STALE_LAST_RESORT)
+    stale = c.level in (Level.STALE, Level.STALE_LAST_RESORT) or c.held
     ttl = _ttl(node.plan, stale)
     return Outcome(variants=((_address_records(node.owner, qtype, [fam], ttl, node.plan.cap),
                               ()),), stale=stale)
@@ -502,7 +517,7 @@ def _srv(node: ServiceNode, place: Place, *, lb: bool) -> Outcome:
     targets = [t for t in targets if t[0].owner is not None and _fits(t[0].owner + node.base)]
     if not targets:
         return _none_outcome(plan)
-    stale = level in (Level.STALE, Level.STALE_LAST_RESORT)
+    stale = level in (Level.STALE, Level.STALE_LAST_RESORT) or any(t[0].held for t in targets)
     ttl = _ttl(plan, stale)
     recs: dict[Record, None] = {}
     extra: dict[Record, None] = {}
@@ -544,7 +559,8 @@ def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcom
         freshness = info.state if info.fresh or info.state != ClusterState.FRESH.value \
             else "fresh (readmitting)"
         if info.state == ClusterState.STALE.value and info.fresh:
-            freshness = "stale (in hold-down, counted fresh)"
+            freshness = ("stale (held: self-isolation suspected, counted fresh)" if info.held
+                         else "stale (in hold-down, counted fresh)")
         lines.append(f"{name} region={info.region or '?'} {freshness} synced {age} ago:"
                      f" {summary}"[:255])
     records = tuple(Record(node.owner, wire.TXT, EXPLAIN_TTL, (wire.txt_rdata(line),))

@@ -75,6 +75,8 @@ class AppStats:
     last_reload_ok: bool = True
     last_reload_error: str | None = None
     loop_lag: deque[float] = field(default_factory=lambda: deque(maxlen=LOOP_LAG_WINDOW))
+    isolation_episodes: int = 0
+    """Suspected self-isolation episodes so far."""
 
 
 QTYPE_NAMES: Mapping[int, str] = {

@@ -60,6 +60,12 @@ def debug_view(app: App) -> dict[str, Any]:
         "uptime_seconds": round(time.monotonic() - stats.started, 3),
         "ready": app.is_ready,
         "warm_started": app.warm_started,
+        "isolation": None if app.isolation is None else {
+            "suspected": True,
+            "since_seconds": round(max(0.0, now - app.isolation.start), 3),
+            "clusters": sorted(app.isolation.members),
+            "max_hold_seconds": app.settings.selection.isolation.max_hold,
+        },
         "sync_gate": {
             "open": app.registry.is_loaded,
             "sync_timeout_seconds": app.settings.freshness.sync_timeout,

@@ -134,6 +134,11 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("feddns_table_changed_services_total", "counter", (),
               "Services whose answers changed on a compile."),
     # --- process state -----------------------------------------------------------
+    MetricDef("feddns_isolation_suspected", "gauge", (),
+              "1 while a self-isolation episode holds answers as they were (most clusters"
+              " lost within selection.isolation.window), else 0."),
+    MetricDef("feddns_isolation_episodes_total", "counter", (),
+              "Suspected self-isolation episodes since start."),
     MetricDef("feddns_ready", "gauge", (),
               "1 once the sync gate opened: every cluster synced (or was restored from the"
               " warm-start snapshot) or freshness.sync_timeout passed (/readyz)."),
@@ -421,6 +426,8 @@ class FeddnsCollector(Collector):
     def _process(self) -> Iterator[Metric]:
         app = self.app
         stats = app.stats
+        yield _single("feddns_isolation_suspected", 1.0 if app.isolation is not None else 0.0)
+        yield _single("feddns_isolation_episodes_total", stats.isolation_episodes)
         yield _single("feddns_ready", 1.0 if app.is_ready else 0.0)
         reloads = _family("feddns_config_reloads_total")
         for result in ("success", "failure"):

@@ -83,6 +83,9 @@ def problems(view: dict[str, Any]) -> list[str]:
     out = [f"{c['name']} {c['state']}" for c in view["clusters"] if c.get("state") != "fresh"]
     if not view.get("ready", False):
         out.append("not ready")
+    isolation = view.get("isolation")
+    if isolation:
+        out.append("self-isolation suspected (" + ", ".join(isolation.get("clusters", [])) + ")")
     bus = view.get("bus")
     if bus is not None and not bus.get("connected", False):
         out.append("bus disconnected")

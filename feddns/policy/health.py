@@ -6,13 +6,29 @@ freshness (whether feddns still hears from that cluster). Both are folded into
 one ordered :class:`Level`, and cluster freshness is damped so that a blip in
 a watch does not fail traffic over (k8gb fails over prematurely) and a
 flapping cluster is not readmitted at once.
+
+Self-isolation is not failover. When most clusters are lost within a short
+window, the likelier story is that this instance lost its own connectivity
+(its node's network, its egress), not that most of the federation died at
+once; Kubernetes' node lifecycle controller reasons the same way and stops
+evicting in a full disruption. Failing over in the order the losses were
+noticed would narrow every answer to whichever cluster was lost last, for
+the gap between the hold-downs' ends, with a fresh TTL that resolvers cache.
+So while such an episode lasts (:func:`isolation_episode`), its clusters keep
+counting as fresh: the answers stay as they were, signalled stale (stale TTL,
+EDE 3) once a cluster's own hold-down is over (:func:`cluster_freshness`).
+The episode ends when every one of them counts as fresh again, or after
+``max_hold`` seconds, when ordinary failover resumes (a partial disruption
+that lasts is taken to be real).
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from feddns.model.registry import ClusterEntry, ClusterState
 
@@ -41,6 +57,37 @@ class Damping:
     """A cluster lost for less than this still counts as fresh (absorbs watch blips)."""
     readmit_after: float = 10.0
     """A cluster that was lost must be fresh this long before it counts as fresh again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """When losses look like this instance's own isolation (see the module docstring)."""
+
+    window: float = 5.0
+    """Losses at most this many seconds apart count as one disruption."""
+    fraction: float = 0.5
+    """An episode starts when more than this fraction of the clusters counted fresh just
+    before the window (and at least two) are lost within it. 1 turns it off."""
+    max_hold: float = 120.0
+    """Seconds after its start that an episode ends whatever happens."""
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """A suspected self-isolation: when it started and which clusters it holds."""
+
+    start: float
+    members: frozenset[str]
+
+
+class Freshness(NamedTuple):
+    """How one cluster counts at a moment."""
+
+    fresh: bool
+    """Counts as fresh for selection (damped; or held by a self-isolation episode)."""
+    held: bool = False
+    """Counts as fresh only because of a self-isolation episode: answered as before, but
+    signalled stale (stale TTL, EDE 3)."""
 
 
 Transition = tuple[float, ClusterState]
@@ -122,6 +169,68 @@ def next_change(entry: ClusterEntry, *, now: float, damping: Damping) -> float |
         if at > now and counted != current:
             return at
     return None
+
+
+def isolation_episode(entries: Iterable[ClusterEntry], *, now: float, damping: Damping,
+                      isolation: Isolation) -> Episode | None:
+    """The self-isolation episode in effect at ``now``, if any (pure; replays transitions).
+
+    Walks every cluster's fresh/stale transitions in time order. At a loss at
+    ``t``, with no episode active: the clusters lost within ``[t - window, t]``
+    and still lost are counted against the population (clusters counted fresh
+    at ``t - window``, or fresh at ``t``); more than ``fraction`` of it, and at
+    least two, starts an episode at the earliest of those losses. A loss while
+    an episode is active joins it. An episode ends at the first moment every
+    member counts as fresh again (after readmission), or ``max_hold`` after its
+    start.
+    """
+    by_name = {e.name: e for e in entries}
+    events = sorted((t, name, state) for name, e in by_name.items()
+                    for t, state in _transitions(e) if t <= now and t > -math.inf)
+    lost: dict[str, float] = {}
+    fresh: set[str] = set()
+    episode: Episode | None = None
+
+    def over(ep: Episode, at: float) -> bool:
+        return at - ep.start > isolation.max_hold or all(
+            is_fresh(by_name[m], now=at, damping=damping) for m in ep.members)
+
+    for t, name, state in events:
+        if episode is not None and over(episode, t):
+            episode = None
+        if state is not ClusterState.STALE:
+            lost.pop(name, None)
+            fresh.add(name)
+            continue
+        lost[name] = t
+        fresh.discard(name)
+        if episode is not None:
+            episode = Episode(episode.start, episode.members | {name})
+            continue
+        recent = {n for n, at in lost.items() if at >= t - isolation.window}
+        before = t - isolation.window
+        population = recent | fresh | {
+            n for n in lost if is_fresh(by_name[n], now=before, damping=damping)}
+        if len(recent) >= 2 and len(recent) > isolation.fraction * len(population):
+            episode = Episode(min(lost[n] for n in recent), frozenset(recent))
+    if episode is not None and over(episode, now):
+        return None
+    return episode
+
+
+def cluster_freshness(entries: Iterable[ClusterEntry], *, now: float, damping: Damping,
+                      isolation: Isolation | None = None) -> dict[str, Freshness]:
+    """How every cluster counts at ``now``: damped freshness, and self-isolation's hold."""
+    entries = list(entries)
+    out = {e.name: Freshness(is_fresh(e, now=now, damping=damping)) for e in entries}
+    if isolation is None:
+        return out
+    episode = isolation_episode(entries, now=now, damping=damping, isolation=isolation)
+    if episode is not None:
+        for name in episode.members:
+            if not out[name].fresh:
+                out[name] = Freshness(True, held=True)
+    return out
 
 
 def endpoint_level(*, ready: bool, serving: bool, terminating: bool, fresh: bool) -> Level:

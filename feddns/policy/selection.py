@@ -67,6 +67,9 @@ class Candidate:
     """True when the candidate is an endpoint (ranked by its own zone)."""
     lb_addresses: tuple[str, ...] = ()
     """A cluster-level candidate's load-balancer ingress addresses."""
+    held: bool = False
+    """Its cluster counts as fresh only because self-isolation is suspected: answered as
+    before, but signalled stale (stale TTL, EDE 3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +94,13 @@ class Selection:
 
     @property
     def stale(self) -> bool:
-        """True when the answer comes from stale data (short TTL, EDE 3)."""
-        return self.level is not None and self.level in (Level.STALE, Level.STALE_LAST_RESORT)
+        """True when the answer comes from stale data (stale TTL, EDE 3).
+
+        That includes data of clusters held by a self-isolation episode.
+        """
+        if self.level is not None and self.level in (Level.STALE, Level.STALE_LAST_RESORT):
+            return True
+        return any(c.held for variant in self.variants for c in variant)
 
 
 def tier(candidate: Candidate, place: Place) -> int:

@@ -122,7 +122,10 @@ def test_check_config_prints_each_problem_with_its_key_path(tmp_path: Path) -> N
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     lines = [line.strip() for line in run.stderr.splitlines()]
-    assert f"{path}: 3 problem(s)" in lines
+    # Schema problems and file problems together (the data file is missing too).
+    assert f"{path}: 4 problem(s)" in lines
+    assert f"clusters[0].source.file: {tmp_path}/demo-services.yaml: cannot read file: No such" \
+        " file or directory" in lines
     assert any(line.startswith("clusters[1].name: 'West' is not a cluster id") for line in lines)
     assert "clusters[1].region: field required" in lines
     assert any(line.startswith("dns.listen[0]: 'localhost:53' is not HOST:PORT") for line in lines)
@@ -147,6 +150,81 @@ def test_check_config_reports_a_yaml_syntax_error_with_its_position(tmp_path: Pa
     run = feddns("check-config", str(path))
     assert run.returncode == 2
     assert "line 3, column 1: invalid YAML" in run.stderr
+
+
+# --- files a config names: checked by check-config, serve and reload alike (issue #12) ------
+
+KUBE_CONFIG = """\
+clusters:
+  - {name: east, region: us-east, zones: [z1], source: {file: data.yaml}}
+  - {name: west, region: us-west, zones: [z1],
+     source: {type: kubernetes, kubeconfig: KUBECONFIG, context: west}}
+"""
+
+GOOD_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: west, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: west, user: {tokenFile: west.token}}]
+contexts: [{name: west, context: {cluster: west, user: west}}]
+current-context: west
+"""
+
+KUBECONFIG_CASES = [
+    pytest.param(None, "kubeconfig: {k} does not exist", id="missing"),
+    pytest.param("<dir>", "kubeconfig: {k} is not a file", id="a directory"),
+    pytest.param("clusters: [a\n", "kubeconfig: {k}: line 2, column 1: invalid YAML", id="yaml"),
+    pytest.param(GOOD_KUBECONFIG.replace("name: west, context", "name: other, context"),
+                 "kubeconfig: {k}: context 'west' not found (it has: other)", id="context"),
+    pytest.param(GOOD_KUBECONFIG.replace("west.token", "gone.token"),
+                 "kubeconfig: {k}: user 'west'.tokenFile: {d}/gone.token does not exist",
+                 id="token file"),
+]
+
+
+def kube_setup(tmp_path: Path, kubeconfig: str | None) -> tuple[Path, Path]:
+    (tmp_path / "data.yaml").write_text("clusters: {east: {services: []}}\n")
+    (tmp_path / "west.token").write_text("token\n")
+    kube = tmp_path / "kubeconfig"
+    if kubeconfig == "<dir>":
+        kube.mkdir()
+    elif kubeconfig is not None:
+        kube.write_text(kubeconfig)
+    conf = tmp_path / "feddns.yaml"
+    conf.write_text(KUBE_CONFIG.replace("KUBECONFIG", str(kube)))
+    return conf, kube
+
+
+@pytest.mark.parametrize(("kubeconfig", "expected"), KUBECONFIG_CASES)
+def test_check_config_and_serve_reject_an_unusable_kubeconfig_naming_the_file(
+        tmp_path: Path, kubeconfig: str | None, expected: str) -> None:
+    conf, kube = kube_setup(tmp_path, kubeconfig)
+    line = "clusters[1].source." + expected.format(k=kube, d=tmp_path)
+    checked = feddns("check-config", str(conf))
+    assert checked.returncode == 2, checked.stdout
+    assert any(x.strip().startswith(line) for x in checked.stderr.splitlines()), checked.stderr
+    served = feddns("serve", "-c", str(conf), "--listen", f"127.0.0.1:{free_port()}")
+    assert served.returncode == 2
+    assert "refusing to start" in served.stderr and line in served.stderr, served.stderr
+
+
+def test_a_good_kubeconfig_passes_and_schema_only_skips_the_files(tmp_path: Path) -> None:
+    conf, _ = kube_setup(tmp_path, GOOD_KUBECONFIG)
+    assert feddns("check-config", str(conf)).returncode == 0
+    (tmp_path / "missing").mkdir()
+    conf, _ = kube_setup(tmp_path / "missing", None)
+    run = feddns("check-config", "--schema-only", str(conf))
+    assert run.returncode == 0 and "files not checked" in run.stdout, run.stderr
+
+
+def test_schema_problems_and_file_problems_are_reported_together(tmp_path: Path) -> None:
+    conf, kube = kube_setup(tmp_path, None)
+    conf.write_text(conf.read_text() + "dns: {listen: [localhost:53]}\n")
+    run = feddns("check-config", str(conf))
+    lines = [x.strip() for x in run.stderr.splitlines()]
+    assert f"{conf}: 2 problem(s)" in lines, run.stderr
+    assert any(x.startswith("dns.listen[0]: 'localhost:53' is not HOST:PORT") for x in lines)
+    assert f"clusters[1].source.kubeconfig: {kube} does not exist" in lines
 
 
 # --- serve ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ in-repo fake API servers (tests/fakekube) and checks what a DNS client sees.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,22 @@ def test_mid_stream_disconnect_resumes_without_relist_and_loses_nothing(
     web(east, ["10.1.0.7"], cluster_ip="10.96.0.1")
     wait_until(lambda: a_records(feddns.port) == ["10.96.0.1", "10.96.0.2"])
     assert east.list_requests["endpointslices"] == lists, "resumed from the last resourceVersion"
+
+
+def test_a_kubeconfig_broken_after_start_keeps_the_last_good_credentials_and_says_which_file(
+        tmp_path: Path, feddns: ServerThread, federation: FakeFederation,
+        caplog: pytest.LogCaptureFixture) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    good = kubeconfig.read_text()
+    with caplog.at_level(logging.ERROR):
+        kubeconfig.write_text("clusters: [broken\n")  # a botched rotation
+        federation["east"].drop_watches()  # the next request re-reads the credentials
+        web(federation["east"], ["10.1.0.1"], cluster_ip="10.96.0.7")
+        wait_until(lambda: a_records(feddns.port) == ["10.96.0.2", "10.96.0.7"])
+        assert state(feddns, "east") is ClusterState.FRESH
+        wait_until(lambda: any(str(kubeconfig) in r.getMessage() and "keeping the last good"
+                               in r.getMessage() for r in caplog.records))
+    kubeconfig.write_text(good)
 
 
 def test_401_keeps_data_and_a_rotated_token_on_disk_recovers_without_restart(

@@ -272,3 +272,38 @@ def test_an_api_refusal_shorter_than_the_hold_down_changes_no_answer(
         steps = server.call(transitions)
         assert [s for _, s in steps[-2:]] == [ClusterState.STALE, ClusterState.FRESH]
         assert steps[-1][0] - steps[-2][0] < 3.0
+
+
+# --- 7. losing everyone at once ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["refuse", "partition"])
+def test_losing_every_api_server_within_half_a_second_never_narrows_the_answer(
+        tmp_path: Path, fake_federation_factory: Callable[..., FakeFederation],
+        fault: str) -> None:
+    """What feddns sees when its own network fails: all three lost about at once.
+
+    Each hold-down used to end at a slightly different time while fresh data beat
+    stale, so for that gap the answer held only the last-lost cluster's address,
+    with the normal TTL that resolvers cache.
+    """
+    fed = three(fake_federation_factory)
+    with ServerThread(load_settings(kube_config(tmp_path, fed))) as server:
+        before = addresses(server.port)
+        assert len(before) == 3
+        for cluster in fed:
+            getattr(cluster, fault)()
+            time.sleep(0.2)  # the spread of the losses, not a synchronisation
+        seen: list[list[str]] = []
+        deadline = time.monotonic() + 12.0
+        while time.monotonic() < deadline:
+            seen.append(answer_lines(server.port))
+            if len(seen) > 20 and seen[-1][1:] and all(
+                    line.startswith("30 ") for line in seen[-1][1:]):
+                break  # every cluster is stale now, all three answered with the stale TTL
+            time.sleep(0.05)  # the client's query interval
+        narrowed = [s for s in seen if len(s) - 1 < 3]
+        assert not narrowed, f"{len(narrowed)} of {len(seen)} answers narrowed: {narrowed[:3]}"
+        assert all(line.startswith("30 ") for line in seen[-1][1:]), seen[-1]
+        view = server.call(lambda: server.app is not None and server.app.isolation)
+        assert view is not None and set(view.members) == {"east", "west", "north"}

@@ -20,7 +20,14 @@ import pytest
 
 from feddns.model.registry import ClusterEntry, ClusterState
 from feddns.model.services import Endpoint, Port, Service, ServiceType
-from feddns.policy.health import Damping, is_fresh, next_change
+from feddns.policy.health import (
+    Damping,
+    Isolation,
+    cluster_freshness,
+    is_fresh,
+    isolation_episode,
+    next_change,
+)
 from tests.unit.dnscase import Case, Federation, check, query, section
 from tests.unit.test_policy import (
     ALL,
@@ -255,6 +262,95 @@ def test_next_change_says_when_damping_flips_by_time_alone() -> None:
     assert next_change(never, now=1.0, damping=damping) is None
     warm = ClusterEntry("east", ClusterState.STALE)  # stale since start: never fresh
     assert not is_fresh(warm, now=0.0, damping=damping)
+
+
+# --- self-isolation is not failover ---------------------------------------------------------
+
+
+def _history(changes: dict[str, list[tuple[float, str]]]) -> list[ClusterEntry]:
+    """Entries that became fresh at 1 s, then went through ``changes`` (time, state)."""
+    out = []
+    for name in ("a", "b", "c", "d"):
+        entry = ClusterEntry(name, ClusterState.FRESH, fresh_since=1.0,
+                             transitions=[(1.0, ClusterState.FRESH)])
+        for at, state in changes.get(name, []):
+            entry.transitions.append((at, ClusterState(state)))
+            entry.state = ClusterState(state)
+        out.append(entry)
+    return out
+
+
+DAMP = Damping(hold_down=3.0, readmit_after=10.0)
+ISO = Isolation(window=5.0, fraction=0.5, max_hold=120.0)
+
+ISOLATION = [
+    # (losses and recoveries per cluster, check time, expected episode members or None)
+    pytest.param({"a": [(10.0, "stale")]}, 20.0, None, id="one loss is ordinary failover"),
+    pytest.param({"a": [(10.0, "stale")], "b": [(10.1, "stale")]}, 10.05, None,
+                 id="before the second loss nothing is suspected"),
+    pytest.param({"a": [(10.0, "stale")], "b": [(10.1, "stale")]}, 10.1, None,
+                 id="two of four lost is not more than half"),
+    pytest.param({"a": [(10.0, "stale")], "b": [(10.1, "stale")], "c": [(10.4, "stale")]},
+                 20.0, {"a", "b", "c"}, id="three of four lost within the window"),
+    pytest.param({"a": [(10.0, "stale")], "b": [(16.0, "stale")], "c": [(22.0, "stale")]},
+                 30.0, None, id="losses further apart than the window are separate failures"),
+    pytest.param({"a": [(10.0, "stale")], "b": [(10.1, "stale")], "c": [(10.2, "stale")]},
+                 10.0 + 120.5, None, id="max_hold ends it"),
+    pytest.param({"a": [(10.0, "stale")], "b": [(10.1, "stale")], "c": [(10.2, "stale")],
+                  "d": [(40.0, "stale")]}, 50.0, {"a", "b", "c", "d"},
+                 id="a loss during an episode joins it"),
+    pytest.param({"a": [(10.0, "stale"), (30.0, "fresh")], "b": [(10.1, "stale"), (31.0, "fresh")],
+                  "c": [(10.2, "stale"), (32.0, "fresh")]}, 41.0, {"a", "b", "c"},
+                 id="it lasts while a member is still being readmitted"),
+    pytest.param({"a": [(10.0, "stale"), (30.0, "fresh")], "b": [(10.1, "stale"), (31.0, "fresh")],
+                  "c": [(10.2, "stale"), (32.0, "fresh")]}, 42.0, None,
+                 id="it ends when every member counts as fresh again"),
+    pytest.param({"d": [(2.0, "stale")], "a": [(10.0, "stale")], "b": [(10.1, "stale")]}, 20.0,
+                 {"a", "b"}, id="a cluster lost long before is not part of the population"),
+]
+
+
+@pytest.mark.parametrize(("changes", "at", "expected"), ISOLATION)
+def test_self_isolation_episodes(changes: dict[str, list[tuple[float, str]]], at: float,
+                                 expected: set[str] | None) -> None:
+    episode = isolation_episode(_history(changes), now=at, damping=DAMP, isolation=ISO)
+    assert (set(episode.members) if episode is not None else None) == expected
+
+
+def test_a_held_cluster_counts_as_fresh_but_is_marked_held_after_its_hold_down() -> None:
+    entries = _history({"a": [(10.0, "stale")], "b": [(10.1, "stale")],
+                        "c": [(10.2, "stale")]})
+    during = cluster_freshness(entries, now=12.0, damping=DAMP, isolation=ISO)
+    assert {n: tuple(f) for n, f in during.items()} == {
+        "a": (True, False), "b": (True, False), "c": (True, False), "d": (True, False)}
+    after = cluster_freshness(entries, now=14.0, damping=DAMP, isolation=ISO)
+    assert {n: tuple(f) for n, f in after.items()} == {
+        "a": (True, True), "b": (True, True), "c": (True, True), "d": (True, False)}
+    off = cluster_freshness(entries, now=14.0, damping=DAMP,
+                            isolation=Isolation(fraction=1.0))
+    assert [n for n, f in off.items() if f.fresh] == ["d"]
+
+
+def test_losing_every_cluster_within_the_window_never_narrows_the_answer() -> None:
+    """Losses 0.4 s apart used to leave only the last-lost cluster answered, TTL 5."""
+    fed = located(webs(clusters=["east", "west", "north"]))
+    losses = {"east": 100.0, "west": 100.4, "north": 100.8}
+    seen = set()
+    at = 99.0
+    while at < 120.0:
+        for cluster, lost_at in losses.items():
+            entry = fed.registry.clusters[cluster]
+            if lost_at <= at and entry.state is ClusterState.FRESH:
+                fed.registry.set_state(cluster, ClusterState.STALE, now=lost_at)
+        for cluster in losses:
+            fed.registry.touch(cluster)  # what the app's timers and isolation check do
+        fed.sync(now=at)
+        msg = query(fed.table, WEB, "A")
+        seen.add((frozenset(r.split()[-1] for r in section(msg)),
+                  frozenset(int(r.split()[1]) for r in section(msg))))
+        at += 0.1
+    assert {addrs for addrs, _ in seen} == {frozenset(CLUSTER_IP[c] for c in losses)}
+    assert {ttls for _, ttls in seen} == {frozenset({5}), frozenset({30})}
 
 
 # --- none healthy --------------------------------------------------------------------------------

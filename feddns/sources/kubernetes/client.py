@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -37,6 +38,8 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from feddns.errors import FeddnsError
+
+log = logging.getLogger(__name__)
 
 INCLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -202,12 +205,15 @@ class ClusterClient:
             self.credential_error = str(exc)
             if self._api is None:
                 raise
+            log.error("%s; keeping the last good credentials until it is fixed", exc)
             self._fingerprint = fingerprint  # reported once; retried when it changes again
             return
         old, old_probe = self._api, self._probe_api
         self._api = self._build(configuration)
         self._probe_api = k8s_client.ApiClient(configuration)
         self._fingerprint = fingerprint
+        if self.credential_error is not None and old is not None:
+            log.info("credentials of %s usable again", self.kubeconfig or "the pod")
         self.credential_error = None
         for client in (old, old_probe):
             if client is not None:

@@ -287,7 +287,8 @@ class KubernetesSource:
         if entry.snapshot is not None and entry.state is ClusterState.FRESH:
             self.registry.set_state(self.cluster, ClusterState.STALE, now=now,
                                     error=f"{event.resource}: {event.error}")
-        else:
+        elif entry.error is None or len(self.lost) == 1:
+            # The first failure is the cause; the watches it restarts only echo it.
             entry.error = f"{event.resource}: {event.error}"
 
     def _healthy(self, resource: str, now: float, *, quiet: bool = False) -> None:
