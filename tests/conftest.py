@@ -1,4 +1,8 @@
-"""Shared fixtures: the demo federation served on a free loopback port."""
+"""Shared fixtures: the demo federation served on a free loopback port, and more.
+
+``namespace`` (a pod-like network namespace, tests/netns.py) is registered here as
+a plugin, so pytest rewrites its asserts before any test module imports it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import DEMO_CONFIG, ServerThread, serve
+
+pytest_plugins = ["tests.netns"]
 
 
 @pytest.fixture(scope="session")
