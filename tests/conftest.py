@@ -1,7 +1,8 @@
 """Shared fixtures: the demo federation served on a free loopback port, and more.
 
-``namespace`` (a pod-like network namespace, tests/netns.py) is registered here as
-a plugin, so pytest rewrites its asserts before any test module imports it.
+``namespace`` (a pod-like network namespace, tests/netns.py) and ``resolvers``
+(getaddrinfo built against glibc and musl, tests/clients.py) are registered here
+as plugins, so pytest rewrites their asserts before any test module imports them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from tests.support import DEMO_CONFIG, ServerThread, serve
 
-pytest_plugins = ["tests.netns"]
+pytest_plugins = ["tests.netns", "tests.clients"]
 
 
 @pytest.fixture(scope="session")
