@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests use: dig (bind9-dnsutils), mosquitto (the MQTT bus tests),
-# unbound and dnsmasq (real resolvers in front of feddns), iproute2 (network namespaces).
+# unbound and dnsmasq (real resolvers in front of feddns), iproute2 (network namespaces),
+# gcc and musl-tools (getaddrinfo built against glibc and against musl, as in Alpine images).
 # dnsperf/resperf and knot (the reference server) run the benchmarks; the tests smoke-run them.
-TEST_DEBS  := bind9-dnsutils mosquitto unbound dnsmasq-base iproute2 dnsperf knot
+TEST_DEBS  := bind9-dnsutils mosquitto unbound dnsmasq-base iproute2 gcc musl-tools dnsperf knot
 BENCH_DEBS := dnsperf knot
 
 .PHONY: demo test venv system-deps bench-deps lint type fmt unit bench clean

@@ -1,4 +1,9 @@
-"""Shared fixtures: the demo federation served on a free loopback port."""
+"""Shared fixtures: the demo federation served on a free loopback port, and more.
+
+``namespace`` (a pod-like network namespace, tests/netns.py) and ``resolvers``
+(getaddrinfo built against glibc and musl, tests/clients.py) are registered here
+as plugins, so pytest rewrites their asserts before any test module imports them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import DEMO_CONFIG, ServerThread, serve
+
+pytest_plugins = ["tests.netns", "tests.clients"]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ feddns, then resolves feddns names through it:
 * glibc's stub resolver in a network namespace whose resolv.conf looks like a
   pod's (``search <ns>.svc.cluster.local ...``, ``options ndots:5``), with
   feddns serving on 127.0.0.1:53 inside the namespace: ``getent hosts``
-  must print the service's addresses (run as root; skipped otherwise).
+  must print the service's addresses (run as root; skipped otherwise). The
+  namespace and the feddns process come from ``tests/netns.py``, shared with
+  ``test_clients.py`` (glibc's and musl's getaddrinfo through a cluster DNS).
 
 Nothing leaves this machine: every address is loopback, and the namespace has
 only its own loopback. Every wait is a bounded poll.
@@ -26,10 +28,7 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dns.exception
@@ -38,9 +37,9 @@ import dns.query
 import dns.rcode
 import pytest
 
+from tests.netns import FeddnsProcess, Namespace, require
 from tests.support import DEMO_CONFIG, ServerThread, dig, make_query, records, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 WEB = "web.shop.svc.clusterset.local."
 WEB_A = sorted(f"{WEB} 5 IN A 10.96.{i}.10" for i in (1, 2, 3))
 DB_SRV = sorted(f"db.data.svc.clusterset.local. 5 IN SRV 0 100 5432 {target}" for target in (
@@ -195,76 +194,19 @@ def test_dig_through_unbound_prints_the_answers(
 # --- a pod's stub resolver ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Namespace:
-    """A network namespace, and the ``ip`` program that runs commands in it."""
-
-    name: str
-    ip: str
-
-    def command(self, *args: str) -> list[str]:
-        return [self.ip, "netns", "exec", self.name, *args]
-
-    def run(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(*args), capture_output=True, text=True,
-                              timeout=timeout, check=False)
-
-
-@pytest.fixture
-def namespace(tmp_path: Path) -> Iterator[Namespace]:
-    """A network namespace with only a loopback, and a pod-like /etc/resolv.conf in it."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root (CI runs as root)")
-    ip = program("ip", "iproute2")
-    if shutil.which("getent") is None:
-        pytest.skip("getent is missing (Debian package libc-bin)")
-    name = f"feddns-{uuid.uuid4().hex[:8]}"
-    etc = Path("/etc/netns")
-    created_etc = not etc.exists()
-    added = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True,
-                           check=False)
-    if added.returncode != 0:
-        pytest.skip(f"cannot create a network namespace here: {added.stderr.strip()}")
-    try:
-        (etc / name).mkdir(parents=True)
-        # What the kubelet writes for a pod in namespace "shop" (ClusterFirst DNS policy).
-        (etc / name / "resolv.conf").write_text(
-            "search shop.svc.cluster.local svc.cluster.local cluster.local\n"
-            "nameserver 127.0.0.1\noptions ndots:5\n")
-        subprocess.run([ip, "netns", "exec", name, ip, "link", "set", "lo", "up"], check=True)
-        yield Namespace(name, ip)
-    finally:
-        for pid in subprocess.run([ip, "netns", "pids", name], capture_output=True, text=True,
-                                  check=False).stdout.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        subprocess.run([ip, "netns", "del", name], check=False)
-        shutil.rmtree(etc / name, ignore_errors=True)
-        if created_etc:
-            with contextlib.suppress(OSError):
-                etc.rmdir()
-
-
 def test_a_pods_stub_resolver_finds_a_service_through_its_search_path(
         namespace: Namespace, tmp_path: Path) -> None:
+    require("getent", "libc-bin")
     log = tmp_path / "feddns.log"
     config = tmp_path / "feddns.yaml"
     config.write_text(DEMO_CONFIG.read_text().replace(
         "demo-services.yaml", str(DEMO_CONFIG.parent / "demo-services.yaml"))
         + "observe: {listen: null, query_log: true}\n")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            namespace.command(sys.executable, "-m", "feddns", "serve", "-c", str(config),
-                              "--listen", "127.0.0.1:53"),
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        def serving() -> bool:
-            probe = namespace.run("dig", "@127.0.0.1", "+time=1", "+tries=1", "+short", WEB)
-            return "10.96.1.10" in probe.stdout
-
-        wait_until(lambda: proc.poll() is None and serving(), timeout=15)
+    with FeddnsProcess(namespace, config, log, listen="127.0.0.1:53") as feddns:
+        feddns.start()
+        wait_until(lambda: "10.96.1.10" in namespace.dig(WEB).rdata, timeout=15)
         found = namespace.run("getent", "hosts", "web.shop.svc.clusterset.local")
-        assert found.returncode == 0, found.stderr + log.read_text()
+        assert found.returncode == 0, found.stderr + feddns.log_text()
         assert sorted(line.split()[0] for line in found.stdout.splitlines()) == [
             "10.96.1.10", "10.96.2.10", "10.96.3.10"]
         assert {line.split()[1] for line in found.stdout.splitlines()} == {
@@ -273,13 +215,6 @@ def test_a_pods_stub_resolver_finds_a_service_through_its_search_path(
         assert endpoint.stdout.split()[0] == "10.3.2.10", endpoint.stderr
         missing = namespace.run("getent", "hosts", "nope.shop.svc.clusterset.local")
         assert missing.returncode == 2  # not found
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
     # ndots:5 sends the search-list expansions first; feddns refuses them (they are
     # outside its origins) at once, and the stub then asks the name as given.
     queried = [line.split()[-3] for line in log.read_text().splitlines() if " query " in line]
