@@ -442,6 +442,15 @@ class App:
                  f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}")
 
     async def _warm_start(self) -> None:
+        """Load the snapshot as stale data; a warm start counts as synced for the gate.
+
+        The gate opens for every cluster, not only those in the snapshot: the
+        restarted instance knows what it knew before the restart, and a cluster
+        missing from the snapshot never synced then either (or was just added). Its
+        names answer NXDOMAIN until it syncs, as they did before the restart; holding
+        back every unknown name for ``sync_timeout`` would turn a restart during one
+        member's outage into SERVFAIL for musl clients, which is what it must not do.
+        """
         path = self.settings.snapshot.path
         if path is None:
             return
@@ -455,6 +464,11 @@ class App:
             if name in known:
                 self.registry.restore(item.snapshot, now=now, age=max(0.0, wall - item.synced_wall))
                 self.warm_started = True
+        if self.warm_started:
+            missing = [n for n in self.registry.awaited() if self.registry.stop_waiting(n)]
+            if missing:
+                log.warning("warm start: clusters %s are not in the snapshot; not waiting for"
+                            " them (unsynced until they sync)", ", ".join(missing))
         if saved:
             # Compiled in batches once serving (and any service a query asks for, at once).
             log.info("warm start: answering from the snapshot after %.0f ms",

@@ -191,6 +191,7 @@ class Registry:
         sync gate: a restart during an outage of this cluster's source must not
         turn every unknown name into SERVFAIL (a service created while feddns
         was down is NXDOMAIN until the source syncs, for at most the negative TTL).
+        The app then stops waiting for the clusters the snapshot did not have.
         """
         entry = self.clusters.setdefault(snapshot.cluster, ClusterEntry(snapshot.cluster))
         if entry.snapshot is not None:

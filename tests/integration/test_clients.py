@@ -195,7 +195,7 @@ def test_a_cluster_down_since_start_stops_holding_back_answers_after_the_sync_ti
     assert released is not None, f"{note}\n{pod.story()}"
     assert released <= SYNC_TIMEOUT + RELEASE_MARGIN, f"{note}\n{pod.story()}"
     assert pod.answers() == ANSWERS, pod.story()
-    assert pod.readyz() == (200, "ready"), pod.story()
+    assert pod.readyz()[0] == 200 and pod.readyz()[1].startswith("ready"), pod.story()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -216,4 +216,4 @@ def test_a_restart_during_the_outage_answers_at_once_from_the_snapshot(
     pod.assert_resolved(resolvers, note)
     assert released is not None, f"{note}\n{pod.story()}"
     assert pod.answers() == ANSWERS, pod.story()
-    assert pod.readyz() == (200, "ready"), pod.story()
+    assert pod.readyz()[0] == 200 and pod.readyz()[1].startswith("ready"), pod.story()
