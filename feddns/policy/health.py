@@ -192,11 +192,14 @@ def isolation_episode(entries: Iterable[ClusterEntry], *, now: float, damping: D
     episode: Episode | None = None
 
     def over(ep: Episode, at: float) -> bool:
+        # Every member back (its latest transition at ``at`` is a recovery) and readmitted;
+        # a member still within its hold-down counts as fresh but is not back.
         return at - ep.start > isolation.max_hold or all(
-            is_fresh(by_name[m], now=at, damping=damping) for m in ep.members)
+            m not in lost and is_fresh(by_name[m], now=at, damping=damping)
+            for m in ep.members)
 
     for t, name, state in events:
-        if episode is not None and over(episode, t):
+        if episode is not None and over(episode, t - 1e-9):
             episode = None
         if state is not ClusterState.STALE:
             lost.pop(name, None)

@@ -292,6 +292,8 @@ ISOLATION = [
                  id="two of four lost is not more than half"),
     pytest.param({"a": [(10.0, "stale")], "b": [(10.1, "stale")], "c": [(10.4, "stale")]},
                  20.0, {"a", "b", "c"}, id="three of four lost within the window"),
+    pytest.param({"a": [(10.0, "stale")], "b": [(10.1, "stale")], "c": [(10.4, "stale")]},
+                 10.4, {"a", "b", "c"}, id="suspected at once, while every loss is in hold-down"),
     pytest.param({"a": [(10.0, "stale")], "b": [(16.0, "stale")], "c": [(22.0, "stale")]},
                  30.0, None, id="losses further apart than the window are separate failures"),
     pytest.param({"a": [(10.0, "stale")], "b": [(10.1, "stale")], "c": [(10.2, "stale")]},

@@ -25,6 +25,7 @@ warm-start snapshot and ``max_stale`` count from.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 
@@ -82,7 +83,8 @@ class Prober:
                     self.emit(Healthy(PROBE))
                     self.on_recovery()
                 self.emit(Alive(PROBE))
-                self.stopping.wait(self.interval)
+                # Jittered (+-10 %), so replicas' and clusters' probes do not march in step.
+                self.stopping.wait(self.interval * (0.9 + 0.2 * random.random()))
                 continue
             self.failures += 1
             if not failing:
