@@ -417,17 +417,27 @@ def _check_topic_prefix(value: str) -> str:
 
 
 
-BUS_ALLOWED_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-                     "fc00::/7")
-"""Private (RFC 1918, RFC 6598 shared, RFC 4193 unique-local) ranges: pod, service and
-internal load-balancer addresses. Public load-balancer ranges must be added explicitly."""
+BUS_ALLOWED_CIDRS = ("0.0.0.0/0", "::/0")
+"""Every unicast address: pod, cluster and internal load-balancer addresses are private,
+but a LoadBalancer service's ingress address is often public, and refusing it would drop
+ordinary services (the demo's ``checkout``). What must never be answered is in
+``BUS_DENIED_CIDRS``; narrow this list to the ranges your clusters use (SECURITY.md)."""
 
-BUS_DENIED_CIDRS = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4",
-                    "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96", "fe80::/10",
-                    "ff00::/8")
-"""Never answered for a peer, whatever ``allowed_cidrs`` says: this host, link-local
-(cloud metadata at 169.254.169.254), multicast, and IPv4-mapped IPv6 (which would
-smuggle 127.0.0.1 in). The CoreDNS ``rebind`` plugin's default list is the model."""
+BUS_DENIED_CIDRS = (
+    # IPv4: "this network" (with 0.0.0.0), loopback, link-local (cloud metadata at
+    # 169.254.169.254), multicast, reserved (with the broadcast address 255.255.255.255).
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    # IPv6: unspecified, loopback and IPv4-compatible (::/96), IPv4-mapped and
+    # IPv4-translated (they would smuggle any IPv4 address past the IPv4 rules), the
+    # discard prefix, link-local, the deprecated site-local, multicast.
+    "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "100::/64", "fe80::/10", "fec0::/10",
+    "ff00::/8",
+)
+"""Never answered for a peer, whatever ``allowed_cidrs`` and ``denied_cidrs`` say: no
+service is ever reachable there, and a peer pointing clients at this host, its link or
+the cloud metadata service is the attack the address policy exists for. IPv6 addresses
+that embed an IPv4 address (NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo) are
+refused when the embedded address is. The CoreDNS ``rebind`` plugin's list is the model."""
 
 
 class BusKeyConfig(_Model):
@@ -538,11 +548,15 @@ class BusConfig(_Model):
     """Largest accepted message in bytes; keep it below the broker's ``max_packet_size``."""
 
     allowed_cidrs: list[Cidr] = Field(default_factory=lambda: list(BUS_ALLOWED_CIDRS))
-    """Addresses a peer may publish (endpoints, cluster and load-balancer IPs); a message
-    with any other address is rejected whole."""
+    """Addresses a peer may publish (endpoints, cluster and load-balancer IPs); a service
+    with any other address is rejected (that service only; the last accepted version
+    stays). Default: every unicast address; loopback, link-local (cloud metadata),
+    multicast, unspecified and reserved ranges are refused whatever this says
+    (SECURITY.md). Narrow it to the ranges your clusters use."""
 
-    denied_cidrs: list[Cidr] = Field(default_factory=lambda: list(BUS_DENIED_CIDRS))
-    """Addresses never accepted from a peer, even inside ``allowed_cidrs``."""
+    denied_cidrs: list[Cidr] = Field(default_factory=list)
+    """More ranges never accepted from a peer, even inside ``allowed_cidrs``, on top of
+    the built-in ones that are always refused (see ``allowed_cidrs`` and SECURITY.md)."""
 
     accept_unknown_clusters: bool = False
     """Also serve peers' clusters that are not in ``clusters`` (off: they are rejected and

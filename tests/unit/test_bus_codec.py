@@ -195,26 +195,50 @@ def test_a_small_payload_inflating_beyond_its_bound_is_rejected_as_oversized() -
     ("10.1.2.3", BUS_ALLOWED_CIDRS, True),
     ("192.168.1.1", BUS_ALLOWED_CIDRS, True),
     ("fd00::1", BUS_ALLOWED_CIDRS, True),
-    ("8.8.8.8", BUS_ALLOWED_CIDRS, False),
-    ("8.8.8.8", ("0.0.0.0/0",), True),
+    # Ordinary public load-balancer addresses, and the documentation ranges the demo uses.
+    ("8.8.8.8", BUS_ALLOWED_CIDRS, True),
+    ("203.0.113.20", BUS_ALLOWED_CIDRS, True),
+    ("198.51.100.20", BUS_ALLOWED_CIDRS, True),
+    ("192.0.2.1", BUS_ALLOWED_CIDRS, True),
+    ("2001:db8::1", BUS_ALLOWED_CIDRS, True),
+    ("2600:1f18::1", BUS_ALLOWED_CIDRS, True),
+    ("8.8.8.8", ("10.0.0.0/8",), False),  # a narrowed allow list is obeyed
+    # Never valid for a service, whatever is allowed.
     ("127.0.0.1", ("0.0.0.0/0",), False),
     ("169.254.169.254", ("0.0.0.0/0",), False),
+    ("0.0.0.0", ("0.0.0.0/0",), False),
     ("0.1.2.3", ("0.0.0.0/0",), False),
     ("224.0.0.1", ("0.0.0.0/0",), False),
+    ("240.0.0.1", ("0.0.0.0/0",), False),
+    ("255.255.255.255", ("0.0.0.0/0",), False),
+    ("::", ("::/0",), False),
     ("::1", ("::/0",), False),
     ("fe80::1", ("::/0",), False),
-    ("::ffff:127.0.0.1", ("::/0",), False),
+    ("ff02::1", ("::/0",), False),
+    ("::ffff:127.0.0.1", ("::/0",), False),  # IPv4-mapped
+    ("::ffff:8.8.8.8", ("::/0",), False),
+    ("::169.254.169.254", ("::/0",), False),  # IPv4-compatible (deprecated)
+    ("64:ff9b::a9fe:a9fe", ("::/0",), False),  # NAT64 of 169.254.169.254
+    ("64:ff9b::808:808", ("::/0",), True),  # NAT64 of 8.8.8.8
+    ("2002:7f00:1::1", ("::/0",), False),  # 6to4 of 127.0.0.1
     ("2001:db8::1", ("::/0",), True),
 ])
 def test_the_address_policy_allows_only_allowed_blocks_and_never_the_denied_ones(
         address: str, allowed: tuple[str, ...], ok: bool) -> None:
+    assert AddressPolicy(allowed, ()).is_allowed(address) is ok
     assert AddressPolicy(allowed, BUS_DENIED_CIDRS).is_allowed(address) is ok
+
+
+def test_loopback_and_metadata_stay_refused_with_an_empty_deny_list() -> None:
+    policy = AddressPolicy(["0.0.0.0/0", "::/0"], [])
+    assert not any(policy.is_allowed(a) for a in ("127.0.0.1", "169.254.169.254", "::1"))
+    assert not AddressPolicy(["0.0.0.0/0"], ["203.0.113.0/24"]).is_allowed("203.0.113.20")
 
 
 @pytest.mark.parametrize("service", [
     web("127.0.0.1"),
     web(cluster_ip="169.254.169.254"),
-    Service("shop", "web", ServiceType.LOAD_BALANCER, load_balancer_ips=("8.8.8.8",)),
+    Service("shop", "web", ServiceType.LOAD_BALANCER, load_balancer_ips=("240.0.0.8",)),
 ])
 def test_a_signed_service_with_one_forbidden_address_is_rejected_whole(service: Service) -> None:
     codec = make_codec()
