@@ -325,8 +325,10 @@ class Peer:
 
 
 def make_merger(*clusters: str, own: tuple[str, ...] = (), accept_unknown: bool = False,
-                registry: Registry | None = None) -> Merger:
-    return Merger(registry or Registry.for_clusters(clusters or ("east", "west")), make_codec(),
+                registry: Registry | None = None,
+                allowed: tuple[str, ...] = BUS_ALLOWED_CIDRS) -> Merger:
+    return Merger(registry or Registry.for_clusters(clusters or ("east", "west")),
+                  make_codec(allowed=allowed),
                   own_clusters=own, instance="me-1234", peer_timeout=90.0,
                   replay_window=300.0, retained_age=330.0,
                   accept_unknown_clusters=accept_unknown)
@@ -415,6 +417,121 @@ def test_a_service_newer_than_the_manifest_is_an_addition_on_its_way() -> None:
     feed(merger, peer.status(), peer.service(web()), peer.manifest(("shop", "web")))
     feed(merger, peer.service(web(name="api")))
     assert set(services_of(merger) or {}) == {("shop", "web"), ("shop", "api")}
+
+
+# --- one rejected service does not hold its cluster back (issue #12) ----------------
+
+PRIVATE = ("10.0.0.0/8",)
+"""A narrowed allow list: public load-balancer addresses are refused."""
+CHECKOUT: ServiceKey = ("shop", "checkout")
+
+
+def checkout(lb: str = "203.0.113.20") -> Service:
+    return Service("shop", "checkout", ServiceType.LOAD_BALANCER, cluster_ips=("10.96.0.20",),
+                   load_balancer_ips=(lb,), ports=(Port("https", 443),),
+                   endpoints=(Endpoint("10.1.0.20"),))
+
+
+def test_a_service_rejected_for_its_address_does_not_keep_its_cluster_from_loading() -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    feed(merger, peer.status(), peer.service(web()), peer.service(checkout()),
+         peer.manifest(("shop", "web"), CHECKOUT))
+    assert services_of(merger) == {("shop", "web"): web()}  # loaded, checkout absent
+    assert state_of(merger) is ClusterState.FRESH
+    assert merger.rejected == {Reason.ADDRESS: 1}
+    east = merger.peers["east"]
+    assert east.complete and east.rejected[CHECKOUT].reason is Reason.ADDRESS
+    assert merger.gaps(TOPICS) == []
+
+
+def test_the_rejection_counts_even_when_the_manifest_arrives_first() -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    feed(merger, peer.status(), peer.manifest(("shop", "web"), CHECKOUT))
+    assert merger.gaps(TOPICS) == [TOPICS.service("east", CHECKOUT),
+                                   TOPICS.service("east", ("shop", "web"))]
+    feed(merger, peer.service(checkout(), gen=peer.gen), peer.service(web(), gen=peer.gen))
+    assert services_of(merger) == {("shop", "web"): web()}
+
+
+def test_a_rejected_update_keeps_the_last_good_version_of_the_service() -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    good = checkout("10.200.0.20")
+    feed(merger, peer.status(), peer.service(web()), peer.service(good),
+         peer.manifest(("shop", "web"), CHECKOUT))
+    feed(merger, peer.service(checkout("203.0.113.20")))
+    assert (services_of(merger) or {})[CHECKOUT] == good  # last good data still answers
+    assert merger.peers["east"].rejected[CHECKOUT].reason is Reason.ADDRESS
+    assert merger.gaps(TOPICS) == []
+    # A newer manifest that still lists it changes nothing about that.
+    feed(merger, peer.service(web(name="api")),
+         peer.manifest(("shop", "web"), ("shop", "api"), CHECKOUT))
+    assert (services_of(merger) or {})[CHECKOUT] == good
+    assert set(services_of(merger) or {}) == {("shop", "web"), ("shop", "api"), CHECKOUT}
+
+
+def test_a_later_valid_message_replaces_the_rejection() -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    feed(merger, peer.status(), peer.service(web()), peer.service(checkout()),
+         peer.manifest(("shop", "web"), CHECKOUT))
+    fixed = checkout("10.200.0.21")
+    feed(merger, peer.service(fixed))
+    assert (services_of(merger) or {})[CHECKOUT] == fixed
+    assert CHECKOUT not in merger.peers["east"].rejected
+    # An older rejected message coming back (a replay, a redelivery) changes nothing.
+    feed(merger, peer.service(checkout(), gen=peer.gen - 1))
+    assert (services_of(merger) or {})[CHECKOUT] == fixed
+    assert CHECKOUT not in merger.peers["east"].rejected
+
+
+def test_a_rejected_service_dropped_by_a_newer_manifest_is_forgotten_and_asked_for_if_back(
+        ) -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    feed(merger, peer.status(), peer.service(web()), peer.service(checkout()),
+         peer.manifest(("shop", "web"), CHECKOUT))
+    feed(merger, peer.manifest(("shop", "web")))
+    assert merger.peers["east"].rejected == {}
+    feed(merger, peer.manifest(("shop", "web"), CHECKOUT))  # listed anew, its message lost
+    assert merger.gaps(TOPICS) == [TOPICS.service("east", CHECKOUT)]
+    assert state_of(merger) is ClusterState.FRESH  # loaded: a change on its way, not unknown
+
+
+@pytest.mark.parametrize("garbage", [
+    b"x" * 300_000,  # oversized
+    b"hello",  # no bus header
+    b"fd1 k9 j AAAA\n{}",  # unknown key
+    b"fd1 k1 j AAAA\n{}",  # bad MAC
+])
+def test_a_forged_message_on_a_listed_service_topic_stops_the_asking_but_replaces_nothing(
+        garbage: bytes) -> None:
+    merger, peer = make_merger("east"), Peer()
+    db = web("10.1.0.9", name="db")
+    feed(merger, peer.status(), peer.service(web()), peer.manifest(("shop", "web"), ("shop", "db")))
+    assert merger.gaps(TOPICS) == [TOPICS.service("east", ("shop", "db"))]
+    feed(merger, (TOPICS.service("east", ("shop", "db")), garbage))
+    assert services_of(merger) == {("shop", "web"): web()}  # complete, db absent
+    assert merger.gaps(TOPICS) == []
+    feed(merger, (TOPICS.service("east", ("shop", "web")), garbage))
+    assert services_of(merger) == {("shop", "web"): web()}  # the good data stays
+    feed(merger, peer.service(db))
+    assert services_of(merger) == {("shop", "web"): web(), ("shop", "db"): db}
+    assert set(merger.peers["east"].rejected) == {("shop", "web")}
+
+
+def test_forged_messages_on_unlisted_topics_are_counted_but_not_remembered() -> None:
+    merger, peer = make_merger("east"), Peer()
+    feed(merger, peer.status(), peer.manifest(("shop", "web")))
+    for i in range(100):
+        feed(merger, (TOPICS.service("east", ("shop", f"junk-{i}")), b"hello"),
+             (TOPICS.service(f"nowhere-{i}", ("shop", "web")), b"hello"))
+    assert merger.rejected == {Reason.MALFORMED: 200}
+    assert merger.peers["east"].rejected == {} and set(merger.peers) == {"east"}
+
+
+def test_echoes_of_own_messages_are_never_rejected_by_the_local_address_policy() -> None:
+    merger = make_merger("east", allowed=PRIVATE)
+    me = Peer(instance="me-1234")
+    feed(merger, me.service(checkout()))
+    assert merger.rejected == {} and merger.counts["own"] == 1
 
 
 def test_a_silent_peer_turns_stale_not_absent_and_its_next_heartbeat_revives_it() -> None:

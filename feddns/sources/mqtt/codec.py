@@ -85,11 +85,19 @@ class Reason(enum.StrEnum):
 
 
 class Rejected(FeddnsError):
-    """A received message failed a check; ``reason`` says which."""
+    """A received message failed a check; ``reason`` says which.
 
-    def __init__(self, reason: Reason, detail: str = "") -> None:
+    ``header`` is set when the failing check came after the MAC was verified and the
+    body parsed: the message is then known to come from a key holder, for the origin,
+    instance and generation it names (the merger orders such a rejection against the
+    data it holds). Before that point nothing in the message can be believed.
+    """
+
+    def __init__(self, reason: Reason, detail: str = "", *,
+                 header: Header | None = None) -> None:
         self.reason = reason
         self.detail = detail
+        self.header = header
         super().__init__(f"{reason}: {detail}" if detail else str(reason))
 
 
@@ -504,7 +512,8 @@ class Codec:
             service = service_from_data(decoded.service)
             bad = self.policy.first_violation(service)
             if bad is not None:
-                raise Rejected(Reason.ADDRESS, bad)
+                raise Rejected(Reason.ADDRESS, f"service {service.namespace}/{service.name}:"
+                               f" {bad}", header=header)
             return ServiceMessage(header, service)
         if isinstance(decoded, SnapshotBody):
             return SnapshotMessage(header, frozenset(decoded.services))
