@@ -123,7 +123,10 @@ def bus_view(bus: BusStatsLike) -> dict[str, Any]:
         "peers": {
             name: {"online": peer.online,
                    "heartbeat_age_seconds": (None if peer.heartbeat_age is None
-                                             else round(peer.heartbeat_age, 3))}
+                                             else round(peer.heartbeat_age, 3)),
+                   "services": peer.services,
+                   "complete": peer.complete,
+                   "rejected_services": dict(peer.rejected_services)}
             for name, peer in sorted(bus.peers.items())
         },
     }

@@ -162,6 +162,10 @@ METRICS: tuple[MetricDef, ...] = (
               "1 while the cluster's publisher says it is online, 0 after its last will."),
     MetricDef("feddns_bus_peer_heartbeat_age_seconds", "gauge", ("cluster",),
               "Seconds since the cluster's last heartbeat on the bus."),
+    MetricDef("feddns_bus_peer_rejected_services", "gauge", ("cluster",),
+              "Services of the cluster whose latest bus message was refused (address policy,"
+              " signature, ...): the last accepted version, if any, still answers; the"
+              " cluster's other services are not held back."),
 )
 """Every metric feddns defines (the process_* and python_* families come from
 prometheus_client's standard collectors)."""
@@ -184,6 +188,15 @@ class PeerStatsLike(Protocol):
     @property
     def heartbeat_age(self) -> float | None:
         """Seconds since the last heartbeat; None before any."""
+    @property
+    def services(self) -> int:
+        """Services the bus holds for the cluster."""
+    @property
+    def complete(self) -> bool:
+        """True once its manifest and a message for every service it lists arrived."""
+    @property
+    def rejected_services(self) -> Mapping[str, str]:
+        """``NAMESPACE/NAME`` -> reason, for services whose latest message was refused."""
 
 
 class BusStatsLike(Protocol):
@@ -441,13 +454,16 @@ def _bus(stats: BusStatsLike) -> Iterator[Metric]:
     yield rejected
     online = _family("feddns_bus_peer_online")
     heartbeat = _family("feddns_bus_peer_heartbeat_age_seconds")
+    refused = _family("feddns_bus_peer_rejected_services")
     for cluster, peer in sorted(stats.peers.items()):
         if peer.online is not None:
             online.add_metric([cluster], 1.0 if peer.online else 0.0)
         if peer.heartbeat_age is not None:
             heartbeat.add_metric([cluster], peer.heartbeat_age)
+        refused.add_metric([cluster], len(peer.rejected_services))
     yield online
     yield heartbeat
+    yield refused
 
 
 def build_registry(app: App) -> CollectorRegistry:

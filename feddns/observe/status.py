@@ -116,11 +116,14 @@ def render(view: dict[str, Any], url: str) -> str:
         out += "\n"
         peers = bus.get("peers") or {}
         if peers:
-            peer_rows = [["PEER", "ONLINE", "HEARTBEAT"]]
+            peer_rows = [["PEER", "ONLINE", "HEARTBEAT", "REJECTED SERVICES"]]
             for name, peer in peers.items():
                 online = peer.get("online")
+                refused = peer.get("rejected_services") or {}
                 peer_rows.append([name, "-" if online is None else ("yes" if online else "no"),
-                                  duration(peer.get("heartbeat_age_seconds"))])
+                                  duration(peer.get("heartbeat_age_seconds")),
+                                  ", ".join(f"{svc} ({why})" for svc, why in refused.items())
+                                  or "-"])
             out += table(peer_rows)
     found = problems(view)
     out += ("\nstatus: degraded: " + ", ".join(found) if found

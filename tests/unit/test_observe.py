@@ -35,7 +35,7 @@ from feddns.model.registry import ClusterState
 from feddns.model.services import Endpoint, Port, Service, ServiceType
 from feddns.observe import logs, status
 from feddns.observe.counting import Buckets, qtype_label
-from feddns.observe.debug import parse_service
+from feddns.observe.debug import bus_view, parse_service
 from feddns.observe.metrics import (
     METRICS,
     FeddnsCollector,
@@ -160,6 +160,9 @@ def test_query_types_outside_the_list_are_counted_as_other() -> None:
 class Peer:
     online: bool | None
     heartbeat_age: float | None
+    services: int = 3
+    complete: bool = True
+    rejected_services: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -313,6 +316,27 @@ def test_the_status_table_shows_each_cluster_with_its_age() -> None:
                                 "SOURCE", "ERROR"]
     assert lines[3].split() == ["c0", "fresh", "1m15s", "2", "3", "static", "-"]
     assert "PEER" in report and "w     yes" in report
+
+
+def test_the_status_names_each_peers_rejected_services() -> None:
+    peers = {"e": {"online": True, "heartbeat_age_seconds": 1,
+                   "rejected_services": {"shop/checkout": "address"}}}
+    report = status.render(view("fresh", "fresh", bus={"connected": True, "peers": peers}),
+                           "http://x")
+    assert "REJECTED SERVICES" in report and "shop/checkout (address)" in report
+    assert report.rstrip().endswith("status: all 2 cluster(s) fresh")  # one service, not down
+
+
+def test_a_peers_rejected_services_are_a_gauge_and_in_the_debug_view() -> None:
+    app = app_for(["c1"])
+    peer = Peer(True, 1.0, rejected_services={"shop/checkout": "address"})
+    app.bus_stats = lambda: Bus(peers={"west": peer})
+    families = scrape(app)
+    gauge = families["feddns_bus_peer_rejected_services"].samples
+    assert [(s.labels["cluster"], s.value) for s in gauge] == [("west", 1.0)]
+    view = bus_view(Bus(peers={"west": peer}))
+    assert view["peers"]["west"]["rejected_services"] == {"shop/checkout": "address"}
+    assert (view["peers"]["west"]["services"], view["peers"]["west"]["complete"]) == (3, True)
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0.25, "0.2s"), (75, "1m15s"),

@@ -98,6 +98,9 @@ class PeerStats:
     complete: bool
     heartbeat_age: float | None
     """Seconds since the last heartbeat (local monotonic clock); None before any."""
+    rejected_services: dict[str, str]
+    """``NAMESPACE/NAME`` -> reason, for services whose latest message was refused (the
+    last accepted version, if any, still answers; the cluster is not held back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +249,8 @@ class FederationBus:
                     online=p.online, instance=p.instance, services=len(p.services),
                     complete=p.complete,
                     heartbeat_age=None if p.last_heartbeat is None else now - p.last_heartbeat,
+                    rejected_services={f"{ns}/{n}": str(r.reason)
+                                       for (ns, n), r in sorted(p.rejected.items())},
                 )
                 for name, p in self.merger.peers.items()
             },

@@ -1,0 +1,176 @@
+"""Outages as they really happen, end to end (issue #12): whole feddns processes on the bus.
+
+Each test runs real feddns apps (``tests.support.ServerThread``) against real
+mosquitto brokers started by the test, and asks them over UDP on loopback. Instance A
+sources the demo federation (``config/demo-services.yaml``, copied so a test can edit
+it) and publishes it; instance B knows every cluster only through the bus. Waits are
+bounded polls of a condition, never sleeps standing in for synchronisation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.rcode
+import pytest
+import yaml
+
+from feddns.config import load_settings
+from tests.mosquitto import MOSQUITTO, Mosquitto
+from tests.support import REPO, ServerThread, ask, make_query, wait_until
+
+DEMO_CLUSTERS = ("east-a", "east-b", "west.prod")
+CHECKOUT = "checkout.shop.svc.clusterset.local."
+WEB = "web.shop.svc.clusterset.local."
+KEY = "an-outage-test-federation-secret-0123"
+
+FAST_BUS: dict[str, Any] = {
+    "heartbeat_interval": 0.3, "peer_timeout": 1.0, "republish_interval": 30.0,
+    "backoff_max": 0.3, "keepalive": 5, "connect_timeout": 2.0,
+}
+"""Short intervals, so freshness and reconnection follow within a second or two."""
+
+
+@pytest.fixture(autouse=True)
+def _needs_mosquitto() -> None:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (Debian package mosquitto)")
+
+
+def write_config(tmp: Path, name: str, *, publisher: bool, bus: dict[str, Any]) -> Path:
+    """A config for instance ``name``: the demo clusters, static (publisher) or from the bus."""
+    data = tmp / "demo-services.yaml"
+    if not data.exists():
+        shutil.copy(REPO / "config" / "demo-services.yaml", data)
+    key = tmp / "bus-key"
+    key.write_text(KEY)
+    source = ({"type": "static", "file": str(data), "poll_interval": 0.05} if publisher
+              else {"type": "bus"})
+    config = {
+        "federation": "demo",
+        "dns": {"listen": ["127.0.0.1:0"]},
+        "observe": {"listen": "127.0.0.1:0"},
+        "selection": {"hold_down": 0, "readmit_after": 0},
+        "clusters": [{"name": c, "region": "r1", "zones": ["z1"], "source": source}
+                     for c in DEMO_CLUSTERS],
+        "bus": {"topic_prefix": f"t{tmp.name[-12:].replace('_', '-')}",
+                "keys": [{"id": "k1", "secret_file": str(key)}], **FAST_BUS, **bus},
+    }
+    path = tmp / f"feddns-{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def http(server: ServerThread, path: str) -> tuple[int, str]:
+    """GET ``path`` from the instance's observe endpoint: (status, body)."""
+    assert server.app is not None and server.app.http is not None
+    host, port = server.app.http.address  # type: ignore[misc]
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def debug(server: ServerThread) -> dict[str, Any]:
+    code, text = http(server, "/debug")
+    assert code == 200
+    view: dict[str, Any] = json.loads(text)
+    return view
+
+
+def answer(server: ServerThread, name: str) -> list[str] | str:
+    """The sorted A addresses, or the rcode's name when not NOERROR."""
+    try:
+        reply = ask(server.port, make_query(name), timeout=1.0)
+    except Exception as exc:  # a timeout is an answer too, for the assertions
+        return type(exc).__name__
+    if reply.rcode() != dns.rcode.NOERROR:
+        return dns.rcode.to_text(reply.rcode())
+    return sorted(rd.to_text() for rrset in reply.answer for rd in rrset)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    m = Mosquitto(tmp_path / "mosquitto").start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def run_pair(tmp: Path, bus_a: dict[str, Any],
+             bus_b: dict[str, Any]) -> tuple[ServerThread, ServerThread]:
+    a = ServerThread(load_settings(write_config(tmp, "a", publisher=True, bus=bus_a)))
+    b = ServerThread(load_settings(write_config(tmp, "b", publisher=False, bus=bus_b)))
+    a.start(wait_loaded=False)
+    try:
+        b.start(wait_loaded=False)
+    except BaseException:
+        a.stop()
+        raise
+    return a, b
+
+
+# --- A. a bus that degrades per service, not per cluster ---------------------------------
+
+
+def test_the_demo_published_on_the_bus_is_served_whole_by_a_peer_with_the_default_policy(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    # The demo's checkout has public (documentation-range) load-balancer addresses.
+    where = {"broker": "127.0.0.1", "port": broker.port}
+    a, b = run_pair(tmp_path, where, where)
+    try:
+        wait_until(lambda: http(b, "/readyz")[0] == 200, timeout=15)
+        assert answer(b, CHECKOUT) == ["198.51.100.20", "203.0.113.20"]
+        assert answer(b, WEB) == ["10.96.1.10", "10.96.2.10", "10.96.3.10"]
+        view = debug(b)
+        assert view["bus"]["rejected"] == {}
+        assert {c["name"]: c["state"] for c in view["clusters"]} == dict.fromkeys(
+            DEMO_CLUSTERS, "fresh")
+        assert debug(a)["bus"]["rejected"] == {}  # its own echoes are not "rejected"
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_one_rejected_service_leaves_its_cluster_complete_and_the_peer_ready(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    # B's policy leaves out 203.0.113.0/24: east-a's checkout, and only it, is refused.
+    where = {"broker": "127.0.0.1", "port": broker.port}
+    narrowed = {**where, "allowed_cidrs": ["10.0.0.0/8", "198.51.100.0/24", "fd00::/8"]}
+    a, b = run_pair(tmp_path, where, narrowed)
+    try:
+        wait_until(lambda: http(b, "/readyz")[0] == 200, timeout=15)
+        assert http(b, "/readyz") == (200, "ready\n")
+        assert answer(b, CHECKOUT) == ["198.51.100.20"]  # west.prod's; east-a's refused
+        assert answer(b, WEB) == ["10.96.1.10", "10.96.2.10", "10.96.3.10"]
+        assert answer(b, "nope.shop.svc.clusterset.local.") == "NXDOMAIN"
+        view = debug(b)
+        assert {c["name"]: (c["state"], c["services"]) for c in view["clusters"]} == {
+            "east-a": ("fresh", 5), "east-b": ("fresh", 2), "west.prod": ("fresh", 3)}
+        bus = view["bus"]
+        assert set(bus["rejected"]) == {"address"}
+        assert bus["peers"]["east-a"]["complete"] is True
+        assert bus["peers"]["east-a"]["rejected_services"] == {"shop/checkout": "address"}
+        assert bus["peers"]["west.prod"]["rejected_services"] == {}
+        # Gap repair does not ask for a topic whose message came and was refused: over
+        # more than two repair intervals (2 s each) no request is made.
+        assert b.app is not None and b.app.bus is not None
+        bus_b = b.app.bus
+        assert b.call(lambda: bus_b.merger.gaps(bus_b.topics)) == []
+        asked = bus["gap_requests"]
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            assert debug(b)["bus"]["gap_requests"] == asked
+            time.sleep(0.25)
+    finally:
+        b.stop()
+        a.stop()
