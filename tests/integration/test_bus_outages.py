@@ -9,6 +9,8 @@ bounded polls of a condition, never sleeps standing in for synchronisation.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -18,12 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import dns.rcode
 import pytest
 import yaml
 
 from feddns.config import load_settings
-from tests.mosquitto import MOSQUITTO, Mosquitto
+from tests.mosquitto import MOSQUITTO, Mosquitto, bridged_brokers
 from tests.support import REPO, ServerThread, ask, make_query, wait_until
 
 DEMO_CLUSTERS = ("east-a", "east-b", "west.prod")
@@ -174,3 +177,67 @@ def test_one_rejected_service_leaves_its_cluster_complete_and_the_peer_ready(
     finally:
         b.stop()
         a.stop()
+
+
+# --- B. more than one broker ----------------------------------------------------------
+
+Message = tuple[str, bytes]
+
+
+async def read_for(client: aiomqtt.Client, seconds: float) -> list[Message]:
+    """Every message ``client`` receives within ``seconds`` (a bounded window)."""
+    got: list[Message] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                got.append((message.topic.value, message.payload))
+    return got
+
+
+async def retained(port: int, topic: str, expected: list[Message], *,
+                   within: float = 10.0) -> list[Message]:
+    """What a new subscriber to ``topic`` gets, asked again until it is ``expected``."""
+    deadline = time.monotonic() + within
+    while True:
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.subscribe(topic, qos=1)
+            got = sorted(await read_for(client, 0.3))
+        if got == expected or time.monotonic() > deadline:
+            return got
+
+
+async def until_bridged(first: Mosquitto, second: Mosquitto, *, within: float = 10.0) -> None:
+    """Wait until a message published on ``second`` reaches ``first``: the bridge is up."""
+    deadline = time.monotonic() + within
+    async with aiomqtt.Client("127.0.0.1", first.port) as sub, \
+            aiomqtt.Client("127.0.0.1", second.port) as pub:
+        await sub.subscribe("feddns/probe", qos=1)
+        while True:
+            await pub.publish("feddns/probe", b"?", qos=1)
+            if await read_for(sub, 0.2):
+                return
+            assert time.monotonic() < deadline, "the bridge did not connect"
+
+
+async def test_two_bridged_brokers_share_retained_messages_both_ways_and_loop_nothing(
+        tmp_path: Path) -> None:
+    both = [("feddns/x", b"on the first"), ("feddns/y", b"on the second")]
+    with bridged_brokers(tmp_path, pattern="feddns/#") as (first, second):
+        await until_bridged(first, second)
+        async with aiomqtt.Client("127.0.0.1", first.port) as one, \
+                aiomqtt.Client("127.0.0.1", second.port) as two:
+            await one.subscribe("feddns/+", qos=1)
+            await two.subscribe("feddns/+", qos=1)
+            await one.publish("feddns/x", b"on the first", qos=1, retain=True)
+            await two.publish("feddns/y", b"on the second", qos=1, retain=True)
+            # Each subscriber gets each message once; a loop would keep sending copies.
+            seen = await asyncio.gather(read_for(one, 1.0), read_for(two, 1.0))
+        assert [sorted(m for m in got if m[0] != "feddns/probe") for got in seen] == [both, both]
+        # Retained on both: a new subscriber to either gets both.
+        assert await retained(first.port, "feddns/+", both) == both
+        assert await retained(second.port, "feddns/+", both) == both
+        # A broker restarted without persistence gets them back over the bridge.
+        first.restart(kill=True)
+        assert await retained(first.port, "feddns/+", both, within=20.0) == both
+
