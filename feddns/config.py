@@ -489,6 +489,44 @@ class BusTlsConfig(_Model):
         return self
 
 
+def _check_broker_host(value: str) -> str:
+    """A host name or IP address alone: no scheme, no port, no brackets."""
+    host = value.strip()
+    if "://" in host:
+        raise ValueError(f"{value!r}: give the host name alone, without a scheme"
+                         " (TLS is the 'tls' section)")
+    if host.startswith("["):
+        raise ValueError(f"{value!r}: give an IPv6 address without brackets (the port has"
+                         " its own key)")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: give the port with the 'port' key, not in the host"
+                             " name") from None
+    elif not re.fullmatch(r"[A-Za-z0-9._-]+", host):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return host
+
+
+BrokerHost = Annotated[str, AfterValidator(_check_broker_host)]
+
+
+class BusBrokerConfig(_Model):
+    """One MQTT broker of ``bus.brokers``."""
+
+    host: BrokerHost
+    """The broker's host name or IP address (no scheme, no port)."""
+
+    port: int = Field(default=1883, ge=1, le=65535)
+    """The broker's port (usually 8883 with ``tls``)."""
+
+    @property
+    def label(self) -> str:
+        """``host:port`` (``[v6]:port``), as logs, ``/debug`` and metrics name it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 class BusConfig(_Model):
     """The MQTT federation bus: own clusters go out, the other members' come in.
 
@@ -496,11 +534,18 @@ class BusConfig(_Model):
     vanishes, when the bus or a peer is lost.
     """
 
-    broker: str = Field(min_length=1)
-    """The broker's host name or IP address."""
+    broker: BrokerHost | None = None
+    """The broker's host name or IP address, with one broker (else give ``brokers``)."""
 
     port: int = Field(default=1883, ge=1, le=65535)
-    """The broker's port (usually 8883 with ``tls``)."""
+    """The port of ``broker`` (usually 8883 with ``tls``)."""
+
+    brokers: list[BusBrokerConfig] | None = Field(default=None, min_length=1)
+    """Several brokers that share the bus's topics (bridged, or one cluster), instead
+    of ``broker``: ``[{host: mqtt-a, port: 8883}, {host: mqtt-b}]``. They are tried in
+    this order; on losing the one in use the next is tried at once, and only after a
+    whole round of failures does the bus pause (``backoff_max``). The bus stays on
+    the broker it has until that one is lost."""
 
     topic_prefix: str = "feddns"
     """First topic levels; topics are ``<prefix>/<federation>/clusters/<cluster>/...``."""
@@ -526,7 +571,9 @@ class BusConfig(_Model):
 
     keepalive: int = Field(default=30, ge=5, le=3600)
     """MQTT keepalive in seconds: the broker fires the last will ("offline") after about
-    1.5 times this without traffic from a vanished instance."""
+    1.5 times this without traffic from a vanished instance, and a broker host that
+    vanishes without closing the connection (power, partition) is noticed here after
+    one to two times this (a PINGREQ without answer), then the next broker is tried."""
 
     heartbeat_interval: float = Field(default=30.0, gt=0)
     """Seconds between "online" heartbeats for each own cluster."""
@@ -570,7 +617,8 @@ class BusConfig(_Model):
     """Seconds to wait for the broker's CONNACK and for each acknowledgement."""
 
     backoff_max: float = Field(default=30.0, gt=0)
-    """Longest pause between connection attempts (0.8 s doubling, jittered)."""
+    """Longest pause between rounds of connection attempts (0.8 s doubling, jittered);
+    within a round every broker is tried once, without a pause."""
 
     @field_validator("topic_prefix")
     @classmethod
@@ -581,6 +629,36 @@ class BusConfig(_Model):
     @classmethod
     def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve_relative(value, info)
+
+    @field_validator("brokers", mode="before")
+    @classmethod
+    def _broker_mappings(cls, value: Any) -> Any:
+        for i, entry in enumerate(value if isinstance(value, list) else ()):
+            if isinstance(entry, str):
+                host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+                hint = f"{{host: {host}, port: {port}}}" if port else f"{{host: {entry}}}"
+                raise ValueError(f"[{i}] is {entry!r}: give each broker as a mapping, such as"
+                                 f" {hint}")
+        return value
+
+    @field_validator("brokers")
+    @classmethod
+    def _unique_brokers(cls, brokers: list[BusBrokerConfig] | None
+                        ) -> list[BusBrokerConfig] | None:
+        labels = [b.label for b in brokers or ()]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                raise ValueError(f"the same broker twice: [{labels.index(label)}] and [{i}]"
+                                 f" ({label})")
+        return brokers
+
+    @property
+    def all_brokers(self) -> tuple[BusBrokerConfig, ...]:
+        """Every broker in the order they are tried (``broker`` and ``port``: just one)."""
+        if self.brokers:
+            return tuple(self.brokers)
+        assert self.broker is not None  # the validator requires one of the two
+        return (BusBrokerConfig(host=self.broker, port=self.port),)
 
     @field_validator("keys")
     @classmethod
@@ -593,6 +671,15 @@ class BusConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> BusConfig:
+        if self.broker is not None and self.brokers is not None:
+            raise ValueError("give either 'broker' (one broker, with 'port') or 'brokers' (a"
+                             " list of {host, port}), not both")
+        if self.broker is None and self.brokers is None:
+            raise ValueError("no broker: give 'broker' (one host, with 'port') or 'brokers'"
+                             " (a list of {host, port}, tried in order)")
+        if self.brokers is not None and "port" in self.model_fields_set:
+            raise ValueError("'port' goes with 'broker'; with 'brokers', give each entry its"
+                             " own 'port'")
         if self.signing_key is not None and self.signing_key not in {k.id for k in self.keys}:
             raise ValueError(f"signing_key {self.signing_key!r} is not one of 'keys'")
         if self.peer_timeout < 2 * self.heartbeat_interval:

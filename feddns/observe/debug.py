@@ -111,6 +111,8 @@ def bus_view(bus: BusStatsLike) -> dict[str, Any]:
     """The bus's state and counters."""
     return {
         "connected": bus.connected,
+        "broker": bus.broker,
+        "brokers": list(bus.brokers),
         "connects": bus.connects,
         "last_error": bus.last_error,
         "published": bus.published,

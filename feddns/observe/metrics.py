@@ -15,7 +15,7 @@ This is the only module that imports ``prometheus_client``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -142,6 +142,9 @@ METRICS: tuple[MetricDef, ...] = (
               " queries wait at least this long while it lasts."),
     # --- federation bus ----------------------------------------------------------
     MetricDef("feddns_bus_connected", "gauge", (), "1 while connected to the MQTT broker."),
+    MetricDef("feddns_bus_broker_in_use", "gauge", ("broker",),
+              "1 for the broker the bus is connected to, 0 for the other configured ones"
+              " (bus.brokers, host:port)."),
     MetricDef("feddns_bus_connects_total", "counter", (), "Successful broker connections."),
     MetricDef("feddns_bus_published_total", "counter", (), "Messages published."),
     MetricDef("feddns_bus_received_total", "counter", (), "Messages received."),
@@ -208,6 +211,12 @@ class BusStatsLike(Protocol):
     @property
     def connected(self) -> bool:
         """True while connected to the broker."""
+    @property
+    def broker(self) -> str | None:
+        """``host:port`` of the broker in use; None while not connected."""
+    @property
+    def brokers(self) -> Sequence[str]:
+        """Every configured broker (``host:port``), in the order they are tried."""
     @property
     def connects(self) -> int:
         """Successful connections so far."""
@@ -440,6 +449,10 @@ class FeddnsCollector(Collector):
 
 def _bus(stats: BusStatsLike) -> Iterator[Metric]:
     yield _single("feddns_bus_connected", 1.0 if stats.connected else 0.0)
+    in_use = _family("feddns_bus_broker_in_use")
+    for broker in stats.brokers:
+        in_use.add_metric([broker], 1.0 if stats.connected and broker == stats.broker else 0.0)
+    yield in_use
     yield _single("feddns_bus_connects_total", stats.connects)
     yield _single("feddns_bus_published_total", stats.published)
     yield _single("feddns_bus_received_total", stats.received)

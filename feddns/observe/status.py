@@ -107,7 +107,13 @@ def render(view: dict[str, Any], url: str) -> str:
         out += "\nbus: not configured\n"
     else:
         rejected = sum(bus.get("rejected", {}).values())
-        out += (f"\nbus: {'connected' if bus.get('connected') else 'DISCONNECTED'},"
+        brokers = bus.get("brokers") or []
+        state = "DISCONNECTED"
+        if bus.get("connected"):
+            state = f"connected to {bus['broker']}" if bus.get("broker") else "connected"
+        if len(brokers) > 1:
+            state += f" (brokers: {', '.join(brokers)})"
+        out += (f"\nbus: {state},"
                 f" {bus.get('connects', 0)} connect(s), published {bus.get('published', 0)},"
                 f" received {bus.get('received', 0)}, applied {bus.get('applied', 0)},"
                 f" rejected {rejected}")

@@ -16,7 +16,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +241,71 @@ async def test_two_bridged_brokers_share_retained_messages_both_ways_and_loop_no
         first.restart(kill=True)
         assert await retained(first.port, "feddns/+", both, within=20.0) == both
 
+
+def brokers_of(*brokers: Mosquitto) -> dict[str, Any]:
+    """The ``bus`` keys naming ``brokers``, in this order."""
+    return {"brokers": [{"host": "127.0.0.1", "port": m.port} for m in brokers]}
+
+
+def label(broker: Mosquitto) -> str:
+    return f"127.0.0.1:{broker.port}"
+
+
+def set_web_cluster_ip(tmp: Path, cluster_ip: str) -> None:
+    """Change east-a's ``web`` in instance A's static data (A then publishes the change)."""
+    data = tmp / "demo-services.yaml"
+    doc = yaml.safe_load(data.read_text())
+    for svc in doc["clusters"]["east-a"]["services"]:
+        if (svc["namespace"], svc["name"]) == ("shop", "web"):
+            svc["cluster_ips"] = [cluster_ip]
+    staged = data.with_suffix(".new")
+    staged.write_text(yaml.safe_dump(doc))
+    staged.replace(data)  # atomically: the source never reads half a file
+
+
+def until(predicate: Callable[[], bool], *, invariant: Callable[[], None],
+          timeout: float = 15.0) -> None:
+    """Poll ``predicate`` until true, checking ``invariant`` at every turn (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        invariant()
+        if predicate():
+            return
+        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+        time.sleep(0.02)
+
+
+def test_with_two_bridged_brokers_losing_either_one_loses_nothing(tmp_path: Path) -> None:
+    with bridged_brokers(tmp_path / "brokers") as (first, second):
+        where = brokers_of(first, second)
+        a, b = run_pair(tmp_path, where, where)
+        try:
+            before = ["10.96.1.10", "10.96.2.10", "10.96.3.10"]
+            wait_until(lambda: answer(b, WEB) == before, timeout=15)
+            assert debug(a)["bus"]["broker"] == debug(b)["bus"]["broker"] == label(first)
+            assert debug(b)["bus"]["brokers"] == [label(first), label(second)]
+            counts = {c["name"]: c["services"] for c in debug(b)["clusters"]}
+            assert counts == {"east-a": 6, "east-b": 2, "west.prod": 3}
+
+            def nothing_lost() -> None:
+                web = answer(b, WEB)
+                assert isinstance(web, list) and web, f"B answered {web}"
+                assert {c["name"]: c["services"] for c in debug(b)["clusters"]} == counts
+
+            # The broker both use dies: both go on through the other, at once.
+            first.stop(kill=True)
+            set_web_cluster_ip(tmp_path, "10.96.1.11")
+            until(lambda: answer(b, WEB) == ["10.96.1.11", "10.96.2.10", "10.96.3.10"],
+                  invariant=nothing_lost)
+            assert debug(a)["bus"]["broker"] == debug(b)["bus"]["broker"] == label(second)
+            # The first comes back (empty: no persistence), the second dies.
+            first.start()
+            second.stop(kill=True)
+            set_web_cluster_ip(tmp_path, "10.96.1.12")
+            until(lambda: answer(b, WEB) == ["10.96.1.12", "10.96.2.10", "10.96.3.10"],
+                  invariant=nothing_lost)
+            assert debug(a)["bus"]["broker"] == debug(b)["bus"]["broker"] == label(first)
+            assert http(b, "/readyz")[0] == 200
+        finally:
+            b.stop()
+            a.stop()

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from feddns.config import BUS_ALLOWED_CIDRS, BUS_DENIED_CIDRS, BusConfig
+from feddns.config import (
+    BUS_ALLOWED_CIDRS,
+    BUS_DENIED_CIDRS,
+    BusConfig,
+    Settings,
+    problems_from_validation,
+)
 from feddns.errors import ConfigError
 from feddns.model.registry import ClusterState, Registry
 from feddns.model.services import (
@@ -22,6 +30,7 @@ from feddns.model.services import (
     ServiceKey,
     ServiceType,
 )
+from feddns.sources.mqtt.bus import BrokerRounds
 from feddns.sources.mqtt.codec import (
     AddressPolicy,
     Codec,
@@ -287,6 +296,71 @@ def test_a_missing_or_short_secret_is_a_config_error_naming_the_key() -> None:
                                                                "bus.keys[1] (k2)"]
     assert "tooshort" not in str(info.value)
     assert "NOPE_NOT_SET_X" not in os.environ
+
+
+# --- several brokers ------------------------------------------------------------------
+
+
+def settings_problems(bus: dict[str, Any]) -> list[str]:
+    try:
+        Settings.model_validate({"bus": {"keys": [{"id": "k1", "secret_env": "K"}], **bus}})
+    except ValidationError as exc:
+        return problems_from_validation(exc)
+    return []
+
+
+def test_one_broker_is_a_list_of_one_and_several_keep_their_order() -> None:
+    keys = [{"id": "k1", "secret_env": "K"}]
+    one = BusConfig.model_validate({"broker": "mqtt.example", "port": 8883, "keys": keys})
+    assert [b.label for b in one.all_brokers] == ["mqtt.example:8883"]
+    several = BusConfig.model_validate({"brokers": [{"host": "b", "port": 8883}, {"host": "a"},
+                                                    {"host": "fd00::1"}], "keys": keys})
+    assert [b.label for b in several.all_brokers] == ["b:8883", "a:1883", "[fd00::1]:1883"]
+
+
+@pytest.mark.parametrize(("bus", "problem"), [
+    ({}, "bus: no broker: give 'broker' (one host, with 'port') or 'brokers' (a list of"
+         " {host, port}, tried in order)"),
+    ({"broker": "a", "brokers": [{"host": "b"}]},
+     "bus: give either 'broker' (one broker, with 'port') or 'brokers' (a list of {host,"
+     " port}), not both"),
+    ({"brokers": [{"host": "a"}], "port": 1884},
+     "bus: 'port' goes with 'broker'; with 'brokers', give each entry its own 'port'"),
+    ({"brokers": []}, "bus.brokers: list should have at least 1 item after validation, not 0"),
+    ({"brokers": ["a:1883"]}, "bus.brokers: [0] is 'a:1883': give each broker as a mapping,"
+                              " such as {host: a, port: 1883}"),
+    ({"brokers": [{"host": "a"}, {"host": "a", "port": 1883}]},
+     "bus.brokers: the same broker twice: [0] and [1] (a:1883)"),
+    ({"brokers": [{"host": "a:1883"}]},
+     "bus.brokers[0].host: 'a:1883': give the port with the 'port' key, not in the host name"),
+    ({"brokers": [{"host": "mqtts://a"}]},
+     "bus.brokers[0].host: 'mqtts://a': give the host name alone, without a scheme (TLS is"
+     " the 'tls' section)"),
+    ({"brokers": [{"host": "b", "port": 0}]},
+     "bus.brokers[0].port: input should be greater than or equal to 1"),
+    ({"brokers": [{"host": "b", "prot": 1}]},
+     "bus.brokers[0].prot: unknown key (not a feddns setting; check the spelling)"),
+    ({"broker": "[::1]"}, "bus.broker: '[::1]': give an IPv6 address without brackets (the"
+                          " port has its own key)"),
+])
+def test_exactly_one_of_broker_and_brokers_is_given_and_mistakes_are_named(
+        bus: dict[str, Any], problem: str) -> None:
+    assert settings_problems(bus) == [problem]
+
+
+def test_attempts_go_round_the_brokers_and_pause_only_after_a_whole_round_failed() -> None:
+    rounds = BrokerRounds(3)
+    seen = []
+    for established in (False, False, False, False, True, False, False, False):
+        index = rounds.index
+        seen.append((index, rounds.ended(established=established)))
+    # 0, 1, 2 fail: pause; 0 fails; 1 connects (then is lost): 2 at once; 2, 0, 1 fail: pause.
+    assert seen == [(0, False), (1, False), (2, True), (0, False), (1, False), (2, False),
+                    (0, False), (1, True)]
+    single = BrokerRounds(1)
+    assert single.ended(established=True) is False  # lost: reconnect at once
+    assert single.ended(established=False) is True  # refused: back off
+    assert single.index == 0
 
 
 # --- merging peers into the registry ------------------------------------------------

@@ -168,6 +168,8 @@ class Peer:
 @dataclass(frozen=True)
 class Bus:
     connected: bool = True
+    broker: str | None = "mqtt-b:1883"
+    brokers: tuple[str, ...] = ("mqtt-a:1883", "mqtt-b:1883")
     connects: int = 2
     last_error: str | None = None
     published: int = 5
@@ -227,6 +229,19 @@ def test_bus_metrics_come_from_the_bus_stats_callable() -> None:
     assert rejected == {"bad_signature": 3.0}
     peers = families["feddns_bus_peer_heartbeat_age_seconds"].samples
     assert [(s.labels["cluster"], s.value) for s in peers] == [("west", 1.5)]
+
+
+def test_the_broker_in_use_is_a_gauge_the_debug_view_and_the_status_line() -> None:
+    app = app_for(["c1"])
+    app.bus_stats = Bus
+    in_use = scrape(app)["feddns_bus_broker_in_use"].samples
+    assert {s.labels["broker"]: s.value for s in in_use} == {
+        "mqtt-a:1883": 0.0, "mqtt-b:1883": 1.0}
+    debugged = bus_view(Bus())
+    assert (debugged["broker"], debugged["brokers"]) == (
+        "mqtt-b:1883", ["mqtt-a:1883", "mqtt-b:1883"])
+    report = status.render(view("fresh", bus=debugged), "http://x")
+    assert "bus: connected to mqtt-b:1883 (brokers: mqtt-a:1883, mqtt-b:1883)," in report
 
 
 def test_the_docs_metric_table_is_the_one_the_code_renders() -> None:
