@@ -757,6 +757,21 @@ def test_newer_bus_data_fills_an_own_cluster_whose_source_is_stale_and_keeps_it_
     assert services_of(merger) == {("shop", "web"): web("10.1.0.3")}
 
 
+def test_relayed_data_never_drops_an_own_service_whose_bus_message_was_refused() -> None:
+    registry = Registry.for_clusters(["east"])
+    registry.replace(ClusterSnapshot.from_services("east", [web(), checkout()]), now=NOW)
+    merger = make_merger(own=("east",), registry=registry, allowed=PRIVATE)
+    replica = Peer(instance="east-replica")
+    merger.registry.set_state("east", ClusterState.STALE, now=NOW + 1, error="watch lost")
+    feed(merger, replica.status(), replica.service(web("10.1.0.2")),
+         replica.service(checkout()), replica.manifest(("shop", "web"), CHECKOUT),
+         now=NOW + 5)
+    assert merger.is_relayed("east")
+    assert services_of(merger) == {("shop", "web"): web("10.1.0.2"), CHECKOUT: checkout()}
+    feed(merger, replica.service(checkout("203.0.113.21")), now=NOW + 6)  # refused again
+    assert services_of(merger) == {("shop", "web"): web("10.1.0.2"), CHECKOUT: checkout()}
+
+
 def test_a_write_by_the_own_source_takes_the_cluster_back_even_in_place() -> None:
     merger, replica = own_setup()
     merger.registry.set_state("east", ClusterState.STALE, now=NOW + 1)

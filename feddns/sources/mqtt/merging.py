@@ -510,7 +510,23 @@ class Merger:
         entry = self.registry.clusters[peer.name]
         current = entry.snapshot.services if entry.snapshot is not None else {}
         for key in sorted(k for k in peer.dirty if current.get(k) != peer.wanted(k)):
+            if key in peer.rejected and key not in peer.services:
+                continue  # refused, nothing accepted: what the registry holds stays
             self.registry.put_service(peer.name, key, peer.wanted(key), now=now)
+
+    @staticmethod
+    def _relay_view(peer: PeerCluster, entry: ClusterEntry) -> ClusterSnapshot:
+        """The bus's view of an own cluster, for relaying.
+
+        A service whose bus message was refused and never accepted keeps the
+        source's version (the last good data) rather than vanishing.
+        """
+        view = peer.view()
+        held = entry.snapshot.services if entry.snapshot is not None else {}
+        kept = {k: held[k] for k in peer.rejected if k not in peer.services and k in held}
+        if not kept:
+            return view
+        return ClusterSnapshot(peer.name, {**view.services, **kept})
 
     def _set_state(self, peer: PeerCluster, *, now: float) -> None:
         entry = self.registry.clusters.get(peer.name)
@@ -545,7 +561,7 @@ class Merger:
                 return
             log.warning("bus: cluster %s: own source is %s; serving the newer data relayed by"
                         " instance %s (kept stale)", peer.name, entry.state, peer.instance)
-            self.registry.replace(peer.view(), now=now)
+            self.registry.replace(self._relay_view(peer, entry), now=now)
         elif peer.dirty:
             self._apply_changes(peer, now=now)
         else:
