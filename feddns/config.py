@@ -545,7 +545,8 @@ class BusConfig(_Model):
     of ``broker``: ``[{host: mqtt-a, port: 8883}, {host: mqtt-b}]``. They are tried in
     this order; on losing the one in use the next is tried at once, and only after a
     whole round of failures does the bus pause (``backoff_max``). The bus stays on
-    the broker it has until that one is lost."""
+    the broker it has until that one is lost. ``tls``, ``username`` and the password
+    apply to every broker."""
 
     topic_prefix: str = "feddns"
     """First topic levels; topics are ``<prefix>/<federation>/clusters/<cluster>/...``."""
