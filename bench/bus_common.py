@@ -56,6 +56,25 @@ def broker(folder: Path, *, nodelay: bool = False,
         m.stop()
 
 
+@contextlib.contextmanager
+def bridged_brokers(folder: Path, *, pattern: str = "#") -> Iterator[tuple[Mosquitto, Mosquitto]]:
+    """Two started mosquittos (their own defaults) bridged both ways; stopped on exit.
+
+    The second carries mosquitto's bridge to the first (``topic <pattern> both 1``,
+    ``tests.mosquitto``), as a federation with two brokers would run them.
+    """
+    first = Mosquitto(folder / "broker-1", tcp_nodelay=False, max_queued_messages=None)
+    second = Mosquitto(folder / "broker-2", tcp_nodelay=False,
+                       max_queued_messages=None).bridge_to(first, pattern)
+    try:
+        first.start()
+        second.start()
+        yield first, second
+    finally:
+        second.stop()
+        first.stop()
+
+
 def write_key(directory: Path) -> Path:
     """The shared HMAC secret, in a file every instance's config names."""
     path = directory / "bus-key"

@@ -442,17 +442,27 @@ def _check_topic_prefix(value: str) -> str:
 
 
 
-BUS_ALLOWED_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-                     "fc00::/7")
-"""Private (RFC 1918, RFC 6598 shared, RFC 4193 unique-local) ranges: pod, service and
-internal load-balancer addresses. Public load-balancer ranges must be added explicitly."""
+BUS_ALLOWED_CIDRS = ("0.0.0.0/0", "::/0")
+"""Every unicast address: pod, cluster and internal load-balancer addresses are private,
+but a LoadBalancer service's ingress address is often public, and refusing it would drop
+ordinary services (the demo's ``checkout``). What must never be answered is in
+``BUS_DENIED_CIDRS``; narrow this list to the ranges your clusters use (SECURITY.md)."""
 
-BUS_DENIED_CIDRS = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4",
-                    "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96", "fe80::/10",
-                    "ff00::/8")
-"""Never answered for a peer, whatever ``allowed_cidrs`` says: this host, link-local
-(cloud metadata at 169.254.169.254), multicast, and IPv4-mapped IPv6 (which would
-smuggle 127.0.0.1 in). The CoreDNS ``rebind`` plugin's default list is the model."""
+BUS_DENIED_CIDRS = (
+    # IPv4: "this network" (with 0.0.0.0), loopback, link-local (cloud metadata at
+    # 169.254.169.254), multicast, reserved (with the broadcast address 255.255.255.255).
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    # IPv6: unspecified, loopback and IPv4-compatible (::/96), IPv4-mapped and
+    # IPv4-translated (they would smuggle any IPv4 address past the IPv4 rules), the
+    # discard prefix, link-local, the deprecated site-local, multicast.
+    "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "100::/64", "fe80::/10", "fec0::/10",
+    "ff00::/8",
+)
+"""Never answered for a peer, whatever ``allowed_cidrs`` and ``denied_cidrs`` say: no
+service is ever reachable there, and a peer pointing clients at this host, its link or
+the cloud metadata service is the attack the address policy exists for. IPv6 addresses
+that embed an IPv4 address (NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo) are
+refused when the embedded address is. The CoreDNS ``rebind`` plugin's list is the model."""
 
 
 class BusKeyConfig(_Model):
@@ -504,6 +514,44 @@ class BusTlsConfig(_Model):
         return self
 
 
+def _check_broker_host(value: str) -> str:
+    """A host name or IP address alone: no scheme, no port, no brackets."""
+    host = value.strip()
+    if "://" in host:
+        raise ValueError(f"{value!r}: give the host name alone, without a scheme"
+                         " (TLS is the 'tls' section)")
+    if host.startswith("["):
+        raise ValueError(f"{value!r}: give an IPv6 address without brackets (the port has"
+                         " its own key)")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: give the port with the 'port' key, not in the host"
+                             " name") from None
+    elif not re.fullmatch(r"[A-Za-z0-9._-]+", host):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return host
+
+
+BrokerHost = Annotated[str, AfterValidator(_check_broker_host)]
+
+
+class BusBrokerConfig(_Model):
+    """One MQTT broker of ``bus.brokers``."""
+
+    host: BrokerHost
+    """The broker's host name or IP address (no scheme, no port)."""
+
+    port: int = Field(default=1883, ge=1, le=65535)
+    """The broker's port (usually 8883 with ``tls``)."""
+
+    @property
+    def label(self) -> str:
+        """``host:port`` (``[v6]:port``), as logs, ``/debug`` and metrics name it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 class BusConfig(_Model):
     """The MQTT federation bus: own clusters go out, the other members' come in.
 
@@ -511,11 +559,19 @@ class BusConfig(_Model):
     vanishes, when the bus or a peer is lost.
     """
 
-    broker: str = Field(min_length=1)
-    """The broker's host name or IP address."""
+    broker: BrokerHost | None = None
+    """The broker's host name or IP address, with one broker (else give ``brokers``)."""
 
     port: int = Field(default=1883, ge=1, le=65535)
-    """The broker's port (usually 8883 with ``tls``)."""
+    """The port of ``broker`` (usually 8883 with ``tls``)."""
+
+    brokers: list[BusBrokerConfig] | None = Field(default=None, min_length=1)
+    """Several brokers that share the bus's topics (bridged, or one cluster), instead
+    of ``broker``: ``[{host: mqtt-a, port: 8883}, {host: mqtt-b}]``. They are tried in
+    this order; on losing the one in use the next is tried at once, and only after a
+    whole round of failures does the bus pause (``backoff_max``). The bus stays on
+    the broker it has until that one is lost. ``tls``, ``username`` and the password
+    apply to every broker."""
 
     topic_prefix: str = "feddns"
     """First topic levels; topics are ``<prefix>/<federation>/clusters/<cluster>/...``."""
@@ -541,7 +597,9 @@ class BusConfig(_Model):
 
     keepalive: int = Field(default=30, ge=5, le=3600)
     """MQTT keepalive in seconds: the broker fires the last will ("offline") after about
-    1.5 times this without traffic from a vanished instance."""
+    1.5 times this without traffic from a vanished instance, and a broker host that
+    vanishes without closing the connection (power, partition) is noticed here after
+    one to two times this (a PINGREQ without answer), then the next broker is tried."""
 
     heartbeat_interval: float = Field(default=30.0, gt=0)
     """Seconds between "online" heartbeats for each own cluster."""
@@ -563,11 +621,15 @@ class BusConfig(_Model):
     """Largest accepted message in bytes; keep it below the broker's ``max_packet_size``."""
 
     allowed_cidrs: list[Cidr] = Field(default_factory=lambda: list(BUS_ALLOWED_CIDRS))
-    """Addresses a peer may publish (endpoints, cluster and load-balancer IPs); a message
-    with any other address is rejected whole."""
+    """Addresses a peer may publish (endpoints, cluster and load-balancer IPs); a service
+    with any other address is rejected (that service only; the last accepted version
+    stays). Default: every unicast address; loopback, link-local (cloud metadata),
+    multicast, unspecified and reserved ranges are refused whatever this says
+    (SECURITY.md). Narrow it to the ranges your clusters use."""
 
-    denied_cidrs: list[Cidr] = Field(default_factory=lambda: list(BUS_DENIED_CIDRS))
-    """Addresses never accepted from a peer, even inside ``allowed_cidrs``."""
+    denied_cidrs: list[Cidr] = Field(default_factory=list)
+    """More ranges never accepted from a peer, even inside ``allowed_cidrs``, on top of
+    the built-in ones that are always refused (see ``allowed_cidrs`` and SECURITY.md)."""
 
     accept_unknown_clusters: bool = False
     """Also serve peers' clusters that are not in ``clusters`` (off: they are rejected and
@@ -581,7 +643,8 @@ class BusConfig(_Model):
     """Seconds to wait for the broker's CONNACK and for each acknowledgement."""
 
     backoff_max: float = Field(default=30.0, gt=0)
-    """Longest pause between connection attempts (0.8 s doubling, jittered)."""
+    """Longest pause between rounds of connection attempts (0.8 s doubling, jittered);
+    within a round every broker is tried once, without a pause."""
 
     @field_validator("topic_prefix")
     @classmethod
@@ -592,6 +655,36 @@ class BusConfig(_Model):
     @classmethod
     def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve_relative(value, info)
+
+    @field_validator("brokers", mode="before")
+    @classmethod
+    def _broker_mappings(cls, value: Any) -> Any:
+        for i, entry in enumerate(value if isinstance(value, list) else ()):
+            if isinstance(entry, str):
+                host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+                hint = f"{{host: {host}, port: {port}}}" if port else f"{{host: {entry}}}"
+                raise ValueError(f"[{i}] is {entry!r}: give each broker as a mapping, such as"
+                                 f" {hint}")
+        return value
+
+    @field_validator("brokers")
+    @classmethod
+    def _unique_brokers(cls, brokers: list[BusBrokerConfig] | None
+                        ) -> list[BusBrokerConfig] | None:
+        labels = [b.label for b in brokers or ()]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                raise ValueError(f"the same broker twice: [{labels.index(label)}] and [{i}]"
+                                 f" ({label})")
+        return brokers
+
+    @property
+    def all_brokers(self) -> tuple[BusBrokerConfig, ...]:
+        """Every broker in the order they are tried (``broker`` and ``port``: just one)."""
+        if self.brokers:
+            return tuple(self.brokers)
+        assert self.broker is not None  # the validator requires one of the two
+        return (BusBrokerConfig(host=self.broker, port=self.port),)
 
     @field_validator("keys")
     @classmethod
@@ -604,6 +697,15 @@ class BusConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> BusConfig:
+        if self.broker is not None and self.brokers is not None:
+            raise ValueError("give either 'broker' (one broker, with 'port') or 'brokers' (a"
+                             " list of {host, port}), not both")
+        if self.broker is None and self.brokers is None:
+            raise ValueError("no broker: give 'broker' (one host, with 'port') or 'brokers'"
+                             " (a list of {host, port}, tried in order)")
+        if self.brokers is not None and "port" in self.model_fields_set:
+            raise ValueError("'port' goes with 'broker'; with 'brokers', give each entry its"
+                             " own 'port'")
         if self.signing_key is not None and self.signing_key not in {k.id for k in self.keys}:
             raise ValueError(f"signing_key {self.signing_key!r} is not one of 'keys'")
         if self.peer_timeout < 2 * self.heartbeat_interval:

@@ -5,6 +5,13 @@ production (retained messages, last wills, QoS 1 redelivery, a restart that
 forgets everything), never against a mock or a system-wide broker. Each
 broker gets its own generated config and folder; persistence is off unless
 asked for, which is mosquitto's own default.
+
+Two brokers can be bridged with mosquitto's own bridge (:func:`bridged_brokers`),
+as a federation with more than one broker would run them: one broker carries a
+``connection`` to the other with ``topic <pattern> both 1``, so every message
+(retained ones with their retain flag: ``try_private true``, mosquitto's default,
+marks the connection as a bridge) reaches both, and only one of the two carries
+the connection, so nothing can loop (mosquitto.conf(5), "Configuring Bridges").
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ class Mosquitto:
                  max_queued_messages: int | None = 100_000,
                  tcp_nodelay: bool = True) -> None:
         self.folder = folder
+        self.bridges: list[tuple[Mosquitto, str]] = []
+        """(remote broker, topic pattern) of each bridge this broker carries."""
         self.max_queued_messages = max_queued_messages
         """The README's recommendation by default; None leaves mosquitto's own (1000)."""
         self.tcp_nodelay = tcp_nodelay
@@ -83,6 +92,22 @@ class Mosquitto:
         if self.tls is not None:
             ca, cert, key = self.tls
             lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+        for remote, pattern in self.bridges:
+            lines += [
+                f"connection bridge-{self.port}-{remote.port}",
+                f"address 127.0.0.1:{remote.port}",
+                # Both directions at QoS 1 (the bus publishes retained at QoS 1).
+                f"topic {pattern} both 1",
+                # Announce a bridge: retain flags are forwarded as published, and the
+                # remote does not send our own messages back (mosquitto's default).
+                "try_private true",
+                # A reconnected bridge gets the remote's retained messages again (a
+                # broker restarted without persistence has lost them).
+                "cleansession true",
+                "restart_timeout 1",  # a constant second: tests wait in seconds
+                "notifications false",
+                f"remote_clientid bridge-{self.port}-{remote.port}",
+            ]
         path = self.folder / "mosquitto.conf"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -103,6 +128,11 @@ class Mosquitto:
             time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"mosquitto did not listen on {self.port} within {timeout} s")
+
+    def bridge_to(self, remote: Mosquitto, pattern: str = "#") -> Mosquitto:
+        """Carry a bridge to ``remote`` for topics matching ``pattern`` (before start)."""
+        self.bridges.append((remote, pattern))
+        return self
 
     def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
         """Stop the broker: SIGTERM (it saves persistence), or SIGKILL with ``kill``."""
@@ -168,3 +198,24 @@ def mosquitto(folder: Path, *, persistence: bool = False, max_packet_size: int |
         yield broker
     finally:
         broker.stop()
+
+
+@contextlib.contextmanager
+def bridged_brokers(folder: Path, *, pattern: str = "#") -> Iterator[tuple[Mosquitto, Mosquitto]]:
+    """Two started brokers bridged both ways for ``pattern``; stopped on exit.
+
+    The second carries the bridge to the first, so killing either leaves the other
+    serving everything it received; mosquitto re-establishes the bridge (every
+    second) once the first is back.
+    """
+    if not Path(MOSQUITTO).exists():
+        raise RuntimeError("mosquitto is not installed (Debian package mosquitto)")
+    first = Mosquitto(folder / "broker-1")
+    second = Mosquitto(folder / "broker-2").bridge_to(first, pattern)
+    try:
+        first.start()
+        second.start()
+        yield first, second
+    finally:
+        second.stop()
+        first.stop()

@@ -127,6 +127,8 @@ def bus_view(bus: BusStatsLike) -> dict[str, Any]:
     """The bus's state and counters."""
     return {
         "connected": bus.connected,
+        "broker": bus.broker,
+        "brokers": list(bus.brokers),
         "connects": bus.connects,
         "last_error": bus.last_error,
         "published": bus.published,
@@ -139,7 +141,10 @@ def bus_view(bus: BusStatsLike) -> dict[str, Any]:
         "peers": {
             name: {"online": peer.online,
                    "heartbeat_age_seconds": (None if peer.heartbeat_age is None
-                                             else round(peer.heartbeat_age, 3))}
+                                             else round(peer.heartbeat_age, 3)),
+                   "services": peer.services,
+                   "complete": peer.complete,
+                   "rejected_services": dict(peer.rejected_services)}
             for name, peer in sorted(bus.peers.items())
         },
     }

@@ -15,7 +15,7 @@ This is the only module that imports ``prometheus_client``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -154,6 +154,9 @@ METRICS: tuple[MetricDef, ...] = (
               " queries wait at least this long while it lasts."),
     # --- federation bus ----------------------------------------------------------
     MetricDef("feddns_bus_connected", "gauge", (), "1 while connected to the MQTT broker."),
+    MetricDef("feddns_bus_broker_in_use", "gauge", ("broker",),
+              "1 for the broker the bus is connected to, 0 for the other configured ones"
+              " (bus.brokers, host:port)."),
     MetricDef("feddns_bus_connects_total", "counter", (), "Successful broker connections."),
     MetricDef("feddns_bus_published_total", "counter", (), "Messages published."),
     MetricDef("feddns_bus_received_total", "counter", (), "Messages received."),
@@ -174,6 +177,10 @@ METRICS: tuple[MetricDef, ...] = (
               "1 while the cluster's publisher says it is online, 0 after its last will."),
     MetricDef("feddns_bus_peer_heartbeat_age_seconds", "gauge", ("cluster",),
               "Seconds since the cluster's last heartbeat on the bus."),
+    MetricDef("feddns_bus_peer_rejected_services", "gauge", ("cluster",),
+              "Services of the cluster whose latest bus message was refused (address policy,"
+              " signature, ...): the last accepted version, if any, still answers; the"
+              " cluster's other services are not held back."),
 )
 """Every metric feddns defines (the process_* and python_* families come from
 prometheus_client's standard collectors)."""
@@ -196,6 +203,15 @@ class PeerStatsLike(Protocol):
     @property
     def heartbeat_age(self) -> float | None:
         """Seconds since the last heartbeat; None before any."""
+    @property
+    def services(self) -> int:
+        """Services the bus holds for the cluster."""
+    @property
+    def complete(self) -> bool:
+        """True once its manifest and a message for every service it lists arrived."""
+    @property
+    def rejected_services(self) -> Mapping[str, str]:
+        """``NAMESPACE/NAME`` -> reason, for services whose latest message was refused."""
 
 
 class BusStatsLike(Protocol):
@@ -207,6 +223,12 @@ class BusStatsLike(Protocol):
     @property
     def connected(self) -> bool:
         """True while connected to the broker."""
+    @property
+    def broker(self) -> str | None:
+        """``host:port`` of the broker in use; None while not connected."""
+    @property
+    def brokers(self) -> Sequence[str]:
+        """Every configured broker (``host:port``), in the order they are tried."""
     @property
     def connects(self) -> int:
         """Successful connections so far."""
@@ -445,6 +467,10 @@ class FeddnsCollector(Collector):
 
 def _bus(stats: BusStatsLike) -> Iterator[Metric]:
     yield _single("feddns_bus_connected", 1.0 if stats.connected else 0.0)
+    in_use = _family("feddns_bus_broker_in_use")
+    for broker in stats.brokers:
+        in_use.add_metric([broker], 1.0 if stats.connected and broker == stats.broker else 0.0)
+    yield in_use
     yield _single("feddns_bus_connects_total", stats.connects)
     yield _single("feddns_bus_published_total", stats.published)
     yield _single("feddns_bus_received_total", stats.received)
@@ -459,13 +485,16 @@ def _bus(stats: BusStatsLike) -> Iterator[Metric]:
     yield rejected
     online = _family("feddns_bus_peer_online")
     heartbeat = _family("feddns_bus_peer_heartbeat_age_seconds")
+    refused = _family("feddns_bus_peer_rejected_services")
     for cluster, peer in sorted(stats.peers.items()):
         if peer.online is not None:
             online.add_metric([cluster], 1.0 if peer.online else 0.0)
         if peer.heartbeat_age is not None:
             heartbeat.add_metric([cluster], peer.heartbeat_age)
+        refused.add_metric([cluster], len(peer.rejected_services))
     yield online
     yield heartbeat
+    yield refused
 
 
 def build_registry(app: App) -> CollectorRegistry:

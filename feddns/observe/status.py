@@ -110,7 +110,13 @@ def render(view: dict[str, Any], url: str) -> str:
         out += "\nbus: not configured\n"
     else:
         rejected = sum(bus.get("rejected", {}).values())
-        out += (f"\nbus: {'connected' if bus.get('connected') else 'DISCONNECTED'},"
+        brokers = bus.get("brokers") or []
+        state = "DISCONNECTED"
+        if bus.get("connected"):
+            state = f"connected to {bus['broker']}" if bus.get("broker") else "connected"
+        if len(brokers) > 1:
+            state += f" (brokers: {', '.join(brokers)})"
+        out += (f"\nbus: {state},"
                 f" {bus.get('connects', 0)} connect(s), published {bus.get('published', 0)},"
                 f" received {bus.get('received', 0)}, applied {bus.get('applied', 0)},"
                 f" rejected {rejected}")
@@ -119,11 +125,14 @@ def render(view: dict[str, Any], url: str) -> str:
         out += "\n"
         peers = bus.get("peers") or {}
         if peers:
-            peer_rows = [["PEER", "ONLINE", "HEARTBEAT"]]
+            peer_rows = [["PEER", "ONLINE", "HEARTBEAT", "REJECTED SERVICES"]]
             for name, peer in peers.items():
                 online = peer.get("online")
+                refused = peer.get("rejected_services") or {}
                 peer_rows.append([name, "-" if online is None else ("yes" if online else "no"),
-                                  duration(peer.get("heartbeat_age_seconds"))])
+                                  duration(peer.get("heartbeat_age_seconds")),
+                                  ", ".join(f"{svc} ({why})" for svc, why in refused.items())
+                                  or "-"])
             out += table(peer_rows)
     found = problems(view)
     out += ("\nstatus: degraded: " + ", ".join(found) if found

@@ -77,6 +77,12 @@ def test_the_failover_benchmark_prints_its_figure() -> None:
     assert float(figures["failover-seconds"]) > 0
 
 
+def test_the_broker_failover_benchmark_prints_its_figures() -> None:
+    figures = run_bench("bench.bus_failover", "--runs", "1", "--timeout", "30")
+    assert float(figures["broker-failover-seconds"]) > 0
+    assert figures["broker-failover-runs"] == "1"
+
+
 def test_make_bench_runs_as_the_readme_says() -> None:
     proc = subprocess.run(["make", "-s", "bench", "BENCH_ARGS=--seconds 1 --runs 1"], cwd=REPO,
                           capture_output=True, text=True, timeout=240, check=False)

@@ -294,6 +294,8 @@ def test_status_exits_2_when_nothing_answers() -> None:
 @dataclass(frozen=True)
 class Bus:
     connected: bool = False
+    broker: str | None = None
+    brokers: tuple[str, ...] = ("127.0.0.1:1883",)
     connects: int = 3
     last_error: str | None = "connection refused"
     published: int = 4

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from feddns.config import BUS_ALLOWED_CIDRS, BUS_DENIED_CIDRS, BusConfig
+from feddns.config import (
+    BUS_ALLOWED_CIDRS,
+    BUS_DENIED_CIDRS,
+    BusConfig,
+    Settings,
+    problems_from_validation,
+)
 from feddns.errors import ConfigError
 from feddns.model.registry import ClusterState, Registry
 from feddns.model.services import (
@@ -22,6 +30,7 @@ from feddns.model.services import (
     ServiceKey,
     ServiceType,
 )
+from feddns.sources.mqtt.bus import BrokerRounds
 from feddns.sources.mqtt.codec import (
     AddressPolicy,
     Codec,
@@ -195,26 +204,50 @@ def test_a_small_payload_inflating_beyond_its_bound_is_rejected_as_oversized() -
     ("10.1.2.3", BUS_ALLOWED_CIDRS, True),
     ("192.168.1.1", BUS_ALLOWED_CIDRS, True),
     ("fd00::1", BUS_ALLOWED_CIDRS, True),
-    ("8.8.8.8", BUS_ALLOWED_CIDRS, False),
-    ("8.8.8.8", ("0.0.0.0/0",), True),
+    # Ordinary public load-balancer addresses, and the documentation ranges the demo uses.
+    ("8.8.8.8", BUS_ALLOWED_CIDRS, True),
+    ("203.0.113.20", BUS_ALLOWED_CIDRS, True),
+    ("198.51.100.20", BUS_ALLOWED_CIDRS, True),
+    ("192.0.2.1", BUS_ALLOWED_CIDRS, True),
+    ("2001:db8::1", BUS_ALLOWED_CIDRS, True),
+    ("2600:1f18::1", BUS_ALLOWED_CIDRS, True),
+    ("8.8.8.8", ("10.0.0.0/8",), False),  # a narrowed allow list is obeyed
+    # Never valid for a service, whatever is allowed.
     ("127.0.0.1", ("0.0.0.0/0",), False),
     ("169.254.169.254", ("0.0.0.0/0",), False),
+    ("0.0.0.0", ("0.0.0.0/0",), False),
     ("0.1.2.3", ("0.0.0.0/0",), False),
     ("224.0.0.1", ("0.0.0.0/0",), False),
+    ("240.0.0.1", ("0.0.0.0/0",), False),
+    ("255.255.255.255", ("0.0.0.0/0",), False),
+    ("::", ("::/0",), False),
     ("::1", ("::/0",), False),
     ("fe80::1", ("::/0",), False),
-    ("::ffff:127.0.0.1", ("::/0",), False),
+    ("ff02::1", ("::/0",), False),
+    ("::ffff:127.0.0.1", ("::/0",), False),  # IPv4-mapped
+    ("::ffff:8.8.8.8", ("::/0",), False),
+    ("::169.254.169.254", ("::/0",), False),  # IPv4-compatible (deprecated)
+    ("64:ff9b::a9fe:a9fe", ("::/0",), False),  # NAT64 of 169.254.169.254
+    ("64:ff9b::808:808", ("::/0",), True),  # NAT64 of 8.8.8.8
+    ("2002:7f00:1::1", ("::/0",), False),  # 6to4 of 127.0.0.1
     ("2001:db8::1", ("::/0",), True),
 ])
 def test_the_address_policy_allows_only_allowed_blocks_and_never_the_denied_ones(
         address: str, allowed: tuple[str, ...], ok: bool) -> None:
+    assert AddressPolicy(allowed, ()).is_allowed(address) is ok
     assert AddressPolicy(allowed, BUS_DENIED_CIDRS).is_allowed(address) is ok
+
+
+def test_loopback_and_metadata_stay_refused_with_an_empty_deny_list() -> None:
+    policy = AddressPolicy(["0.0.0.0/0", "::/0"], [])
+    assert not any(policy.is_allowed(a) for a in ("127.0.0.1", "169.254.169.254", "::1"))
+    assert not AddressPolicy(["0.0.0.0/0"], ["203.0.113.0/24"]).is_allowed("203.0.113.20")
 
 
 @pytest.mark.parametrize("service", [
     web("127.0.0.1"),
     web(cluster_ip="169.254.169.254"),
-    Service("shop", "web", ServiceType.LOAD_BALANCER, load_balancer_ips=("8.8.8.8",)),
+    Service("shop", "web", ServiceType.LOAD_BALANCER, load_balancer_ips=("240.0.0.8",)),
 ])
 def test_a_signed_service_with_one_forbidden_address_is_rejected_whole(service: Service) -> None:
     codec = make_codec()
@@ -265,6 +298,71 @@ def test_a_missing_or_short_secret_is_a_config_error_naming_the_key() -> None:
     assert "NOPE_NOT_SET_X" not in os.environ
 
 
+# --- several brokers ------------------------------------------------------------------
+
+
+def settings_problems(bus: dict[str, Any]) -> list[str]:
+    try:
+        Settings.model_validate({"bus": {"keys": [{"id": "k1", "secret_env": "K"}], **bus}})
+    except ValidationError as exc:
+        return problems_from_validation(exc)
+    return []
+
+
+def test_one_broker_is_a_list_of_one_and_several_keep_their_order() -> None:
+    keys = [{"id": "k1", "secret_env": "K"}]
+    one = BusConfig.model_validate({"broker": "mqtt.example", "port": 8883, "keys": keys})
+    assert [b.label for b in one.all_brokers] == ["mqtt.example:8883"]
+    several = BusConfig.model_validate({"brokers": [{"host": "b", "port": 8883}, {"host": "a"},
+                                                    {"host": "fd00::1"}], "keys": keys})
+    assert [b.label for b in several.all_brokers] == ["b:8883", "a:1883", "[fd00::1]:1883"]
+
+
+@pytest.mark.parametrize(("bus", "problem"), [
+    ({}, "bus: no broker: give 'broker' (one host, with 'port') or 'brokers' (a list of"
+         " {host, port}, tried in order)"),
+    ({"broker": "a", "brokers": [{"host": "b"}]},
+     "bus: give either 'broker' (one broker, with 'port') or 'brokers' (a list of {host,"
+     " port}), not both"),
+    ({"brokers": [{"host": "a"}], "port": 1884},
+     "bus: 'port' goes with 'broker'; with 'brokers', give each entry its own 'port'"),
+    ({"brokers": []}, "bus.brokers: list should have at least 1 item after validation, not 0"),
+    ({"brokers": ["a:1883"]}, "bus.brokers: [0] is 'a:1883': give each broker as a mapping,"
+                              " such as {host: a, port: 1883}"),
+    ({"brokers": [{"host": "a"}, {"host": "a", "port": 1883}]},
+     "bus.brokers: the same broker twice: [0] and [1] (a:1883)"),
+    ({"brokers": [{"host": "a:1883"}]},
+     "bus.brokers[0].host: 'a:1883': give the port with the 'port' key, not in the host name"),
+    ({"brokers": [{"host": "mqtts://a"}]},
+     "bus.brokers[0].host: 'mqtts://a': give the host name alone, without a scheme (TLS is"
+     " the 'tls' section)"),
+    ({"brokers": [{"host": "b", "port": 0}]},
+     "bus.brokers[0].port: input should be greater than or equal to 1"),
+    ({"brokers": [{"host": "b", "prot": 1}]},
+     "bus.brokers[0].prot: unknown key (not a feddns setting; check the spelling)"),
+    ({"broker": "[::1]"}, "bus.broker: '[::1]': give an IPv6 address without brackets (the"
+                          " port has its own key)"),
+])
+def test_exactly_one_of_broker_and_brokers_is_given_and_mistakes_are_named(
+        bus: dict[str, Any], problem: str) -> None:
+    assert settings_problems(bus) == [problem]
+
+
+def test_attempts_go_round_the_brokers_and_pause_only_after_a_whole_round_failed() -> None:
+    rounds = BrokerRounds(3)
+    seen = []
+    for established in (False, False, False, False, True, False, False, False):
+        index = rounds.index
+        seen.append((index, rounds.ended(established=established)))
+    # 0, 1, 2 fail: pause; 0 fails; 1 connects (then is lost): 2 at once; 2, 0, 1 fail: pause.
+    assert seen == [(0, False), (1, False), (2, True), (0, False), (1, False), (2, False),
+                    (0, False), (1, True)]
+    single = BrokerRounds(1)
+    assert single.ended(established=True) is False  # lost: reconnect at once
+    assert single.ended(established=False) is True  # refused: back off
+    assert single.index == 0
+
+
 # --- merging peers into the registry ------------------------------------------------
 
 
@@ -301,8 +399,10 @@ class Peer:
 
 
 def make_merger(*clusters: str, own: tuple[str, ...] = (), accept_unknown: bool = False,
-                registry: Registry | None = None) -> Merger:
-    return Merger(registry or Registry.for_clusters(clusters or ("east", "west")), make_codec(),
+                registry: Registry | None = None,
+                allowed: tuple[str, ...] = BUS_ALLOWED_CIDRS) -> Merger:
+    return Merger(registry or Registry.for_clusters(clusters or ("east", "west")),
+                  make_codec(allowed=allowed),
                   own_clusters=own, instance="me-1234", peer_timeout=90.0,
                   replay_window=300.0, retained_age=330.0,
                   accept_unknown_clusters=accept_unknown)
@@ -391,6 +491,121 @@ def test_a_service_newer_than_the_manifest_is_an_addition_on_its_way() -> None:
     feed(merger, peer.status(), peer.service(web()), peer.manifest(("shop", "web")))
     feed(merger, peer.service(web(name="api")))
     assert set(services_of(merger) or {}) == {("shop", "web"), ("shop", "api")}
+
+
+# --- one rejected service does not hold its cluster back (issue #12) ----------------
+
+PRIVATE = ("10.0.0.0/8",)
+"""A narrowed allow list: public load-balancer addresses are refused."""
+CHECKOUT: ServiceKey = ("shop", "checkout")
+
+
+def checkout(lb: str = "203.0.113.20") -> Service:
+    return Service("shop", "checkout", ServiceType.LOAD_BALANCER, cluster_ips=("10.96.0.20",),
+                   load_balancer_ips=(lb,), ports=(Port("https", 443),),
+                   endpoints=(Endpoint("10.1.0.20"),))
+
+
+def test_a_service_rejected_for_its_address_does_not_keep_its_cluster_from_loading() -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    feed(merger, peer.status(), peer.service(web()), peer.service(checkout()),
+         peer.manifest(("shop", "web"), CHECKOUT))
+    assert services_of(merger) == {("shop", "web"): web()}  # loaded, checkout absent
+    assert state_of(merger) is ClusterState.FRESH
+    assert merger.rejected == {Reason.ADDRESS: 1}
+    east = merger.peers["east"]
+    assert east.complete and east.rejected[CHECKOUT].reason is Reason.ADDRESS
+    assert merger.gaps(TOPICS) == []
+
+
+def test_the_rejection_counts_even_when_the_manifest_arrives_first() -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    feed(merger, peer.status(), peer.manifest(("shop", "web"), CHECKOUT))
+    assert merger.gaps(TOPICS) == [TOPICS.service("east", CHECKOUT),
+                                   TOPICS.service("east", ("shop", "web"))]
+    feed(merger, peer.service(checkout(), gen=peer.gen), peer.service(web(), gen=peer.gen))
+    assert services_of(merger) == {("shop", "web"): web()}
+
+
+def test_a_rejected_update_keeps_the_last_good_version_of_the_service() -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    good = checkout("10.200.0.20")
+    feed(merger, peer.status(), peer.service(web()), peer.service(good),
+         peer.manifest(("shop", "web"), CHECKOUT))
+    feed(merger, peer.service(checkout("203.0.113.20")))
+    assert (services_of(merger) or {})[CHECKOUT] == good  # last good data still answers
+    assert merger.peers["east"].rejected[CHECKOUT].reason is Reason.ADDRESS
+    assert merger.gaps(TOPICS) == []
+    # A newer manifest that still lists it changes nothing about that.
+    feed(merger, peer.service(web(name="api")),
+         peer.manifest(("shop", "web"), ("shop", "api"), CHECKOUT))
+    assert (services_of(merger) or {})[CHECKOUT] == good
+    assert set(services_of(merger) or {}) == {("shop", "web"), ("shop", "api"), CHECKOUT}
+
+
+def test_a_later_valid_message_replaces_the_rejection() -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    feed(merger, peer.status(), peer.service(web()), peer.service(checkout()),
+         peer.manifest(("shop", "web"), CHECKOUT))
+    fixed = checkout("10.200.0.21")
+    feed(merger, peer.service(fixed))
+    assert (services_of(merger) or {})[CHECKOUT] == fixed
+    assert CHECKOUT not in merger.peers["east"].rejected
+    # An older rejected message coming back (a replay, a redelivery) changes nothing.
+    feed(merger, peer.service(checkout(), gen=peer.gen - 1))
+    assert (services_of(merger) or {})[CHECKOUT] == fixed
+    assert CHECKOUT not in merger.peers["east"].rejected
+
+
+def test_a_rejected_service_dropped_by_a_newer_manifest_is_forgotten_and_asked_for_if_back(
+        ) -> None:
+    merger, peer = make_merger("east", allowed=PRIVATE), Peer()
+    feed(merger, peer.status(), peer.service(web()), peer.service(checkout()),
+         peer.manifest(("shop", "web"), CHECKOUT))
+    feed(merger, peer.manifest(("shop", "web")))
+    assert merger.peers["east"].rejected == {}
+    feed(merger, peer.manifest(("shop", "web"), CHECKOUT))  # listed anew, its message lost
+    assert merger.gaps(TOPICS) == [TOPICS.service("east", CHECKOUT)]
+    assert state_of(merger) is ClusterState.FRESH  # loaded: a change on its way, not unknown
+
+
+@pytest.mark.parametrize("garbage", [
+    b"x" * 300_000,  # oversized
+    b"hello",  # no bus header
+    b"fd1 k9 j AAAA\n{}",  # unknown key
+    b"fd1 k1 j AAAA\n{}",  # bad MAC
+])
+def test_a_forged_message_on_a_listed_service_topic_stops_the_asking_but_replaces_nothing(
+        garbage: bytes) -> None:
+    merger, peer = make_merger("east"), Peer()
+    db = web("10.1.0.9", name="db")
+    feed(merger, peer.status(), peer.service(web()), peer.manifest(("shop", "web"), ("shop", "db")))
+    assert merger.gaps(TOPICS) == [TOPICS.service("east", ("shop", "db"))]
+    feed(merger, (TOPICS.service("east", ("shop", "db")), garbage))
+    assert services_of(merger) == {("shop", "web"): web()}  # complete, db absent
+    assert merger.gaps(TOPICS) == []
+    feed(merger, (TOPICS.service("east", ("shop", "web")), garbage))
+    assert services_of(merger) == {("shop", "web"): web()}  # the good data stays
+    feed(merger, peer.service(db))
+    assert services_of(merger) == {("shop", "web"): web(), ("shop", "db"): db}
+    assert set(merger.peers["east"].rejected) == {("shop", "web")}
+
+
+def test_forged_messages_on_unlisted_topics_are_counted_but_not_remembered() -> None:
+    merger, peer = make_merger("east"), Peer()
+    feed(merger, peer.status(), peer.manifest(("shop", "web")))
+    for i in range(100):
+        feed(merger, (TOPICS.service("east", ("shop", f"junk-{i}")), b"hello"),
+             (TOPICS.service(f"nowhere-{i}", ("shop", "web")), b"hello"))
+    assert merger.rejected == {Reason.MALFORMED: 200}
+    assert merger.peers["east"].rejected == {} and set(merger.peers) == {"east"}
+
+
+def test_echoes_of_own_messages_are_never_rejected_by_the_local_address_policy() -> None:
+    merger = make_merger("east", allowed=PRIVATE)
+    me = Peer(instance="me-1234")
+    feed(merger, me.service(checkout()))
+    assert merger.rejected == {} and merger.counts["own"] == 1
 
 
 def test_a_silent_peer_turns_stale_not_absent_and_its_next_heartbeat_revives_it() -> None:
@@ -540,6 +755,21 @@ def test_newer_bus_data_fills_an_own_cluster_whose_source_is_stale_and_keeps_it_
     assert merger.is_relayed("east")
     feed(merger, replica.service(web("10.1.0.3")), now=NOW + 6)  # keeps following the bus
     assert services_of(merger) == {("shop", "web"): web("10.1.0.3")}
+
+
+def test_relayed_data_never_drops_an_own_service_whose_bus_message_was_refused() -> None:
+    registry = Registry.for_clusters(["east"])
+    registry.replace(ClusterSnapshot.from_services("east", [web(), checkout()]), now=NOW)
+    merger = make_merger(own=("east",), registry=registry, allowed=PRIVATE)
+    replica = Peer(instance="east-replica")
+    merger.registry.set_state("east", ClusterState.STALE, now=NOW + 1, error="watch lost")
+    feed(merger, replica.status(), replica.service(web("10.1.0.2")),
+         replica.service(checkout()), replica.manifest(("shop", "web"), CHECKOUT),
+         now=NOW + 5)
+    assert merger.is_relayed("east")
+    assert services_of(merger) == {("shop", "web"): web("10.1.0.2"), CHECKOUT: checkout()}
+    feed(merger, replica.service(checkout("203.0.113.21")), now=NOW + 6)  # refused again
+    assert services_of(merger) == {("shop", "web"): web("10.1.0.2"), CHECKOUT: checkout()}
 
 
 def test_a_write_by_the_own_source_takes_the_cluster_back_even_in_place() -> None:

@@ -35,7 +35,7 @@ from feddns.model.registry import ClusterState
 from feddns.model.services import Endpoint, Port, Service, ServiceType
 from feddns.observe import logs, status
 from feddns.observe.counting import Buckets, qtype_label
-from feddns.observe.debug import parse_service
+from feddns.observe.debug import bus_view, parse_service
 from feddns.observe.metrics import (
     METRICS,
     FeddnsCollector,
@@ -160,11 +160,16 @@ def test_query_types_outside_the_list_are_counted_as_other() -> None:
 class Peer:
     online: bool | None
     heartbeat_age: float | None
+    services: int = 3
+    complete: bool = True
+    rejected_services: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Bus:
     connected: bool = True
+    broker: str | None = "mqtt-b:1883"
+    brokers: tuple[str, ...] = ("mqtt-a:1883", "mqtt-b:1883")
     connects: int = 2
     last_error: str | None = None
     published: int = 5
@@ -225,6 +230,19 @@ def test_bus_metrics_come_from_the_bus_stats_callable() -> None:
     assert rejected == {"bad_signature": 3.0}
     peers = families["feddns_bus_peer_heartbeat_age_seconds"].samples
     assert [(s.labels["cluster"], s.value) for s in peers] == [("west", 1.5)]
+
+
+def test_the_broker_in_use_is_a_gauge_the_debug_view_and_the_status_line() -> None:
+    app = app_for(["c1"])
+    app.bus_stats = Bus
+    in_use = scrape(app)["feddns_bus_broker_in_use"].samples
+    assert {s.labels["broker"]: s.value for s in in_use} == {
+        "mqtt-a:1883": 0.0, "mqtt-b:1883": 1.0}
+    debugged = bus_view(Bus())
+    assert (debugged["broker"], debugged["brokers"]) == (
+        "mqtt-b:1883", ["mqtt-a:1883", "mqtt-b:1883"])
+    report = status.render(view("fresh", bus=debugged), "http://x")
+    assert "bus: connected to mqtt-b:1883 (brokers: mqtt-a:1883, mqtt-b:1883)," in report
 
 
 def test_the_docs_metric_table_is_the_one_the_code_renders() -> None:
@@ -314,6 +332,27 @@ def test_the_status_table_shows_each_cluster_with_its_age() -> None:
                                 "SOURCE", "ERROR"]
     assert lines[3].split() == ["c0", "fresh", "1m15s", "2", "3", "static", "-"]
     assert "PEER" in report and "w     yes" in report
+
+
+def test_the_status_names_each_peers_rejected_services() -> None:
+    peers = {"e": {"online": True, "heartbeat_age_seconds": 1,
+                   "rejected_services": {"shop/checkout": "address"}}}
+    report = status.render(view("fresh", "fresh", bus={"connected": True, "peers": peers}),
+                           "http://x")
+    assert "REJECTED SERVICES" in report and "shop/checkout (address)" in report
+    assert report.rstrip().endswith("status: all 2 cluster(s) fresh")  # one service, not down
+
+
+def test_a_peers_rejected_services_are_a_gauge_and_in_the_debug_view() -> None:
+    app = app_for(["c1"])
+    peer = Peer(True, 1.0, rejected_services={"shop/checkout": "address"})
+    app.bus_stats = lambda: Bus(peers={"west": peer})
+    families = scrape(app)
+    gauge = families["feddns_bus_peer_rejected_services"].samples
+    assert [(s.labels["cluster"], s.value) for s in gauge] == [("west", 1.0)]
+    view = bus_view(Bus(peers={"west": peer}))
+    assert view["peers"]["west"]["rejected_services"] == {"shop/checkout": "address"}
+    assert (view["peers"]["west"]["services"], view["peers"]["west"]["complete"]) == (3, True)
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0.25, "0.2s"), (75, "1m15s"),

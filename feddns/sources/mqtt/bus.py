@@ -3,13 +3,28 @@
 Why it exists: every cluster's feddns must see the whole federation and
 survive losing the bus. :class:`FederationBus` runs as a background task that
 nothing awaits, so a broker that is down at startup never delays DNS; it
-reconnects forever with jittered exponential backoff (aiomqtt's ``Client`` is
-reusable but not reentrant, ``docs/reconnection.md``; a fresh client per
-attempt also lets each session carry its own signed last will), resubscribes
-and republishes its own state after every reconnect (mosquitto without
-persistence forgets retained messages on restart), and bounds aiomqtt's
-queues, which are unbounded by default. While the broker is away, the
-registry keeps every peer's data; peers turn stale after ``peer_timeout``.
+reconnects forever (aiomqtt's ``Client`` is reusable but not reentrant,
+``docs/reconnection.md``; a fresh client per attempt also lets each session
+carry its own signed last will), resubscribes and republishes its own state
+after every reconnect (mosquitto without persistence forgets retained
+messages on restart), and bounds aiomqtt's queues, which are unbounded by
+default. While the broker is away, the registry keeps every peer's data;
+peers turn stale after ``peer_timeout``.
+
+With several brokers (``bus.brokers``: bridged, or one cluster, so that they
+share the topics), one broker's loss is not the bus's: attempts go round the
+list in order, the next broker is tried at once after losing one, and the
+jittered exponential backoff applies only after a whole round of attempts in
+a row failed to establish a session (connected, subscribed and own state
+published once: a broker that accepts a connection and then drops it, say
+for a packet over its ``max_packet_size``, counts as failed, so the bus never
+spins between brokers). The bus stays on the broker it has until that one is
+lost; there is no fail-back. A broker killed or restarted closes its sockets,
+which is noticed at once; a broker host that vanishes silently (power,
+partition: no RST) is noticed by the MQTT keepalive, after ``keepalive`` to
+twice that (paho sends a PINGREQ after ``keepalive`` seconds without traffic
+and gives up when no PINGRESP follows within ``keepalive``; the broker, for
+its part, fires a silent client's last will after 1.5 times ``keepalive``).
 
 Own data is published retained at QoS 1 (the broker acknowledges storing it);
 the subscription is QoS 0: state is idempotent, a message lost with a broken
@@ -45,7 +60,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
-from feddns.config import BusConfig
+from feddns.config import BusBrokerConfig, BusConfig
 from feddns.model.registry import Registry
 from feddns.sources.mqtt.codec import AddressPolicy, Codec, KeyRing
 from feddns.sources.mqtt.merging import Merger
@@ -55,7 +70,7 @@ from feddns.sources.mqtt.topics import Topics
 log = logging.getLogger(__name__)
 
 INITIAL_BACKOFF = 0.8
-"""First pause after a failed connection (client-go's reflector starts at 0.8 s)."""
+"""First pause after a round of failed connections (client-go's reflector starts at 0.8 s)."""
 HEALTHY_RESET = 60.0
 """A session that lasted this long resets the backoff."""
 PUBLISH_WINDOW = 64
@@ -98,6 +113,9 @@ class PeerStats:
     complete: bool
     heartbeat_age: float | None
     """Seconds since the last heartbeat (local monotonic clock); None before any."""
+    rejected_services: dict[str, str]
+    """``NAMESPACE/NAME`` -> reason, for services whose latest message was refused (the
+    last accepted version, if any, still answers; the cluster is not held back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +123,10 @@ class BusStats:
     """The bus's state for status pages and metrics (``feddns_bus_*``)."""
 
     connected: bool
+    broker: str | None
+    """``host:port`` of the broker in use; None while not connected."""
+    brokers: tuple[str, ...]
+    """Every configured broker (``host:port``), in the order they are tried."""
     last_connect: float | None
     """Wall-clock time of the last successful connection."""
     connects: int
@@ -121,6 +143,31 @@ class BusStats:
     """Own messages not published because they exceed ``max_payload_size``."""
     rejected: dict[str, int]
     peers: dict[str, PeerStats]
+
+
+class BrokerRounds:
+    """Which broker to try next, and whether to pause first (no I/O, no clock).
+
+    Attempts go round the list in order, starting at the first. After an attempt the
+    next broker is tried at once, unless every attempt of the last whole round (as
+    many as there are brokers, in a row) failed to establish a session: then the
+    caller pauses (backoff) before going on.
+    """
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise ValueError("at least one broker")
+        self.count = count
+        self.index = 0
+        """The broker to try now (an index into the configured list)."""
+        self.failed = 0
+        """Attempts in a row that did not establish a session."""
+
+    def ended(self, *, established: bool) -> bool:
+        """The attempt at :attr:`index` ended; move on. True: pause before the next one."""
+        self.failed = 0 if established else self.failed + 1
+        self.index = (self.index + 1) % self.count
+        return self.failed > 0 and self.failed % self.count == 0
 
 
 class _DropCounter(logging.Filter):
@@ -189,7 +236,12 @@ class FederationBus:
             registry, self.codec, own_clusters=self.own_clusters, instance=self.instance,
             generations=Generations(wall), is_relayed=self.merger.is_relayed,
         )
+        self.brokers = settings.all_brokers
         self.connected = False
+        self.broker: str | None = None
+        """``host:port`` of the broker in use (None while not connected)."""
+        self._established = False
+        """The current session subscribed and published own state once."""
         self.connects = 0
         self.last_connect: float | None = None
         self.last_error: str | None = None
@@ -230,6 +282,8 @@ class FederationBus:
         counts = self.merger.counts
         return BusStats(
             connected=self.connected,
+            broker=self.broker if self.connected else None,
+            brokers=tuple(b.label for b in self.brokers),
             last_connect=self.last_connect,
             connects=self.connects,
             last_error=self.last_error,
@@ -246,6 +300,8 @@ class FederationBus:
                     online=p.online, instance=p.instance, services=len(p.services),
                     complete=p.complete,
                     heartbeat_age=None if p.last_heartbeat is None else now - p.last_heartbeat,
+                    rejected_services={f"{ns}/{n}": str(r.reason)
+                                       for (ns, n), r in sorted(p.rejected.items())},
                 )
                 for name, p in self.merger.peers.items()
             },
@@ -265,14 +321,18 @@ class FederationBus:
     # --- the connection loop -------------------------------------------------------
 
     async def _connect_forever(self) -> None:
+        """Go round the brokers: the next one at once, a pause only after a failed round."""
         loop = asyncio.get_running_loop()
         delay = min(INITIAL_BACKOFF, self.settings.backoff_max)
-        logged: str | None = None
+        logged: dict[str, str] = {}  # broker -> the last error logged for it (once each)
+        rounds = BrokerRounds(len(self.brokers))
         while True:
+            target = self.brokers[rounds.index]
             started = loop.time()
+            self._established = False
             # The session runs as a child task that _stop cancels until it ends: aiomqtt
             # waits with asyncio.wait_for, which on 3.11 can swallow a cancellation.
-            session = asyncio.create_task(self._session(), name="bus session")
+            session = asyncio.create_task(self._session(target), name="bus session")
             try:
                 await asyncio.wait((session,))
             except asyncio.CancelledError:
@@ -286,25 +346,33 @@ class FederationBus:
             except Exception as exc:  # the loop must survive anything; report it
                 leaf = _leaf(exc)
                 error = f"{type(leaf).__name__}: {leaf}"
-                if not isinstance(leaf, (aiomqtt.MqttError, OSError)) and error != logged:
+                if (not isinstance(leaf, (aiomqtt.MqttError, OSError))
+                        and logged.get(target.label) != error):
                     log.error("bus: unexpected error; reconnecting", exc_info=exc)
-            was_connected, self.connected = self.connected, False
-            self.last_error = error
+            was_connected, self.connected, self.broker = self.connected, False, None
+            self.last_error = f"{target.label}: {error}"
+            pause = rounds.ended(established=self._established)
+            following = self.brokers[rounds.index].label
+            then = ("retrying with backoff" if pause else
+                    f"trying {following} at once" if len(self.brokers) > 1 else
+                    "reconnecting at once")
             if was_connected:
-                log.warning("bus: lost the broker %s:%d (%s); reconnecting; peers' data is kept"
-                            " and turns stale after %.0f s", self.settings.broker,
-                            self.settings.port, error, self.settings.peer_timeout)
-            elif error != logged:
-                log.warning("bus: cannot reach the broker %s:%d (%s); retrying with backoff"
-                            " (DNS keeps serving)", self.settings.broker, self.settings.port,
-                            error)
-            logged = error
+                logged.pop(target.label, None)
+                log.warning("bus: lost the broker %s (%s); %s; peers' data is kept and turns"
+                            " stale after %.0f s", target.label, error, then,
+                            self.settings.peer_timeout)
+            elif logged.get(target.label) != error:
+                log.warning("bus: cannot reach the broker %s (%s); %s (DNS keeps serving)",
+                            target.label, error, then)
+                logged[target.label] = error
             if loop.time() - started >= HEALTHY_RESET:
                 delay = min(INITIAL_BACKOFF, self.settings.backoff_max)
-            await asyncio.sleep(min(self.settings.backoff_max, delay * (1 + random.random())))
-            delay = min(delay * 2, self.settings.backoff_max)
+            if pause:
+                await asyncio.sleep(min(self.settings.backoff_max,
+                                        delay * (1 + random.random())))
+                delay = min(delay * 2, self.settings.backoff_max)
 
-    def _client(self, will: aiomqtt.Will | None) -> aiomqtt.Client:
+    def _client(self, target: BusBrokerConfig, will: aiomqtt.Will | None) -> aiomqtt.Client:
         s = self.settings
         tls = None
         if s.tls is not None:
@@ -314,7 +382,7 @@ class FederationBus:
                 keyfile=str(s.tls.key_file) if s.tls.key_file else None,
             )
         client = aiomqtt.Client(
-            s.broker, s.port,
+            target.host, target.port,
             username=s.username, password=self._password(),
             identifier=self.client_id, will=will, clean_session=True,
             keepalive=s.keepalive, timeout=s.connect_timeout, tls_params=tls,
@@ -338,19 +406,22 @@ class FederationBus:
             return os.environ.get(s.password_env)
         return None
 
-    async def _session(self) -> None:
+    async def _session(self, target: BusBrokerConfig) -> None:
         """One connection: subscribe, publish everything, then follow both directions."""
         will_message = self.publisher.will(wall_now=self.wall())
         will = None
         if will_message is not None:
             will = aiomqtt.Will(will_message[0], will_message[1], qos=1, retain=True)
-        client = self._client(will)
+        client = self._client(target, will)
         async with client:
             self.connected = True
+            self.broker = target.label
             self.connects += 1
             self.last_connect = self.wall()
-            log.info("bus: connected to %s:%d as %s (session %d)", self.settings.broker,
-                     self.settings.port, self.client_id, self.publisher.session)
+            which = (f" (broker {self.brokers.index(target) + 1} of {len(self.brokers)})"
+                     if len(self.brokers) > 1 else "")
+            log.info("bus: connected to %s%s as %s (session %d)", target.label, which,
+                     self.client_id, self.publisher.session)
             await client.subscribe(self.topics.subscription, qos=0)  # QoS 0: see above
             self.publisher.reset()
             receiving = asyncio.create_task(self._receive(client), name="bus receive")
@@ -486,6 +557,7 @@ class FederationBus:
         while True:
             self._wake.clear()
             await self._send(client, await self._changes())
+            self._established = True  # subscribed, and the broker took own state
             now = loop.time()
             if now >= next_heartbeat:
                 await self._publish_all(

@@ -37,7 +37,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from feddns.config import BusConfig, ClusterId, IpAddress, Label
+from feddns.config import BUS_DENIED_CIDRS, BusConfig, ClusterId, IpAddress, Label
 from feddns.errors import ConfigError, FeddnsError
 from feddns.model.registry import ClusterState
 from feddns.model.services import (
@@ -85,11 +85,19 @@ class Reason(enum.StrEnum):
 
 
 class Rejected(FeddnsError):
-    """A received message failed a check; ``reason`` says which."""
+    """A received message failed a check; ``reason`` says which.
 
-    def __init__(self, reason: Reason, detail: str = "") -> None:
+    ``header`` is set when the failing check came after the MAC was verified and the
+    body parsed: the message is then known to come from a key holder, for the origin,
+    instance and generation it names (the merger orders such a rejection against the
+    data it holds). Before that point nothing in the message can be believed.
+    """
+
+    def __init__(self, reason: Reason, detail: str = "", *,
+                 header: Header | None = None) -> None:
         self.reason = reason
         self.detail = detail
+        self.header = header
         super().__init__(f"{reason}: {detail}" if detail else str(reason))
 
 
@@ -154,12 +162,24 @@ class KeyRing:
         return f"KeyRing(ids={list(self._secrets)!r}, signing_id={self.signing_id!r})"
 
 
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+"""The NAT64 well-known prefix (RFC 6052): its last 32 bits are an IPv4 address."""
+
+
 class AddressPolicy:
-    """Which addresses a peer may make feddns answer (allow list minus deny list)."""
+    """Which addresses a peer may make feddns answer.
+
+    Inside an allowed block, outside every configured denied block, and never in
+    ``BUS_DENIED_CIDRS`` (loopback, link-local and cloud metadata, multicast, ...),
+    whatever the config says. An IPv6 address that embeds an IPv4 one (NAT64, 6to4,
+    Teredo) is judged by the embedded address too, so a translator cannot be made to
+    reach what the IPv4 rules refuse.
+    """
 
     def __init__(self, allowed: Iterable[str], denied: Iterable[str]) -> None:
         self.allowed = tuple(ipaddress.ip_network(c, strict=False) for c in allowed)
-        self.denied = tuple(ipaddress.ip_network(c, strict=False) for c in denied)
+        self.denied = tuple(ipaddress.ip_network(c, strict=False)
+                            for c in (*BUS_DENIED_CIDRS, *denied))
 
     @classmethod
     def from_config(cls, settings: BusConfig) -> AddressPolicy:
@@ -172,9 +192,15 @@ class AddressPolicy:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        if any(ip.version == n.version and ip in n for n in self.denied):
+        if self._is_denied(ip):
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and any(
+                self._is_denied(v4) for v4 in _embedded_ipv4(ip)):
             return False
         return any(ip.version == n.version and ip in n for n in self.allowed)
+
+    def _is_denied(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(ip.version == n.version and ip in n for n in self.denied)
 
     def first_violation(self, service: Service) -> str | None:
         """The first address of ``service`` that is not allowed, or None."""
@@ -183,6 +209,18 @@ class AddressPolicy:
             if not self.is_allowed(address):
                 return address
         return None
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries (NAT64, 6to4, Teredo server and client)."""
+    out: list[ipaddress.IPv4Address] = []
+    if ip in NAT64_PREFIX:
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out.extend(ip.teredo)
+    return out
 
 
 # --- the wire schema -----------------------------------------------------------
@@ -474,7 +512,8 @@ class Codec:
             service = service_from_data(decoded.service)
             bad = self.policy.first_violation(service)
             if bad is not None:
-                raise Rejected(Reason.ADDRESS, bad)
+                raise Rejected(Reason.ADDRESS, f"service {service.namespace}/{service.name}:"
+                               f" {bad}", header=header)
             return ServiceMessage(header, service)
         if isinstance(decoded, SnapshotBody):
             return SnapshotMessage(header, frozenset(decoded.services))

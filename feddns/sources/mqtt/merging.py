@@ -11,6 +11,32 @@ every cluster heard on the bus and decides what reaches the registry:
   service disappears only when a newer manifest leaves it out. The first
   complete view is written with one ``Registry.replace``; later changes one
   ``put_service`` each.
+* **One refused service is one service.** A service message that fails a
+  check (an address outside the policy, a bad MAC, ...) costs that service
+  only, never its cluster: the cluster's other services and its manifest still
+  apply, and the key counts as *received and rejected*, no longer as missing,
+  so the cluster completes, loads and its fresh data answers. If an earlier
+  version of that service was accepted it stays (the last good data keeps
+  answering); if none was, the service is absent for that cluster. A later
+  valid message for the key replaces the rejection. Gap repair does not ask for
+  a rejected topic again: the broker would send the same retained message. The
+  rejection is forgotten when a newer manifest no longer lists the key, so a
+  key that leaves and comes back is waited for (and asked for) anew.
+
+  A rejection *after* the MAC was verified (address policy, replay window)
+  comes from a key holder: it is ordered by its generation against the version
+  held (an older one changes nothing) and remembered for any key, like an
+  accepted message. A rejection *before* it (bad MAC, unknown key, oversized,
+  malformed header) says nothing trustworthy, not even that the origin sent
+  it; it is remembered all the same, but only for a key the current manifest
+  lists (so made-up topics cost no memory) and it never replaces data. The
+  reasoning: whoever can publish on that topic can already overwrite (or
+  delete) the retained message there, so asking the broker again only fetches
+  the same bytes, forever; the origin's next publication of the service (a
+  change, a reconnect, ``republish_interval``) repairs it. Waiting instead
+  would let one forged message hold a whole cluster "unknown" (SERVFAIL, not
+  ready) until then, which hands an attacker more than the one service they
+  could already spoil.
 * **Ordering.** Per topic, only a newer generation is applied; an equal one
   is a duplicate (QoS 1 redelivery, retained messages after a resubscribe)
   and ignored; an older one is rejected. A service message that is not in a
@@ -61,7 +87,7 @@ from feddns.sources.mqtt.codec import (
     StatusMessage,
     check_time,
 )
-from feddns.sources.mqtt.topics import Topics
+from feddns.sources.mqtt.topics import TopicKind, Topics
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +111,18 @@ class LiveSession:
     """Local monotonic time of its last "online" status."""
     reported: ClusterState
     """Its own source's state, as it reported it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRejection:
+    """The last message for one service key that was received and refused."""
+
+    reason: Reason
+    detail: str
+    gen: int | None
+    """Its generation when the MAC was verified; None when it could not be trusted."""
+    at: float
+    """Local monotonic time it was refused."""
 
 
 @dataclass(slots=True)
@@ -120,6 +158,9 @@ class PeerCluster:
     dirty: set[ServiceKey] = field(default_factory=set)
     missing: set[ServiceKey] = field(default_factory=set)
     """Keys the manifest lists that no service message has brought yet."""
+    rejected: dict[ServiceKey, ServiceRejection] = field(default_factory=dict)
+    """Keys whose latest message was received and refused (see the module docstring):
+    not missing; the accepted version in ``services``, if any, still applies."""
 
     @property
     def complete(self) -> bool:
@@ -176,11 +217,34 @@ class Merger:
             # A retained message being deleted; the manifest says what that means.
             self.counts["cleared"] += 1
             return
+        header: Header | None = None
         try:
             msg = self.codec.decode(topic, payload)
+            header = msg.header
             self._accept(msg, retained=retained, now=now, wall_now=wall_now)
         except Rejected as exc:
+            header = exc.header or header
+            if header is not None and header.instance == self.instance:
+                # An echo of this instance's own message: its own source vouched for it,
+                # and the local address policy is for peers (an own public load-balancer
+                # address is no attack on anyone).
+                self.counts["own"] += 1
+                return
             self._reject(exc, topic)
+            self._remember_rejection(topic, exc, header, now=now)
+
+    def _peer(self, origin: str) -> PeerCluster:
+        """The shadow of ``origin``, made on first hearing of it (if it may be heard)."""
+        peer = self.peers.get(origin)
+        if peer is None:
+            known = origin in self.registry.clusters
+            if not known and not self.accept_unknown_clusters:
+                raise Rejected(Reason.UNKNOWN_CLUSTER, "not in the configuration")
+            unknown = sum(1 for p in self.peers if p not in self.registry.clusters)
+            if not known and unknown >= MAX_UNKNOWN_CLUSTERS:
+                raise Rejected(Reason.UNKNOWN_CLUSTER, "too many unknown clusters")
+            peer = self.peers[origin] = PeerCluster(origin)
+        return peer
 
     def _accept(self, msg: ServiceMessage | SnapshotMessage | StatusMessage, *,
                 retained: bool, now: float, wall_now: float) -> None:
@@ -188,15 +252,7 @@ class Merger:
         if h.instance == self.instance:
             self.counts["own"] += 1
             return
-        peer = self.peers.get(h.origin)
-        if peer is None:
-            known = h.origin in self.registry.clusters
-            if not known and not self.accept_unknown_clusters:
-                raise Rejected(Reason.UNKNOWN_CLUSTER, "not in the configuration")
-            unknown = sum(1 for p in self.peers if p not in self.registry.clusters)
-            if not known and unknown >= MAX_UNKNOWN_CLUSTERS:
-                raise Rejected(Reason.UNKNOWN_CLUSTER, "too many unknown clusters")
-            peer = self.peers[h.origin] = PeerCluster(h.origin)
+        peer = self._peer(h.origin)
         extra_age = self.retained_age if retained else 0.0
         if isinstance(msg, StatusMessage):
             self._status(peer, msg, now=now, wall_now=wall_now, extra_age=extra_age)
@@ -222,6 +278,7 @@ class Merger:
             raise Rejected(Reason.OLD_GENERATION, f"service {key[0]}/{key[1]} was removed")
         peer.services[key] = (h.gen, service)
         peer.missing.discard(key)
+        peer.rejected.pop(key, None)
         peer.dirty.add(key)
         peer.last_change = now
         self.counts["applied"] += 1
@@ -238,7 +295,10 @@ class Merger:
         gone = [k for k, (gen, _) in peer.services.items() if k not in keys and gen <= h.gen]
         for key in gone:
             del peer.services[key]
-        peer.missing = {k for k in keys if k not in peer.services}
+        for key in [k for k, r in peer.rejected.items()
+                    if k not in keys and (r.gen is None or r.gen <= h.gen)]:
+            del peer.rejected[key]  # no longer listed: if it comes back, it is waited for
+        peer.missing = {k for k in keys if k not in peer.services and k not in peer.rejected}
         peer.dirty.update(gone)
         peer.dirty.update(old ^ keys)
         peer.last_change = now
@@ -317,6 +377,46 @@ class Merger:
         log.warning("bus: rejected a message for cluster %r (%s); further %s rejections for"
                     " it are only counted", origin, exc, exc.reason)
 
+    def _remember_rejection(self, topic: str, exc: Rejected, header: Header | None, *,
+                            now: float) -> None:
+        """Record a refused service message, so that its key no longer counts as missing.
+
+        ``header`` is the message's verified header, None when the refusal came before
+        the MAC was checked; the rules are in the module docstring.
+        """
+        parsed = self.codec.topics.parse(topic)
+        if parsed is None or parsed.kind is not TopicKind.SERVICE or parsed.key is None:
+            return
+        if exc.reason in (Reason.OLD_GENERATION, Reason.UNKNOWN_CLUSTER):
+            return  # older than what is held (or removed), or not a cluster of ours
+        key = parsed.key
+        gen: int | None = None
+        if (header is not None and header.origin == parsed.cluster
+                and exc.reason is not Reason.TOPIC_MISMATCH):
+            try:
+                peer = self._peer(parsed.cluster)
+            except Rejected:
+                return
+            gen = header.gen
+            held = peer.services.get(key)
+            if held is not None and gen <= held[0]:
+                return  # older than the version held, which stays
+            if peer.manifest is not None and key not in peer.manifest and (
+                    gen <= peer.manifest_gen):
+                return  # a service a newer manifest removed
+            previous = peer.rejected.get(key)
+            if previous is not None and previous.gen is not None and gen < previous.gen:
+                return
+        else:
+            found = self.peers.get(parsed.cluster)
+            if found is None or found.manifest is None or key not in found.manifest:
+                return  # untrusted: remembered only for keys the manifest lists (bounded)
+            peer = found
+        peer.rejected[key] = ServiceRejection(exc.reason, exc.detail, gen, now)
+        if key in peer.missing:
+            peer.missing.discard(key)
+            peer.last_change = now
+
     # --- writing to the registry -----------------------------------------------
 
     def gaps(self, topics: Topics) -> list[str]:
@@ -327,7 +427,9 @@ class Merger:
         manifest and status when no manifest arrived, else the services its
         manifest lists that no message brought. A broker drops messages a new
         subscriber cannot take fast enough (mosquitto: past ``max_queued_messages``),
-        and nothing else would bring them back before the next republish.
+        and nothing else would bring them back before the next republish. A topic
+        whose message came and was refused is not listed: the broker would only send
+        the same message again.
         """
         names = [n for n in self.registry.clusters if n not in self.own_clusters]
         names += [n for n, p in self.peers.items() if p.manifest is not None and n not in names]
@@ -408,7 +510,23 @@ class Merger:
         entry = self.registry.clusters[peer.name]
         current = entry.snapshot.services if entry.snapshot is not None else {}
         for key in sorted(k for k in peer.dirty if current.get(k) != peer.wanted(k)):
+            if key in peer.rejected and key not in peer.services:
+                continue  # refused, nothing accepted: what the registry holds stays
             self.registry.put_service(peer.name, key, peer.wanted(key), now=now)
+
+    @staticmethod
+    def _relay_view(peer: PeerCluster, entry: ClusterEntry) -> ClusterSnapshot:
+        """The bus's view of an own cluster, for relaying.
+
+        A service whose bus message was refused and never accepted keeps the
+        source's version (the last good data) rather than vanishing.
+        """
+        view = peer.view()
+        held = entry.snapshot.services if entry.snapshot is not None else {}
+        kept = {k: held[k] for k in peer.rejected if k not in peer.services and k in held}
+        if not kept:
+            return view
+        return ClusterSnapshot(peer.name, {**view.services, **kept})
 
     def _set_state(self, peer: PeerCluster, *, now: float) -> None:
         entry = self.registry.clusters.get(peer.name)
@@ -443,7 +561,7 @@ class Merger:
                 return
             log.warning("bus: cluster %s: own source is %s; serving the newer data relayed by"
                         " instance %s (kept stale)", peer.name, entry.state, peer.instance)
-            self.registry.replace(peer.view(), now=now)
+            self.registry.replace(self._relay_view(peer, entry), now=now)
         elif peer.dirty:
             self._apply_changes(peer, now=now)
         else:
@@ -462,4 +580,4 @@ def _relayed(peer: PeerCluster, entry: ClusterEntry) -> bool:
             and entry.last_sync == peer.relayed[1])
 
 
-__all__ = ["Merger", "PeerCluster"]
+__all__ = ["Merger", "PeerCluster", "ServiceRejection"]
