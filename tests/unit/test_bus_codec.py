@@ -621,6 +621,13 @@ def test_a_silent_peer_turns_stale_not_absent_and_its_next_heartbeat_revives_it(
     assert merger.registry.clusters["east"].state is ClusterState.FRESH
 
 
+def test_a_quiet_peers_heartbeats_are_its_freshness_not_its_last_data_change() -> None:
+    merger, peer = make_merger(), Peer()
+    feed(merger, peer.status(), peer.service(web()), peer.manifest(("shop", "web")))
+    feed(merger, peer.status(), now=NOW + 60)  # no data change: only a heartbeat
+    assert merger.registry.clusters["east"].last_fresh == NOW + 60
+
+
 def test_freshness_follows_the_local_clock_not_the_senders() -> None:
     merger, peer = make_merger(), Peer()
     # The peer's clock runs 200 s ahead (inside the window): it changes nothing here.

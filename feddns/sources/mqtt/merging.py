@@ -540,6 +540,13 @@ class Merger:
             log.log(log_at, "bus: cluster %s is %s%s", peer.name, state,
                     f" ({error})" if error else "")
         self.registry.set_state(peer.name, state, now=now, error=error)
+        if state is ClusterState.FRESH:
+            # Freshness follows the source: the last heartbeat of a session that reports
+            # its source fresh is when this cluster was last known fresh.
+            heard = [s.last_heartbeat for s in peer.sessions.values()
+                     if s.reported is ClusterState.FRESH]
+            if heard:
+                self.registry.confirm(peer.name, now=max(heard))
 
     def _write_own(self, peer: PeerCluster, *, now: float) -> None:
         entry = self.registry.clusters.get(peer.name)
