@@ -97,6 +97,28 @@ def feddns_config(shape: Shape, data_file: Path, *, max_records: int = 16) -> di
     }
 
 
+def unreachable_source(folder: Path, cluster: str) -> dict[str, Any]:
+    """A Kubernetes source whose API server refuses connections (a closed loopback port).
+
+    What a warm start measures against: the config is valid (feddns refuses to start
+    on a config naming a missing data file), and the source can never deliver.
+    """
+    import socket
+
+    kubeconfig = folder / "unreachable-kubeconfig"
+    if not kubeconfig.exists():
+        with socket.socket() as s:  # a port that was free a moment ago: nothing listens
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: dead, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+            "users: [{name: dead, user: {token: none}}]\n"
+            "contexts: [{name: dead, context: {cluster: dead, user: dead}}]\n"
+            "current-context: dead\n")
+    return {"type": "kubernetes", "kubeconfig": str(kubeconfig), "context": "dead"}
+
+
 def knot_zone(shape: Shape) -> str:
     """A zone with the records feddns answers to a client it cannot place (all clusters)."""
     lines = [

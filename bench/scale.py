@@ -111,7 +111,9 @@ def main() -> None:
     print(f"# built {total} endpoints in {time.perf_counter() - t0:.1f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        cfg = dataset.feddns_config(shape, folder / "unreachable.json")
+        cfg = dataset.feddns_config(shape, folder / "unused.json")
+        for c in cfg["clusters"]:  # every source unreachable: only the snapshot answers
+            c["source"] = dataset.unreachable_source(folder, c["name"])
         cfg["snapshot"] = {"path": str(folder / "snapshot"), "interval": 3600}
         settings = Settings.model_validate(cfg)
 

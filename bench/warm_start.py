@@ -2,7 +2,7 @@
 
 A first feddns serves a generated federation (10 clusters x 2,000 services x 10
 endpoints) from static data and writes its snapshot; then feddns is restarted
-with every source unreachable (the data file is gone) and a UDP client polls
+with every source unreachable (API servers refusing connections) and a UDP client polls
 every 5 ms until the answer is right. Prints ``warm-start-seconds`` (median of
 ``--runs``; goal under 1 s) and the snapshot size.
 
@@ -85,7 +85,8 @@ def main() -> None:
             time.sleep(0.2)
         stop_process(proc)
         for c in cfg["clusters"]:
-            c["source"]["file"] = str(folder / "gone.json")  # every source unreachable
+            # Every source unreachable (a missing data file would be a config error).
+            c["source"] = dataset.unreachable_source(folder, c["name"])
         dead = folder / "dead.yaml"
         dead.write_text(json.dumps(cfg))
         times = []
