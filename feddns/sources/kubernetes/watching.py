@@ -338,6 +338,7 @@ class ResourceWatcher:
             if not token:
                 break
         self.lists += 1
+        self.backoff.healthy(time.monotonic())
         self.emit(Relisted(self.resource, self.namespace, tuple(items), rv))
         return rv
 
@@ -355,6 +356,7 @@ class ResourceWatcher:
         self.watches += 1
         self.established = True
         self._kicked.clear()  # a kick before this request had nothing to interrupt
+        self.backoff.healthy(time.monotonic())  # the next loss starts a new fast window
         on_established()
         try:
             for line in _lines(resp, self.stopping):
