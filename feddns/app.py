@@ -90,8 +90,12 @@ class App:
         observe_listen: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        started: float | None = None,
     ) -> None:
         self.settings = settings
+        self.started = clock() if started is None else started
+        """When this instance started (the CLI passes the process's start): the sync
+        gate's ``sync_timeout`` counts from it."""
         self.config_path = config_path
         """The file :meth:`reload` reads (None: reload only with explicit settings)."""
         self.clock = clock
@@ -167,10 +171,12 @@ class App:
         """
         return self.loaded.is_set() or (self.warm_started and self.registry.is_loaded)
 
-    def _start_sync_gate(self, names: list[str]) -> None:
-        """Stop waiting for ``names`` after ``sync_timeout`` if they deliver nothing."""
+    def _start_sync_gate(self, names: list[str], *, since: float | None = None) -> None:
+        """Stop waiting for ``names`` ``sync_timeout`` after ``since`` (default: now)."""
         loop = asyncio.get_running_loop()
         timeout = self.settings.freshness.sync_timeout
+        if since is not None:
+            timeout = max(0.0, timeout - (self.clock() - since))
         for name in names:
             self._gate_timers.append(loop.call_later(timeout, self._sync_gate_due, name))
 
@@ -393,7 +399,7 @@ class App:
                      ", ".join(o.name for o in self.settings.origins), host, port)
         for key in self._sources:
             self._start_source(key)
-        self._start_sync_gate(list(self.registry.clusters))
+        self._start_sync_gate(list(self.registry.clusters), since=self.started)
         self.background("expiry", self._expire)
         self.background("monitor", lambda: watch_loop(self.stats,
                                                       on_tick=self.note_cluster_states))

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from feddns import __version__
+from feddns import STARTED, __version__
 from feddns.config import Settings, load_settings, parse_host_port
 from feddns.errors import ConfigError
 from feddns.observe import logs
@@ -235,7 +235,7 @@ def serve(settings: Settings, listen: list[str] | None, config_path: Path | None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         app = App(settings, listen=listen, config_path=config_path,
-                  observe_listen=observe_listen)
+                  observe_listen=observe_listen, started=STARTED)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, app.request_reload)
