@@ -48,10 +48,10 @@ def serve(config: Path, port: int, mode: str = "protocol") -> None:
 
     async def main() -> None:
         app = App(load_settings(config), listen=["127.0.0.1:0"])
-        for source in app.sources.values() if isinstance(app.sources, dict) else app.sources:
-            await source.load_once()
+        for source in app.supervisor.build(app.settings).values():
+            await source.load_once()  # type: ignore[attr-defined]
         app.compile_now()
-        handle = app.handler.handle
+        handle = app.handler.handle_udp
         memo: dict[bytes, bytes] = {}
 
         class Responder(asyncio.DatagramProtocol):
@@ -62,7 +62,7 @@ def serve(config: Path, port: int, mode: str = "protocol") -> None:
                 key = data[2:]
                 tail = memo.get(key)
                 if tail is None:
-                    full = handle(data, False, None)
+                    full = handle(data, None)
                     if full is None:
                         return
                     tail = memo[key] = full[2:]
@@ -87,7 +87,7 @@ def serve(config: Path, port: int, mode: str = "protocol") -> None:
                     key = data[2:]
                     tail = memo.get(key)
                     if tail is None:
-                        full = handle(data, False, None)
+                        full = handle(data, None)
                         if full is None:
                             continue
                         tail = memo[key] = full[2:]

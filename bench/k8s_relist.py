@@ -56,8 +56,9 @@ from bench.k8s_common import (
 )
 from bench.k8s_fakeapi import start_fake
 from feddns.config import load_settings
+from feddns.runtime.tuning import SWITCH_INTERVAL
 from feddns.sources.kubernetes import watching as watching_module
-from feddns.sources.kubernetes.source import SWITCH_INTERVAL, KubernetesSource
+from feddns.sources.kubernetes.source import KubernetesSource
 from tests.support import ServerThread
 
 PROBE_PERIOD = 0.005
@@ -113,7 +114,8 @@ def source_counters(server: ServerThread) -> tuple[int, int]:
     assert app is not None
 
     def read() -> tuple[int, int]:
-        relists = sum(s.relists for s in app.sources if isinstance(s, KubernetesSource))
+        relists = sum(s.relists for s in app.supervisor.sources.values()
+                      if isinstance(s, KubernetesSource))
         return relists, len(app.registry.dirty)
 
     return server.call(read)  # type: ignore[no-any-return]

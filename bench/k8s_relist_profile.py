@@ -46,13 +46,13 @@ from bench.k8s_common import (
 )
 from bench.k8s_fakeapi import start_fake
 from bench.k8s_relist import LagProbe, add_load_arguments, cluster_names, source_counters
-from feddns import app as app_module
 from feddns.config import load_settings
-from feddns.dns import answer as answer_module
 from feddns.dns import handling as handling_module
 from feddns.model import registry as registry_module
 from feddns.sources.kubernetes import source as source_module
 from feddns.sources.kubernetes import watching as watching_module
+from feddns.table import compiler as compiler_module
+from feddns.table import table as table_module
 from tests.support import ServerThread
 
 TIMINGS: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -111,11 +111,12 @@ def install() -> None:
     ks.snapshot = timed("snapshot()", ks.snapshot)  # type: ignore[method-assign]
     reg = registry_module.Registry
     reg.replace = timed("Registry.replace", reg.replace)  # type: ignore[method-assign]
-    app_module.App.compile_now = timed(  # type: ignore[method-assign]
-        "App.compile_now", app_module.App.compile_now)
+    compiler_module.Compiler.compile_now = timed(  # type: ignore[method-assign]
+        "Compiler.compile_now", compiler_module.Compiler.compile_now)
     handler = handling_module.Handler
-    handler.handle = timed("Handler.handle (one query)", handler.handle)  # type: ignore[method-assign]
-    table = answer_module.AnswerTable
+    handler.handle_udp = timed(  # type: ignore[method-assign]
+        "Handler.handle_udp (one query)", handler.handle_udp)
+    table = table_module.AnswerTable
     table.resolve = timed("AnswerTable.resolve (memo miss)", table.resolve)  # type: ignore[method-assign]
 
 

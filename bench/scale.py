@@ -30,10 +30,12 @@ import dns.query
 from bench import dataset
 from bench.harness import REPO, figure, free_port, stop_process
 from feddns.config import Settings
-from feddns.dns.answer import AnswerTable, sync_table
 from feddns.model.registry import Registry
 from feddns.model.services import ClusterSnapshot, Endpoint, Port, Service, ServiceType
+from feddns.runtime.options import table_options
 from feddns.sources import snapshot
+from feddns.table.compiler import sync_table
+from feddns.table.table import AnswerTable
 
 
 def build(shape: dataset.Shape) -> dict[str, ClusterSnapshot]:
@@ -118,7 +120,7 @@ def main() -> None:
         settings = Settings.model_validate(cfg)
 
         registry = Registry.for_clusters(data)
-        table = AnswerTable(settings, serial=1)
+        table = AnswerTable(table_options(settings), serial=1)
         for snap in data.values():
             registry.replace(snap, now=1.0)
         t0 = time.perf_counter()

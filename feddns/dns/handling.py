@@ -1,7 +1,8 @@
-"""The query handler: bytes in, bytes (or nothing) out, for UDP and TCP alike.
+"""The query handler: bytes in, bytes (or nothing) out; one entry point per transport.
 
-Why it exists: it is the single function the transports call and the fuzz
-tests drive, so every protocol rule lives here once:
+Why it exists: it is what the transports call (:meth:`Handler.handle_udp`,
+:meth:`Handler.handle_tcp`) and the fuzz tests drive, so every protocol rule
+lives here once:
 
 * a packet shorter than a header, or with QR=1, is dropped (answering
   responses causes loops and reflection);
@@ -23,14 +24,14 @@ by slicing the question out of the packet and copying pre-encoded pieces
 around it; anything else takes the full path. Both build responses from the
 same :func:`pieces`, so they cannot disagree (a property test checks it).
 
-The front memo goes one step further: the whole answer after the ID, keyed by
-the whole query after the ID, per client class. :attr:`Handler.udp_front`
-hands it to the UDP transport, which answers a repeated query itself, without
+The front memo (:mod:`feddns.dns.front`) goes one step further: the whole
+answer after the ID, keyed by the whole query after the ID, per client class,
+shared with the UDP transport, which answers a repeated query itself, without
 calling the handler (``feddns.dns.server``): the hot path is two dict lookups,
-one list increment and one concatenation. It is kept only while nothing needs
-to see every query (no ACL, no RRL; the query log wraps the handler, so the
-transport is given no front then), and it is emptied by every change of the
-table (:meth:`AnswerTable.bump`), a new table, or a new ``udp_payload_size``.
+one list increment and one concatenation. The app builds the front memo and
+the :class:`~feddns.dns.limiting.Limits` and hands the same objects to the
+handler and to the server; a reload changes them through explicit calls
+(:meth:`Handler.use`), never through a setter with side effects.
 
 Rotating answers pick their variant by the low byte of the query ID, in
 both paths: stateless, and one indexing operation on the hot path.
@@ -52,25 +53,19 @@ import ipaddress
 import logging
 import struct
 from collections import Counter
-from typing import NamedTuple
+from collections.abc import Callable
+from time import monotonic
 
-from feddns.dns import wire
-from feddns.dns.answer import REFUSED, AnswerTable, CompiledAnswer, FastMemo
+from feddns import wire
+from feddns.dns.front import FrontEntry, FrontMemo
 from feddns.dns.limiting import DROP, REFUSE, SLIP, Limits
 from feddns.policy.locality import Locator
+from feddns.table.answers import REFUSED, CompiledAnswer, FastMemo
+from feddns.table.table import AnswerTable
 
 log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct("!HHHHH")
-FRONT_SIZE = 65536
-"""Most entries of one client class's front memo (cleared when full: random-case
-queries from 0x20 resolvers never repeat, and must not grow memory)."""
-FRONT_BYTES = 64 * 1024 * 1024
-"""Most bytes of answers held by all of one handler's front memos together (then
-they all start over). The entry count alone would not bound memory: a rotating
-answer keeps every variant, up to 64 of them, for each spelling of the name."""
-FRONT_ENTRY_OVERHEAD = 200
-"""Bytes counted per front entry besides its answers (key, tuple, dict slot)."""
 _NO_EDNS = 0
 _EDNS = 1
 _EDNS_DO = 2
@@ -91,13 +86,11 @@ LEAN = COUNT_SLOTS
 """Region offset: UDP answers sent without their additional section (RFC 2181 §9)."""
 TRUNCATED = 2 * COUNT_SLOTS
 """Region offset: UDP answers sent empty with TC=1."""
-MAX_FRONT_SOURCES = 16384
-"""Most client addresses the UDP front maps to their class's memo (then it starts
-over: a flood from random source addresses must not grow memory)."""
 
-FrontEntry = tuple["bytes | tuple[bytes, ...]", int]
-"""A front memo entry: the answer after the ID (a tuple when it rotates, indexed by
-the query ID's low byte) and its counting slot (region included)."""
+
+def new_counts() -> list[int]:
+    """The per-answer counters of one instance (every region), all zero."""
+    return [0] * (3 * COUNT_SLOTS)
 
 _origin_slots: dict[bytes, int] = {}
 """Origin (wire name) -> its slot, for the whole process: compiled answers (and so their
@@ -176,123 +169,70 @@ def _header_only(qid_flags: bytes, flags_in: int, rcode: int) -> bytes:
     return qid_flags[:2] + _HEAD.pack(flags, 0, 0, 0, 0)
 
 
-class UdpFront(NamedTuple):
-    """What the UDP transport needs to answer repeated queries without the handler."""
-
-    by_source: dict[str, dict[bytes, FrontEntry]]
-    """Client address -> the front memo of its class (empty while it must not be used)."""
-    counts: list[int]
-    """:attr:`Handler.query_counts` (the same list, for ever)."""
-
-
 class Handler:
     """Answers queries from the current :class:`AnswerTable` (replaced on reload).
 
-    The admission limits follow the table: assigning :attr:`table` (what a
-    reload does) re-reads its settings' ``dns`` section into :attr:`limits`.
+    ``front`` and ``limits`` are built by the app and shared with the server;
+    :meth:`use` points the handler at a new table (a reload), explicitly.
     """
 
-    def __init__(self, table: AnswerTable, *, udp_payload_size: int = 1232) -> None:
-        self.limits = Limits()
+    def __init__(self, table: AnswerTable, *, front: FrontMemo, limits: Limits,
+                 udp_payload_size: int = 1232,
+                 clock: Callable[[], float] = monotonic) -> None:
+        self.front = front
+        self.clock = clock
+        """Read only for answers that show ages (explain records), on a memo miss."""
+        self.limits = limits
         """ACL, rate limits and TCP caps (also read by the transport), with their counters."""
-        self.guard: Limits | None = None
-        """:attr:`limits` while the ACL or RRL is on, else None (the one per-query check)."""
         self.counters: Counter[str] = Counter()
-        self.query_counts = [0] * (3 * COUNT_SLOTS)
+        self.query_counts = front.counts
         """Answers sent, by ``region + (origin slot * RCODE_SLOTS + rcode slot) * QTYPE_SLOTS
-        + qtype`` (regions: 0, :data:`LEAN`, :data:`TRUNCATED`)."""
-        self._fronts: list[dict[bytes, FrontEntry]] = []
-        """The front memo per client class; empty after a change (rebuilt on the next query)."""
-        self._front_bytes = 0
-        self.udp_front = UdpFront({}, self.query_counts)
-        """The front memo by client address, for the UDP transport (see the module doc)."""
-        self._table: AnswerTable | None = None
-        self._udp_payload_size = udp_payload_size
+        + qtype`` (regions: 0, :data:`LEAN`, :data:`TRUNCATED`); the front memo's list."""
         self.table = table
-
-    @property
-    def table(self) -> AnswerTable:
-        """The answer table queries are answered from."""
-        assert self._table is not None
-        return self._table
-
-    @table.setter
-    def table(self, table: AnswerTable) -> None:
-        if self._table is not None:
-            self._table.unwatch(self._table_changed)
-        self._table = table
-        table.watch(self._table_changed)
-        self.limits.configure(table.settings.dns)
-        self.guard = self.limits if self.limits.active else None
-        self._table_changed()
-
-    @property
-    def udp_payload_size(self) -> int:
+        self.udp_payload_size = udp_payload_size
         """The EDNS payload size this server advertises and answers within (RFC 6891)."""
-        return self._udp_payload_size
+        table.watch(front.clear)
 
-    @udp_payload_size.setter
-    def udp_payload_size(self, size: int) -> None:
-        self._udp_payload_size = size
-        self._table_changed()
-
-    def _table_changed(self) -> None:
-        """Forget every front memo: some question may answer differently now."""
-        self._fronts = []
-        by_source = self.udp_front.by_source
-        if by_source:
-            by_source.clear()
-
-    def _make_room(self, front: dict[bytes, FrontEntry], size: int) -> None:
-        """Start over when full: ``front`` alone by entries, all fronts by bytes.
-
-        Emptied in place: the UDP listener's map points at the same dicts.
-        """
-        if len(front) >= FRONT_SIZE:
-            self._front_bytes -= sum(_entry_size(k, v[0]) for k, v in front.items())
-            front.clear()
-        if self._front_bytes + size > FRONT_BYTES:
-            for each in self._fronts:
-                each.clear()
-            self._front_bytes = 0
-
-    def front_bytes(self) -> int:
-        """Bytes of answers the front memos hold now (approximately)."""
-        return self._front_bytes
+    def use(self, table: AnswerTable, *, udp_payload_size: int) -> None:
+        """Answer from ``table`` and advertise ``udp_payload_size`` from now on (a reload)."""
+        self.table.unwatch(self.front.clear)
+        self.table = table
+        self.udp_payload_size = udp_payload_size
+        table.watch(self.front.clear)
+        self.front.clear()
 
     def truncated_total(self) -> int:
         """UDP answers sent empty with TC=1 (RRL slips apart)."""
         return sum(self.query_counts[TRUNCATED:])
 
+    def handle_udp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
+        """Answer one datagram from ``addr``; None means send nothing."""
+        return self._handle(data, False, addr)
+
+    def handle_tcp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
+        """Answer one message from a TCP connection with ``addr``; None: send nothing."""
+        return self._handle(data, True, addr)
+
     # The fast path. Kept flat on purpose: every attribute lookup here is paid per query.
-    def handle(self, data: bytes, tcp: bool = False,
-               addr: tuple[str, int] | None = None) -> bytes | None:
-        """Answer one DNS message from ``addr``; None means send nothing."""
-        if self.guard is not None and addr is not None:
-            verdict = self.guard.admit(data, addr[0], tcp)
+    def _handle(self, data: bytes, tcp: bool, addr: tuple[str, int] | None) -> bytes | None:
+        limits = self.limits
+        if limits.active and addr is not None:
+            verdict = limits.admit(data, addr[0], tcp)
             if verdict:
                 return self._limited(data, tcp, addr, verdict)
         # The front memo: the whole answer after the ID, keyed by the whole query after
         # the ID (so 0x20 case, flags and OPT are part of the key), per client class.
         # Any change to the table clears it. Most repeated queries end here.
-        table = self._table
-        assert table is not None
+        table = self.table
         cls = 0
         if addr is not None and table.locator.active:
             # The locator's own memo, read directly: one dict lookup per query.
             known = table.locator.cache.get(addr[0])
             cls = known if known is not None else table.locator.class_of_source(addr[0])
-        fronts = self._fronts
-        if not fronts:
-            fronts = self._fronts = [{} for _ in table.memos]
-            self._front_bytes = 0
-        front = fronts[cls]
-        if addr is not None and self.guard is None:
-            by_source = self.udp_front.by_source
-            if by_source.get(addr[0]) is not front:
-                if len(by_source) >= MAX_FRONT_SOURCES:
-                    by_source.clear()
-                by_source[addr[0]] = front
+        memo = self.front
+        front = memo.front_of(cls, len(table.memos))
+        if addr is not None and memo.enabled and not limits.active:
+            memo.map_source(addr[0], front)
         hit = front.get(data[2:])
         if hit is not None and not (tcp and hit[1] >= LEAN):
             self.query_counts[hit[1]] += 1
@@ -332,7 +272,7 @@ class Handler:
                             variant = _EDNS_DO
                         size = (data[qend + 3] << 8) | data[qend + 4]
                         limit = size if size > 512 else 512
-                        limit = min(limit, self._udp_payload_size)
+                        limit = min(limit, self.udp_payload_size)
                 if ok:
                     name = data[12 : end + 1].lower()
                     ans = table.memos[cls].get(name + data[end + 1 : qend])
@@ -342,12 +282,12 @@ class Handler:
                         qtype = (data[end + 1] << 8) | data[end + 2]
                         qclass = (data[end + 3] << 8) | data[end + 4]
                         ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass,
-                                            cls)
+                                            cls, now=self.clock())
                     if ans is not None:
                         return self._answer_fast(data, tcp, ans, front=front,
                                                  variant=variant, name=name, qend=qend,
                                                  end=end, limit=limit)
-        return self.handle_full(data, tcp, addr)
+        return self.handle_full(data, tcp=tcp, addr=addr)
 
     def _answer_fast(self, data: bytes, tcp: bool, ans: CompiledAnswer, *,
                      front: dict[bytes, FrontEntry], variant: int, name: bytes, qend: int,
@@ -358,7 +298,7 @@ class Handler:
         singletons), and its OPT carries this handler's advertised size, so the size
         is part of the key (RFC 6891 §6.2.3).
         """
-        key = variant | (data[2] & 1) << 2 | self._udp_payload_size << 3
+        key = variant | (data[2] & 1) << 2 | self.udp_payload_size << 3
         question = data[12:qend]
         qslot = 256 if data[end + 1] else data[end + 2]
         choices = ans.variants or (ans,)
@@ -381,12 +321,7 @@ class Handler:
             # Every variant is cut the same way (the usual case): remember it.
             tails = tuple(tail for tail, _ in made)
             entry = (tails[0] if len(tails) == 1 else tails, made[0][1])
-            query = data[2:]
-            size = _entry_size(query, entry[0])
-            if len(front) >= FRONT_SIZE or self._front_bytes + size > FRONT_BYTES:
-                self._make_room(front, size)
-            self._front_bytes += size
-            front[query] = entry
+            self.front.remember(front, data[2:], entry)
         if tcp:
             memo = choices[pick].fast[key]
             self.query_counts[memo.slot + qslot] += 1
@@ -400,7 +335,7 @@ class Handler:
         """Answer a query the limits stopped: REFUSED (ACL), truncated (slip), or nothing."""
         if verdict & DROP:
             return None
-        resp = self.handle_full(data, tcp, addr, refuse=bool(verdict & REFUSE),
+        resp = self.handle_full(data, tcp=tcp, addr=addr, refuse=bool(verdict & REFUSE),
                                 slip=bool(verdict & SLIP))
         if resp is not None:
             if verdict & SLIP:
@@ -413,16 +348,15 @@ class Handler:
                    name: bytes) -> FastMemo:
         """The ready-made headers and tails of ``ans`` for this kind of query (memoized)."""
         full, lean, truncated = pieces(ans, flags_in=data[2] << 8, edns=variant,
-                                       udp_size=self._udp_payload_size)
+                                       udp_size=self.udp_payload_size)
         found = self.table.origin_of(name)
         memo = FastMemo(full, lean, truncated,
                         _slot_base(ans, None if found is None else found.wire))
         ans.fast[key] = memo
         return memo
 
-    def handle_full(self, data: bytes, tcp: bool,
-                    addr: tuple[str, int] | None = None, *, refuse: bool = False,
-                    slip: bool = False) -> bytes | None:
+    def handle_full(self, data: bytes, *, tcp: bool, addr: tuple[str, int] | None = None,
+                    refuse: bool = False, slip: bool = False) -> bytes | None:
         """The complete, strict path for everything the fast path does not take.
 
         ``refuse`` answers a well-formed query REFUSED whatever it asks (the ACL);
@@ -477,7 +411,7 @@ class Handler:
                     return _header_only(data, flags, wire.FORMERR)
                 if located is not None:
                     cls, ecs_option = located
-            ans = table.lookup(q.qname_lower, q.qtype, q.qclass, cls)
+            ans = table.lookup(q.qname_lower, q.qtype, q.qclass, cls, now=self.clock())
             if ans.variants is not None:
                 ans = ans.variants[(q.qid & 0xFF) % len(ans.variants)]
         full, lean, truncated = pieces(
@@ -509,12 +443,6 @@ class Handler:
 
 _NOTIMP = CompiledAnswer(wire.NOTIMP, aa=False)
 _BADVERS = CompiledAnswer(wire.BADVERS & 0xF, aa=False)
-
-
-def _entry_size(key: bytes, tail: bytes | tuple[bytes, ...]) -> int:
-    """What a front entry is counted as against :data:`FRONT_BYTES`."""
-    answers = len(tail) if isinstance(tail, bytes) else sum(len(t) for t in tail)
-    return FRONT_ENTRY_OVERHEAD + len(key) + answers
 
 
 def _plain_name(data: bytes, end: int) -> bool:

@@ -1,7 +1,8 @@
 """UDP and TCP transports for the query handler (RFC 1035 §4.2, RFC 7766).
 
 Why it exists: sockets, timeouts and connection bookkeeping live here and
-nowhere else; the handler stays a pure bytes-to-bytes function. Rules kept:
+nowhere else; the handler only turns bytes into bytes (:class:`Handles`: one
+entry point per transport). Rules kept:
 
 * UDP and TCP listen on the same address and port (port 0 picks one free
   port for both, which the tests use);
@@ -18,14 +19,15 @@ nowhere else; the handler stays a pure bytes-to-bytes function. Rules kept:
   connection is made, so the count never exceeds the cap. Each close by a
   timeout is counted by kind, each shed connection too, and the peak of open
   connections is kept;
-* the limits are read from the handler's :class:`~feddns.dns.limiting.Limits`
-  on every accept, so a reload changes them for new connections;
+* the limits are read from the :class:`~feddns.dns.limiting.Limits` the app
+  hands to both the handler and the server, on every accept, so a reload
+  changes them for new connections;
 * one bad packet never kills a transport: errors are caught per packet,
   counted and logged once per kind;
 * UDP is read by the loop's reader callback with plain ``recvfrom``, up to
   ``BATCH`` datagrams per wake-up (:class:`UdpListener`), and a repeated
-  query is answered there, from the handler's front memo
-  (:class:`~feddns.dns.handling.UdpFront`), without calling the handler: two
+  query is answered there, from the front memo the app hands to both
+  (:class:`~feddns.dns.front.FrontMemo`), without calling the handler: two
   dict lookups, a count and a send. Everything else goes to the handler;
 * the first query after every ``SAMPLE_INTERVAL`` is timed (handler and
   send), per transport, into ``ServerStats.latency``: two clock reads per
@@ -42,17 +44,26 @@ import logging
 import socket
 import sys
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import Protocol
 
-from feddns.dns.handling import FrontEntry, UdpFront
+from feddns.dns.front import FrontEntry, FrontMemo
 from feddns.dns.limiting import Limits
-from feddns.observe.counting import LATENCY_BOUNDS, Buckets
+from feddns.histogram import LATENCY_BOUNDS, Buckets
 
 log = logging.getLogger(__name__)
 
-HandleFn = Callable[[bytes, bool, "tuple[str, int] | None"], "bytes | None"]
+
+class Handles(Protocol):
+    """What the transports call: the handler, or a wrapper around it (the query log)."""
+
+    def handle_udp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
+        """Answer one datagram; None: send nothing."""
+
+    def handle_tcp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
+        """Answer one message of a TCP connection; None: send nothing."""
+
 
 TCP_BACKLOG = 1024
 """Pending TCP connections the kernel queues before accept (RFC 7766 §6.2.2: many clients)."""
@@ -104,10 +115,10 @@ class UdpListener:
     ``udp_send_EAGAIN``): the client retries, memory stays bounded.
     """
 
-    def __init__(self, sock: socket.socket, handle: HandleFn, stats: ServerStats,
-                 front: UdpFront | None) -> None:
+    def __init__(self, sock: socket.socket, handler: Handles, stats: ServerStats,
+                 front: FrontMemo | None) -> None:
         self.sock = sock
-        self.handle = handle
+        self.handle = handler.handle_udp
         self.stats = stats
         self.front_map: dict[str, dict[bytes, FrontEntry]] = {}
         self.counts: list[int] = []
@@ -117,7 +128,7 @@ class UdpListener:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.set_front(front)
 
-    def set_front(self, front: UdpFront | None) -> None:
+    def set_front(self, front: FrontMemo | None) -> None:
         """Answer repeated queries from ``front`` (None: every query goes to the handler)."""
         self.front_map = front.by_source if front is not None else {}
         self.counts = front.counts if front is not None else []
@@ -180,7 +191,7 @@ class UdpListener:
                 self.sample_timer = self.loop.call_later(SAMPLE_INTERVAL, self._sample_due)
         started = perf_counter() if timed else 0.0
         try:
-            resp = self.handle(data, False, addr)
+            resp = self.handle(data, addr)
         except Exception as exc:  # one packet must never take the listener down
             _count_error(self.stats, "udp", exc)
             return
@@ -226,24 +237,6 @@ class _TcpProtocol(asyncio.StreamReaderProtocol):
         self._counted = False
         self._dns_server.stats.tcp_connections -= 1
         super().connection_lost(exc)
-
-
-def limits_of(handle: HandleFn) -> Limits | None:
-    """The :class:`Limits` of the handler behind ``handle``, if it has any.
-
-    ``handle`` is a bound ``Handler.handle`` or a wrapper that closes over one
-    (the query log). The app builds the server from the handle alone; this is
-    how the TCP caps follow the handler's config, reloads included.
-    """
-    candidates: list[object] = [handle]
-    for cell in getattr(handle, "__closure__", None) or ():
-        with contextlib.suppress(ValueError):  # an empty cell
-            candidates.append(cell.cell_contents)
-    for candidate in candidates:
-        limits = getattr(getattr(candidate, "__self__", None), "limits", None)
-        if isinstance(limits, Limits):
-            return limits
-    return None
 
 
 def _count_error(stats: ServerStats, where: str, exc: BaseException) -> None:
@@ -294,26 +287,26 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
 
 
 class DnsServer:
-    """Serves ``handle`` on each listen address over UDP and TCP."""
+    """Serves ``handler`` on each listen address over UDP and TCP."""
 
     def __init__(
         self,
-        handle: HandleFn,
+        handler: Handles,
         listen: list[tuple[str, int]],
         *,
+        limits: Limits,
+        front: FrontMemo | None = None,
         tcp_idle_timeout: float = 10.0,
         tcp_io_timeout: float = 2.0,
         udp_receive_buffer: int = 4 * 1024 * 1024,
-        limits: Limits | None = None,
-        front: UdpFront | None = None,
     ) -> None:
-        self.handle = handle
+        self.handler = handler
         self.front = front
-        """The handler's front memo for UDP (None when every query must reach ``handle``)."""
+        """The front memo for UDP (None: every query must reach the handler)."""
         self.listen = listen
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_io_timeout = tcp_io_timeout
-        self.limits = limits or limits_of(handle) or Limits()
+        self.limits = limits
         """``max_tcp_clients`` and ``tcp_handshake_timeout``, read on every accept."""
         self.udp_receive_buffer = udp_receive_buffer
         self.stats = ServerStats()
@@ -324,17 +317,16 @@ class DnsServer:
         self._tcp_sample_due = True
         self._tcp_sample_timer: asyncio.TimerHandle | None = None
 
-    def set_handle(self, handle: HandleFn, front: UdpFront | None = None) -> None:
-        """Answer with ``handle`` and ``front`` from the next query on.
+    def set_handler(self, handler: Handles, front: FrontMemo | None) -> None:
+        """Answer with ``handler`` and ``front`` from the next query on.
 
         A reload switching the query log does this: the log must see every
         query, so there is no front then.
         """
-        self.handle = handle
+        self.handler = handler
         self.front = front
-        self.limits = limits_of(handle) or self.limits
         for listener in self._udp:
-            listener.handle = handle
+            listener.handle = handler.handle_udp
             listener.set_front(front)
 
     async def start(self) -> list[tuple[str, int]]:
@@ -349,7 +341,7 @@ class DnsServer:
                     " raise net.core.rmem_max or run with CAP_NET_ADMIN",
                     host, udp_sock.getsockname()[1], got, self.udp_receive_buffer,
                 )
-            listener = UdpListener(udp_sock, self.handle, self.stats, self.front)
+            listener = UdpListener(udp_sock, self.handler, self.stats, self.front)
             listener.start(loop)
             self._udp.append(listener)
             # create_server listens again with its own backlog (default 100), which would
@@ -412,7 +404,7 @@ class DnsServer:
                     self._tcp_sample_timer = loop.call_later(SAMPLE_INTERVAL,
                                                              self._tcp_sample_now)
                 try:
-                    resp = self.handle(data, True, peer)
+                    resp = self.handler.handle_tcp(data, peer)
                 except Exception as exc:
                     _count_error(self.stats, "tcp", exc)
                     break

@@ -92,11 +92,14 @@ class Registry:
     """Counts changes, so a writer can tell whether anything changed since it last looked."""
     on_change: Callable[[], None] | None = None
     """Called (synchronously, on the event loop) after any change, to schedule a compile."""
+    _configured_names: set[str] | None = None
+    """The configured clusters (None: every cluster known); others came from the bus."""
 
     @classmethod
     def for_clusters(cls, names: Iterable[str]) -> Registry:
         """A registry expecting data from each named cluster."""
-        return cls(clusters={n: ClusterEntry(n) for n in names})
+        names = list(names)
+        return cls(clusters={n: ClusterEntry(n) for n in names}, _configured_names=set(names))
 
     # --- reads ---------------------------------------------------------------
 
@@ -280,6 +283,37 @@ class Registry:
         entry = self.clusters.get(cluster)
         if entry is not None and entry.snapshot is not None:
             self._changed(entry.snapshot.services)
+
+    def reconfigure(self, names: Iterable[str]) -> None:
+        """Expect exactly the configured ``names``, in that order (a reload).
+
+        Clusters no longer configured are forgotten (only their contribution
+        changes); new ones start *syncing*; clusters known only from the bus
+        (``accept_unknown_clusters``) stay, after the configured ones.
+        """
+        wanted = list(names)
+        previous = set(self.clusters)
+        for name in [n for n in self.clusters if n not in wanted and self._configured(n)]:
+            self.remove_cluster(name)
+        ordered = {n: self.clusters.get(n) or ClusterEntry(n) for n in wanted}
+        ordered.update((n, e) for n, e in self.clusters.items() if n not in ordered)
+        self.clusters = ordered
+        self._configured_names = set(wanted)
+        if set(self.clusters) != previous and self.on_change is not None:
+            self.on_change()  # a new cluster closes the sync gate again; a removed one may open it
+
+    def _configured(self, name: str) -> bool:
+        return self._configured_names is None or name in self._configured_names
+
+    def note_error(self, cluster: str, error: str, *, keep_first: bool = False) -> None:
+        """Say why ``cluster``'s source is not delivering (status pages, logs), no state change.
+
+        With ``keep_first``, an error already recorded stays: the first failure is the
+        cause, and the ones it causes only echo it.
+        """
+        entry = self.clusters.get(cluster)
+        if entry is not None and not (keep_first and entry.error is not None):
+            entry.error = error
 
     def remove_cluster(self, cluster: str) -> None:
         """Forget a cluster removed from the config; only its contribution changes."""

@@ -19,11 +19,11 @@ from feddns.model.services import ServiceKey
 from feddns.observe.metrics import name_from_wire
 
 if TYPE_CHECKING:
-    from feddns.app import App
+    from feddns.observe.instance import Instance
     from feddns.observe.metrics import BusStatsLike
 
 
-def debug_view(app: App) -> dict[str, Any]:
+def debug_view(app: Instance) -> dict[str, Any]:
     """The whole instance: clusters, answer table, bus, readiness and reloads."""
     now = app.clock()
     kinds = app.source_kinds()
@@ -48,9 +48,9 @@ def debug_view(app: App) -> dict[str, Any]:
             "services": len(snap.services) if snap is not None else 0,
             "endpoints": snap.endpoint_count if snap is not None else 0,
         })
-    table: dict[str, Any] = dict(app.table.summary())
+    table: dict[str, Any] = dict(app.compiler.table.summary())
     table["origins"] = [o.name for o in app.settings.origins]
-    table["loaded"] = app.table.loaded
+    table["loaded"] = app.compiler.table.loaded
     stats = app.stats
     bus = app.bus_stats() if app.bus_stats is not None else None
     return {
@@ -60,10 +60,10 @@ def debug_view(app: App) -> dict[str, Any]:
         "uptime_seconds": round(time.monotonic() - stats.started, 3),
         "ready": app.is_ready,
         "warm_started": app.warm_started,
-        "isolation": None if app.isolation is None else {
+        "isolation": None if app.compiler.isolation is None else {
             "suspected": True,
-            "since_seconds": round(max(0.0, now - app.isolation.start), 3),
-            "clusters": sorted(app.isolation.members),
+            "since_seconds": round(max(0.0, now - app.compiler.isolation.start), 3),
+            "clusters": sorted(app.compiler.isolation.members),
             "max_hold_seconds": app.settings.selection.isolation.max_hold,
         },
         "sync_gate": {
@@ -85,7 +85,7 @@ def debug_view(app: App) -> dict[str, Any]:
     }
 
 
-def dns_view(app: App) -> dict[str, Any]:
+def dns_view(app: Instance) -> dict[str, Any]:
     """The transport's limits and what they did: TCP connections, rate limiting, ACL."""
     stats = app.server.stats
     limits = app.handler.limits
@@ -114,10 +114,10 @@ def dns_view(app: App) -> dict[str, Any]:
     }
 
 
-def services_view(app: App) -> dict[str, Any]:
+def services_view(app: Instance) -> dict[str, Any]:
     """Every service of the answer table as ``NAMESPACE/NAME``, and the served origins."""
     return {
-        "services": [f"{ns}/{name}" for ns, name in sorted(app.table.plans)],
+        "services": [f"{ns}/{name}" for ns, name in sorted(app.compiler.table.plans)],
         "origins": [{"name": o.name, "service_address": o.service_address}
                     for o in app.settings.origins],
     }
@@ -158,7 +158,7 @@ def parse_service(value: str) -> ServiceKey | None:
     return namespace, name
 
 
-def service_view(app: App, key: ServiceKey) -> dict[str, Any] | None:
+def service_view(app: Instance, key: ServiceKey) -> dict[str, Any] | None:
     """One service: each cluster's view of it and its compiled plan; None when unknown."""
     now = app.clock()
     views = []
@@ -178,7 +178,7 @@ def service_view(app: App, key: ServiceKey) -> dict[str, Any] | None:
                            "terminating": e.terminating, "hostname": e.hostname,
                            "zone": e.zone} for e in svc.endpoints],
         })
-    plan = app.table.plans.get(key)
+    plan = app.compiler.table.plans.get(key)
     if plan is None and not views:
         return None
     out: dict[str, Any] = {"service": f"{key[0]}/{key[1]}", "clusters": views, "plan": None}

@@ -31,7 +31,7 @@ from feddns.observe.debug import debug_view, parse_service, service_view, servic
 from feddns.observe.metrics import CONTENT_TYPE, build_registry, exposition
 
 if TYPE_CHECKING:
-    from feddns.app import App
+    from feddns.observe.instance import Instance
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 class ObserveServer:
     """Serves the observability endpoints of one app on ``host:port``."""
 
-    def __init__(self, app: App, host: str, port: int) -> None:
+    def __init__(self, app: Instance, host: str, port: int) -> None:
         self.app = app
         self.host = host
         self.port = port

@@ -15,11 +15,13 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from feddns.dns import wire
+from feddns import wire
 from feddns.observe.counting import qtype_label
+
+if TYPE_CHECKING:
+    from feddns.dns.server import Handles
 
 LogFormat = Literal["text", "json"]
 
@@ -33,7 +35,6 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) 
 
 _installed: logging.Handler | None = None
 
-HandleFn = Callable[[bytes, bool, "tuple[str, int] | None"], "bytes | None"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -106,13 +107,27 @@ RCODE_TEXT = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTI
               5: "REFUSED"}
 
 
-def logging_queries(handle: HandleFn) -> HandleFn:
-    """Wrap a query handler so that it logs every query it answers (or drops)."""
-    qlog = logging.getLogger(QUERY_LOGGER)
+class LoggingHandler:
+    """A query handler that logs every query it answers (or drops), then the answer.
 
-    def logged(data: bytes, tcp: bool = False,
-               addr: tuple[str, int] | None = None) -> bytes | None:
-        resp = handle(data, tcp, addr)
+    The transports call it exactly as they call the handler (:class:`Handles`); the
+    front memo is not given to the UDP listener meanwhile, so no query escapes it.
+    """
+
+    def __init__(self, handler: Handles) -> None:
+        self.handler = handler
+        self.log = logging.getLogger(QUERY_LOGGER)
+
+    def handle_udp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
+        """Answer and log one datagram."""
+        return self._logged(data, self.handler.handle_udp(data, addr), "udp", addr)
+
+    def handle_tcp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
+        """Answer and log one TCP message."""
+        return self._logged(data, self.handler.handle_tcp(data, addr), "tcp", addr)
+
+    def _logged(self, data: bytes, resp: bytes | None, transport: str,
+                addr: tuple[str, int] | None) -> bytes | None:
         question = question_of(data)
         name, qtype = question if question is not None else ("-", 0)
         rcode = "dropped" if resp is None or len(resp) < 4 else RCODE_TEXT.get(
@@ -121,9 +136,7 @@ def logging_queries(handle: HandleFn) -> HandleFn:
         type_text = qtype_label(qtype)
         if type_text == "other":
             type_text = f"TYPE{qtype}"
-        qlog.info("query %s %s %s %s %s", client, "tcp" if tcp else "udp", name, type_text,
-                  rcode, extra={"client": client, "transport": "tcp" if tcp else "udp",
-                                "qname": name, "qtype": type_text, "rcode": rcode})
+        self.log.info("query %s %s %s %s %s", client, transport, name, type_text, rcode,
+                      extra={"client": client, "transport": transport, "qname": name,
+                             "qtype": type_text, "rcode": rcode})
         return resp
-
-    return logged

@@ -36,14 +36,15 @@ from prometheus_client.registry import Collector
 
 from feddns import __version__
 from feddns.dns import handling
+from feddns.histogram import Buckets
 from feddns.model.registry import ClusterState
-from feddns.observe.counting import Buckets, qtype_label
+from feddns.observe.counting import qtype_label
 
 STATE_VALUES = (*(s.value for s in ClusterState), "unsynced")
 """Every ``state`` label value of ``feddns_cluster_state`` (``ClusterEntry.display_state``)."""
 
 if TYPE_CHECKING:
-    from feddns.app import App
+    from feddns.observe.instance import Instance
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format served at ``/metrics``."""
@@ -215,7 +216,7 @@ class PeerStatsLike(Protocol):
 
 
 class BusStatsLike(Protocol):
-    """The bus's counters as ``App.bus_stats()`` returns them (``sources.mqtt.bus.BusStats``).
+    """The bus's counters as ``Instance.bus_stats()`` returns them (``sources.mqtt.bus.BusStats``).
 
     A structural type, so this module needs no import of the bus (and of aiomqtt).
     """
@@ -342,7 +343,7 @@ class FeddnsCollector(Collector):
     registry and the table without locks, like every other reader.
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Instance) -> None:
         self.app = app
 
     def describe(self) -> list[Metric]:
@@ -435,21 +436,23 @@ class FeddnsCollector(Collector):
 
     def _table(self) -> Iterator[Metric]:
         app = self.app
-        summary = app.table.summary()
+        summary = app.compiler.table.summary()
         yield _single("feddns_table_names", summary["names"])
         yield _single("feddns_table_services", summary["services"])
         yield _single("feddns_table_compiled_answers", summary["compiled_answers"])
         yield _single("feddns_table_serial", summary["serial"])
-        yield _histogram("feddns_table_compile_duration_seconds", app.stats.compile_seconds)
+        compiled = app.compiler.stats
+        yield _histogram("feddns_table_compile_duration_seconds", compiled.compile_seconds)
         yield _histogram("feddns_table_programming_duration_seconds",
-                         app.stats.programming_seconds)
-        yield _single("feddns_table_changed_services_total", app.stats.changed_services)
+                         compiled.programming_seconds)
+        yield _single("feddns_table_changed_services_total", compiled.changed_services)
 
     def _process(self) -> Iterator[Metric]:
         app = self.app
         stats = app.stats
-        yield _single("feddns_isolation_suspected", 1.0 if app.isolation is not None else 0.0)
-        yield _single("feddns_isolation_episodes_total", stats.isolation_episodes)
+        yield _single("feddns_isolation_suspected",
+                      1.0 if app.compiler.isolation is not None else 0.0)
+        yield _single("feddns_isolation_episodes_total", app.compiler.stats.isolation_episodes)
         yield _single("feddns_ready", 1.0 if app.is_ready else 0.0)
         reloads = _family("feddns_config_reloads_total")
         for result in ("success", "failure"):
@@ -497,7 +500,7 @@ def _bus(stats: BusStatsLike) -> Iterator[Metric]:
     yield refused
 
 
-def build_registry(app: App) -> CollectorRegistry:
+def build_registry(app: Instance) -> CollectorRegistry:
     """A registry of its own per app (several apps may run in one test process)."""
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)

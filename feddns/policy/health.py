@@ -236,10 +236,19 @@ def cluster_freshness(entries: Iterable[ClusterEntry], *, now: float, damping: D
     return out
 
 
-def endpoint_level(*, ready: bool, serving: bool, terminating: bool, fresh: bool) -> Level:
-    """The level of one endpoint of a cluster whose freshness is ``fresh``."""
+def level_of(*, ready: bool, last_resort: bool, fresh: bool) -> Level:
+    """The level of an endpoint, or of a cluster's service as a whole.
+
+    Ready beats serving while terminating (the last resort), in a cluster whose
+    freshness is ``fresh``.
+    """
     if ready:
         return Level.READY if fresh else Level.STALE
-    if serving and terminating:
+    if last_resort:
         return Level.LAST_RESORT if fresh else Level.STALE_LAST_RESORT
     return Level.UNHEALTHY
+
+
+def endpoint_level(*, ready: bool, serving: bool, terminating: bool, fresh: bool) -> Level:
+    """The level of one endpoint of a cluster whose freshness is ``fresh``."""
+    return level_of(ready=ready, last_resort=serving and terminating, fresh=fresh)

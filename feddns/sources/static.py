@@ -226,6 +226,11 @@ def load_static(path: Path) -> dict[str, ClusterSnapshot]:
 class StaticSource:
     """Feeds the clusters configured with one static file into the registry."""
 
+    @property
+    def label(self) -> str:
+        """How logs name this source."""
+        return f"static source {self.path}"
+
     def __init__(
         self,
         path: Path,

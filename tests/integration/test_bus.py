@@ -25,14 +25,13 @@ import dns.rcode
 import pytest
 
 from feddns.config import BUS_DENIED_CIDRS, BusConfig, Settings
-from feddns.dns.answer import AnswerTable, sync_table
-from feddns.dns.handling import Handler
 from feddns.model.registry import ClusterState, Registry
 from feddns.model.services import ClusterSnapshot, Endpoint, Port, Service
 from feddns.sources.mqtt import FederationBus, KeyRing, Reason
 from feddns.sources.mqtt.codec import AddressPolicy, Codec
 from feddns.sources.mqtt.publishing import Outbox
 from feddns.sources.mqtt.topics import Topics
+from feddns.table.compiler import sync_table
 from tests.mosquitto import (
     MOSQUITTO,
     Mosquitto,
@@ -40,6 +39,7 @@ from tests.mosquitto import (
     make_tls_files,
     mosquitto,
 )
+from tests.unit.dnscase import make_handler, make_table
 
 K1 = b"integration-key-one-0123456789"
 K2 = b"integration-key-two-0123456789"
@@ -87,8 +87,8 @@ class Instance:
         )
         # What the lead wires in app.py: compile, then tell the bus.
         self.registry.on_change = self.bus.notify
-        self.table = AnswerTable(Settings(), serial=1)
-        self.handler = Handler(self.table)
+        self.table = make_table(Settings(), serial=1)
+        self.handler = make_handler(self.table)
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> Instance:
@@ -116,7 +116,7 @@ class Instance:
     def answer(self, name: str = "web.shop.svc.clusterset.local.") -> list[str] | str:
         """A addresses this instance would answer (sorted), or the rcode when not NOERROR."""
         sync_table(self.table, self.registry, wall_now=time.time())
-        reply = self.handler.handle(dns.message.make_query(name, "A").to_wire())
+        reply = self.handler.handle_udp(dns.message.make_query(name, "A").to_wire())
         assert reply is not None
         msg = dns.message.from_wire(reply)
         if msg.rcode() != dns.rcode.NOERROR:

@@ -320,5 +320,5 @@ def test_losing_every_api_server_within_half_a_second_never_narrows_the_answer(
         narrowed = [s for s in seen if len(s) - 1 < 3]
         assert not narrowed, f"{len(narrowed)} of {len(seen)} answers narrowed: {narrowed[:3]}"
         assert all(line.startswith("30 ") for line in seen[-1][1:]), seen[-1]
-        view = server.call(lambda: server.app is not None and server.app.isolation)
+        view = server.call(lambda: server.app is not None and server.app.compiler.isolation)
         assert view is not None and set(view.members) == {"east", "west", "north"}

@@ -262,8 +262,8 @@ def test_a_reload_applies_the_acl_and_the_tcp_cap_even_with_the_query_log_on(
     })
     with serve(path) as server:
         app = server_of(server)
-        assert app.server.limits is app.handler.limits  # found behind the query log
-        assert app.handler.guard is None
+        assert app.server.limits is app.handler.limits  # shared, also behind the query log
+        assert not app.handler.limits.active
         assert addresses(ask_from(OUTSIDER, server.port)) == ["10.96.1.10"]
         doc = yaml.safe_load(path.read_text())
         doc["dns"].update(allow=["127.2.0.0/16"], max_tcp_clients=1)

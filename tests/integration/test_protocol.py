@@ -833,5 +833,5 @@ def test_a_server_on_ipv6_loopback_answers_repeated_queries_over_udp_and_tcp() -
         assert all(r == replies[0] for r in replies)
         tcp = dns.query.tcp(query, "::1", port=port, timeout=3)
         assert sorted(rd.address for rr in tcp.answer for rd in rr) == replies[0]
-        handled = server.call(lambda: server.app.handler.udp_front.by_source)
+        handled = server.call(lambda: server.app.handler.front.by_source)
         assert "::1" in handled  # the repeats were answered from the front

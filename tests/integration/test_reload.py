@@ -73,9 +73,8 @@ def reload(server: ServerThread) -> bool:
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[ServerThread, Path]]:
     config = write_federation(tmp_path, CLUSTERS)
-    server = ServerThread(load_settings(config)).start()
+    server = ServerThread(load_settings(config), config_path=config).start()
     assert server.app is not None
-    server.app.config_path = config
     try:
         yield server, config
     finally:
@@ -106,7 +105,8 @@ def test_removing_a_cluster_drops_only_its_addresses(
     app = server.app
     assert app is not None
     assert list(app.registry.clusters) == ["east"]
-    assert [s.clusters for s in app.sources] == [["east"]]  # type: ignore[union-attr]
+    assert [s.clusters for s in app.supervisor.sources.values()] == [  # type: ignore[union-attr]
+        ["east"]]
 
 
 def test_an_added_cluster_answers_once_its_source_delivered(
@@ -180,9 +180,8 @@ def test_no_query_goes_unanswered_while_a_large_table_is_rebuilt(tmp_path: Path)
     many = [svc(f"10.1.{i // 250}.{i % 250 + 1}", f"10.96.{i // 250}.{i % 250 + 1}",
                 name=f"svc-{i}") for i in range(3000)]
     config = write_federation(tmp_path, {"east": {"services": many}})
-    server = ServerThread(load_settings(config)).start()
+    server = ServerThread(load_settings(config), config_path=config).start()
     assert server.app is not None
-    server.app.config_path = config
     answers: list[int] = []
     failures: list[str] = []
     done = threading.Event()

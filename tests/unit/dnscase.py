@@ -25,11 +25,15 @@ import dns.rdataclass
 import dns.rdatatype
 
 from feddns.config import Settings
-from feddns.dns.answer import AnswerTable, sync_table
-from feddns.dns.handling import Handler
+from feddns.dns.front import FrontMemo
+from feddns.dns.handling import Handler, new_counts
+from feddns.dns.limiting import Limits
 from feddns.model.registry import Registry
 from feddns.model.services import ClusterSnapshot, Service
 from feddns.policy.locality import Locator
+from feddns.runtime.options import table_options
+from feddns.table.compiler import sync_table
+from feddns.table.table import AnswerTable
 
 SERIAL = 1000
 """The serial an answer table starts with in these tests."""
@@ -55,6 +59,33 @@ def settings_for(clusters: Sequence[str], **overrides: Any) -> Settings:
     return Settings.model_validate(data)
 
 
+def make_table(settings: Settings, *, serial: int = SERIAL,
+               locator: Locator | None = None) -> AnswerTable:
+    """An empty answer table built from ``settings`` (as the app builds it)."""
+    return AnswerTable(table_options(settings), serial=serial, locator=locator)
+
+
+def make_handler(table: AnswerTable, *, settings: Settings | None = None,
+                 udp_payload_size: int | None = None,
+                 clock: Callable[[], float] | None = None) -> Handler:
+    """A handler over ``table`` with its own front memo and limits (``settings.dns``)."""
+    limits = Limits(settings.dns) if settings is not None else Limits()
+    size = udp_payload_size if udp_payload_size is not None else (
+        settings.dns.udp_payload_size if settings is not None else 1232)
+    front = FrontMemo(new_counts())
+    front.enabled = not limits.active  # as the app builds it
+    handler = Handler(table, front=front, limits=limits, udp_payload_size=size)
+    if clock is not None:
+        handler.clock = clock
+    return handler
+
+
+def handle(handler: Handler, data: bytes, tcp: bool = False,
+           addr: tuple[str, int] | None = None) -> bytes | None:
+    """What a transport would get: the TCP or the UDP entry point of ``handler``."""
+    return handler.handle_tcp(data, addr) if tcp else handler.handle_udp(data, addr)
+
+
 @dataclass
 class Federation:
     """A registry and the answer table compiled from it, plus a handler over the table."""
@@ -63,6 +94,8 @@ class Federation:
     registry: Registry
     table: AnswerTable
     wall: float = WALL
+    clock: Callable[[], float] | None = None
+    """What handlers of this federation read as ``now`` (explain ages); None: monotonic."""
 
     def load(self, cluster: str, services: Iterable[Service], *, now: float = 1.0) -> None:
         """Replace ``cluster``'s snapshot with ``services`` (not compiled yet)."""
@@ -93,9 +126,8 @@ def federation(
     """
     settings = settings or settings_for(list(data), **overrides)
     registry = Registry.for_clusters(c.name for c in settings.clusters)
-    table = (AnswerTable(settings, serial=SERIAL, locator=locator, clock=clock)
-             if clock is not None else AnswerTable(settings, serial=SERIAL, locator=locator))
-    fed = Federation(settings, registry, table, wall=WALL - 1)
+    table = make_table(settings, locator=locator)
+    fed = Federation(settings, registry, table, wall=WALL - 1, clock=clock)
     for cluster, services in data.items():
         if services is not None:
             fed.load(cluster, services)
@@ -114,6 +146,7 @@ def query(
     qid: int | None = None,
     addr: tuple[str, int] | None = None,
     options: Sequence[dns.edns.Option] = (),
+    clock: Callable[[], float] | None = None,
 ) -> dns.message.Message:
     """Ask ``table`` one question through the real handler and parse the reply.
 
@@ -121,16 +154,18 @@ def query(
     TCP by default so that size limits never truncate a case's answer. Answers
     that rotate (several clusters, weights) rotate by query ID, so ``qid`` pins
     which order is seen. ``addr`` is the client's source address (it decides the
-    client's place); ``options`` are EDNS options to send (e.g. Client Subnet).
+    client's place); ``options`` are EDNS options to send (e.g. Client Subnet);
+    ``clock`` is the handler's ``now`` (explain ages).
     """
     q = dns.message.make_query(qname, qtype, use_edns=0 if edns or options else None,
                                options=list(options) or None)
     if qid is not None:
         q.id = qid
     q.flags &= ~dns.flags.RD
-    handler = Handler(table, udp_payload_size=table.settings.dns.udp_payload_size)
+    handler = make_handler(table, clock=clock)
     wire = q.to_wire()
-    reply = handler.handle_full(wire, tcp, addr) if full else handler.handle(wire, tcp, addr)
+    reply = (handler.handle_full(wire, tcp=tcp, addr=addr) if full
+             else handle(handler, wire, tcp, addr))
     assert reply is not None, f"no reply to {qname} {qtype}"
     msg = dns.message.from_wire(reply)
     assert msg.id == q.id

@@ -1,4 +1,4 @@
-"""Retry delays after a lost watch: fast while a blip may still heal, then exponential.
+"""Retry delays (watches, the bus, background tasks): fast while a blip may heal, then slower.
 
 A blip shorter than the selection's hold-down must be noticed healed within it, or it
 fails the cluster over; and every loss starts its own fast window, also the second
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from feddns.sources.kubernetes.watching import FAST_DELAY, Backoff
+from feddns.backoff import FAST_DELAY, Backoff
 
 
 def test_within_the_fast_window_attempts_come_every_quarter_second() -> None:
@@ -39,3 +39,17 @@ def test_a_success_ends_the_episode_so_the_next_loss_is_fast_again(gap: float) -
 def test_without_a_fast_window_the_first_delay_is_the_initial_one() -> None:
     backoff = Backoff(initial=0.8)
     assert 0.8 <= backoff.next_delay(100.0) < 1.6
+
+
+def test_a_reset_starts_the_exponential_part_over() -> None:
+    backoff = Backoff(initial=0.8, maximum=30.0)
+    for _ in range(5):
+        backoff.next_delay()
+    assert backoff.current == 25.6
+    backoff.reset()
+    assert 0.8 <= backoff.next_delay() < 1.6
+
+
+def test_no_delay_exceeds_the_maximum() -> None:
+    backoff = Backoff(initial=0.8, maximum=2.0)
+    assert all(backoff.next_delay() <= 2.0 for _ in range(10))

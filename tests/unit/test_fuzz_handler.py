@@ -30,14 +30,19 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from feddns import wire
 from feddns.config import Settings, StaticSourceConfig, load_settings
-from feddns.dns import wire
-from feddns.dns.answer import AnswerTable, sync_table
-from feddns.dns.handling import Handler
 from feddns.model.registry import Registry
 from feddns.model.services import ClusterSnapshot
 from feddns.sources.static import load_static, parse_static
+from feddns.table.compiler import sync_table
+from feddns.table.table import AnswerTable
 from tests.support import DEMO_CONFIG
+from tests.unit.dnscase import (
+    handle,
+    make_handler,
+    make_table,
+)
 
 CORPUS = Path(__file__).resolve().parent.parent / "fuzz" / "corpus"
 HEADER = struct.Struct("!HHHHHH")
@@ -54,7 +59,7 @@ FUZZ = settings(max_examples=int(os.environ.get("FEDDNS_FUZZ_EXAMPLES", "500")),
 def build_table(settings_: Settings, snapshots: dict[str, ClusterSnapshot]) -> AnswerTable:
     """An answer table loaded with ``snapshots``, wired as feddns.app.App wires it."""
     registry = Registry.for_clusters(c.name for c in settings_.clusters)
-    table = AnswerTable(settings_, serial=2024010100)
+    table = make_table(settings_, serial=2024010100)
     for snapshot in snapshots.values():
         registry.replace(snapshot, now=0.0)
     sync_table(table, registry, wall_now=0.0)
@@ -91,9 +96,9 @@ def big_table() -> AnswerTable:
 
 TABLE = demo_table()
 BIG_TABLE = big_table()
-HANDLER = Handler(TABLE)
+HANDLER = make_handler(TABLE)
 # Handlers advertising other sizes over the same tables (and the same shared answers).
-HANDLERS = [Handler(table, udp_payload_size=size)
+HANDLERS = [make_handler(table, udp_payload_size=size)
             for table in (TABLE, BIG_TABLE) for size in (1232, 4096, 512)]
 DEMO_NAMES = sorted(set(TABLE.names) | set(TABLE.ents) | set(TABLE.static)
                     | set(BIG_TABLE.names))
@@ -186,9 +191,9 @@ def header_like() -> st.SearchStrategy[bytes]:
 @example(data=bytes.fromhex("123400000001000000000001") + b"\x00\x00\x06\x00\x01", tcp=False)
 def test_arbitrary_bytes_never_raise_and_get_nothing_or_a_well_formed_reply(data, tcp):
     for handler in HANDLERS:
-        reply = handler.handle(data, tcp)
-        assert reply == handler.handle_full(data, tcp)
-    check_reply(data, HANDLER.handle(data, tcp), tcp=tcp)
+        reply = handle(handler, data, tcp)
+        assert reply == handler.handle_full(data, tcp=tcp)
+    check_reply(data, handle(HANDLER, data, tcp), tcp=tcp)
 
 
 # --- (b) structured but wrong messages -------------------------------------------------------
@@ -283,8 +288,8 @@ def wrong_messages(draw: st.DrawFn) -> bytes:
 @given(data=wrong_messages(), tcp=st.booleans())
 def test_structured_malformed_messages_get_formerr_or_notimp_and_never_data(data, tcp):
     for handler in HANDLERS:
-        assert handler.handle(data, tcp) == handler.handle_full(data, tcp)
-    msg = check_reply(data, HANDLER.handle(data, tcp), tcp=tcp)
+        assert handle(handler, data, tcp) == handler.handle_full(data, tcp=tcp)
+    msg = check_reply(data, handle(HANDLER, data, tcp), tcp=tcp)
     if msg is None:
         return
     opcode = (data[2] >> 3) & 0xF
@@ -298,7 +303,7 @@ def test_structured_malformed_messages_get_formerr_or_notimp_and_never_data(data
         assert msg.rcode() in (dns.rcode.FORMERR, dns.rcode.NOTIMP)
         return
     # A query the strict parser accepts echoes its question byte for byte.
-    assert reply_question(HANDLER.handle(data, tcp)) == parsed.question
+    assert reply_question(handle(HANDLER, data, tcp)) == parsed.question
     if opcode == 0:
         # What the strict parser accepts, dnspython reads as the same question name.
         assert dns.message.from_wire(data).question[0].name.to_wire().lower() \
@@ -355,9 +360,9 @@ def valid_queries(draw: st.DrawFn) -> bytes:
 @given(data=valid_queries(), tcp=st.booleans())
 def test_the_fast_path_returns_exactly_the_bytes_of_the_full_path(data, tcp):
     for handler in HANDLERS:
-        fast = handler.handle(data, tcp)
-        assert fast == handler.handle_full(data, tcp)
-    msg = check_reply(data, HANDLER.handle(data, tcp), tcp=tcp)
+        fast = handle(handler, data, tcp)
+        assert fast == handler.handle_full(data, tcp=tcp)
+    msg = check_reply(data, handle(HANDLER, data, tcp), tcp=tcp)
     assert msg is not None and msg.rcode() != dns.rcode.FORMERR
 
 
@@ -384,13 +389,13 @@ def test_the_fast_path_equals_the_full_path_for_every_key_name_type_and_edns_var
                     data = plain_query(rng.randrange(0x10000), mixed, qtype, rd=rd, edns=edns)
                     for handler in HANDLERS:
                         for tcp in (False, True):
-                            fast = handler.handle(data, tcp)
-                            assert fast == handler.handle_full(data, tcp)
+                            fast = handle(handler, data, tcp)
+                            assert fast == handler.handle_full(data, tcp=tcp)
                             assert fast is not None
                             flags, ar = struct.unpack_from("!H", fast, 2)[0], fast[11]
                             if flags & wire.FLAG_TC:
                                 outcomes.add("truncated")
-                            elif not tcp and handler.handle(data, True) != fast:
+                            elif not tcp and handle(handler, data, True) != fast:
                                 outcomes.add("additional dropped")
                             elif ar > (edns is not None):
                                 outcomes.add("with additional")
@@ -403,8 +408,9 @@ def test_a_second_handler_with_another_udp_size_advertises_its_own_size_on_share
     # the first handler's OPT size into the second handler's replies.
     query = HEADER.pack(7, 0, 1, 0, 0, 1) + b"\x07example\x03com\x00\x00\x01\x00\x01" \
         + b"\x00" + struct.pack("!HHIH", wire.OPT, 4096, 0, 0)
-    for handler in (Handler(TABLE, udp_payload_size=1232), Handler(TABLE, udp_payload_size=4000)):
-        msg = dns.message.from_wire(handler.handle(query, False))  # type: ignore[arg-type]
+    for handler in (make_handler(TABLE, udp_payload_size=1232),
+                    make_handler(TABLE, udp_payload_size=4000)):
+        msg = dns.message.from_wire(handle(handler, query, False))  # type: ignore[arg-type]
         assert msg.rcode() == dns.rcode.REFUSED
         assert msg.payload == handler.udp_payload_size
 
@@ -416,7 +422,7 @@ def test_a_query_announcing_an_opt_that_is_missing_or_cut_short_gets_formerr_not
         extra):
     query = HEADER.pack(9, 0, 1, 0, 0, 1) + b"\x0aclusterset\x05local\x00\x00\x06\x00\x01" + extra
     for tcp in (False, True):
-        reply = HANDLER.handle(query, tcp)
+        reply = handle(HANDLER, query, tcp)
         assert reply is not None
         assert dns.message.from_wire(reply).rcode() == dns.rcode.FORMERR
 
@@ -449,8 +455,8 @@ def test_the_seed_corpus_is_there_and_covers_every_outcome():
                          ids=[n for _, _, n in SEEDS])
 def test_each_seed_packet_gets_its_recorded_outcome_over_udp_and_tcp(expected, data):
     for tcp in (False, True):
-        reply = HANDLER.handle(data, tcp)
-        assert reply == HANDLER.handle_full(data, tcp)
+        reply = handle(HANDLER, data, tcp)
+        assert reply == HANDLER.handle_full(data, tcp=tcp)
         msg = check_reply(data, reply, tcp=tcp)
         if expected == "drop":
             assert msg is None

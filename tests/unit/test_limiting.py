@@ -21,11 +21,16 @@ import dns.rcode
 import pytest
 
 from feddns.config import DnsConfig, Settings
-from feddns.dns.answer import AnswerTable
 from feddns.dns.handling import Handler
 from feddns.dns.limiting import ANSWER, DROP, REFUSE, SLIP, Acl, Limits, Rrl, prefix_key
 from feddns.model.services import Endpoint, Port, Service
-from tests.unit.dnscase import SERIAL, federation, settings_for
+from tests.unit.dnscase import (
+    federation,
+    handle,
+    make_handler,
+    make_table,
+    settings_for,
+)
 
 WEB = "web.shop.svc.clusterset.local."
 
@@ -37,7 +42,7 @@ def web() -> Service:
 
 def handler_with(**dns_settings: Any) -> Handler:
     fed = federation({"c1": [web()]}, dns=dns_settings)
-    return Handler(fed.table)
+    return make_handler(fed.table, settings=fed.settings)
 
 
 def query(qname: str = WEB, qtype: str = "A", *, edns: bool = True, qid: int = 7) -> bytes:
@@ -221,10 +226,10 @@ def test_a_query_from_outside_the_allowed_networks_is_refused_with_its_question(
         ) -> None:
     handler = handler_with(allow=["10.0.0.0/8"])
     data = query()
-    allowed = parse(handler.handle(data, False, ("10.9.9.9", 53000)))
+    allowed = parse(handle(handler, data, False, ("10.9.9.9", 53000)))
     assert [str(rd) for rd in allowed.answer[0]] == ["10.96.0.10"]
     for tcp in (False, True):
-        refused = parse(handler.handle(data, tcp, ("192.0.2.1", 53000)))
+        refused = parse(handle(handler, data, tcp, ("192.0.2.1", 53000)))
         assert refused.rcode() == dns.rcode.REFUSED
         assert refused.question == allowed.question
         assert not refused.answer and not refused.authority
@@ -238,7 +243,7 @@ def test_a_malformed_query_from_outside_still_gets_formerr_and_is_not_counted_re
     handler = handler_with(allow=["10.0.0.0/8"])
     bad = bytearray(query())
     bad[5] = 2  # QDCOUNT 2
-    assert parse(handler.handle(bytes(bad), False, ("192.0.2.1", 1))).rcode() == \
+    assert parse(handle(handler, bytes(bad), False, ("192.0.2.1", 1))).rcode() == \
         dns.rcode.FORMERR
     assert handler.limits.refused == 0
 
@@ -247,10 +252,10 @@ def test_a_slipped_reply_is_truncated_to_the_question_and_the_opt() -> None:
     handler = handler_with(rrl={"responses_per_second": 1, "burst": 1, "slip": 2})
     addr = ("192.0.2.1", 5300)
     data = query(edns=True, qid=99)
-    first = parse(handler.handle(data, False, addr))
+    first = parse(handle(handler, data, False, addr))
     assert first.answer and not first.flags & dns.flags.TC
-    assert handler.handle(data, False, addr) is None          # dropped
-    slipped = parse(handler.handle(data, False, addr))        # every 2nd slips
+    assert handle(handler, data, False, addr) is None          # dropped
+    slipped = parse(handle(handler, data, False, addr))        # every 2nd slips
     assert slipped.id == 99
     assert slipped.flags & dns.flags.TC
     assert slipped.question == first.question
@@ -258,15 +263,15 @@ def test_a_slipped_reply_is_truncated_to_the_question_and_the_opt() -> None:
     assert slipped.edns == 0 and slipped.payload == 1232
     assert (handler.limits.slipped, handler.limits.dropped) == (1, 1)
     # Over TCP the same client is answered in full (the escape hatch).
-    assert parse(handler.handle(data, True, addr)).answer
+    assert parse(handle(handler, data, True, addr)).answer
 
 
 def test_a_slipped_reply_without_edns_carries_no_opt() -> None:
     handler = handler_with(rrl={"responses_per_second": 1, "burst": 1, "slip": 1})
     addr = ("192.0.2.1", 5300)
     data = query(edns=False)
-    assert parse(handler.handle(data, False, addr)).answer
-    slipped = parse(handler.handle(data, False, addr))
+    assert parse(handle(handler, data, False, addr)).answer
+    slipped = parse(handle(handler, data, False, addr))
     assert slipped.flags & dns.flags.TC and slipped.edns == -1 and not slipped.answer
 
 
@@ -274,21 +279,23 @@ def test_a_client_without_an_address_is_never_limited() -> None:
     handler = handler_with(allow=["10.0.0.0/8"],
                            rrl={"responses_per_second": 1, "burst": 1, "slip": 0})
     for _ in range(5):
-        assert parse(handler.handle(query(), False, None)).answer
+        assert parse(handle(handler, query(), False, None)).answer
 
 
-def test_the_guard_is_off_by_default_and_follows_the_table_on_reload() -> None:
+def test_the_limits_are_off_by_default_and_a_reload_reconfigures_them_in_place() -> None:
     fed = federation({"c1": [web()]})
-    handler = Handler(fed.table)
-    assert handler.guard is None  # the only per-query cost while off
+    handler = make_handler(fed.table)
+    assert not handler.limits.active  # the only per-query cost while off
     data = query()
     for _ in range(3):
-        assert parse(handler.handle(data, False, ("192.0.2.1", 1))).answer
+        assert parse(handle(handler, data, False, ("192.0.2.1", 1))).answer
     limited: Settings = settings_for(["c1"], dns={"allow": ["10.0.0.0/8"],
                                                   "max_tcp_clients": 3})
-    handler.table = AnswerTable(limited, serial=SERIAL)  # what App does on reload
-    assert handler.guard is handler.limits and handler.limits.max_tcp_clients == 3
-    assert parse(handler.handle(data, False, ("192.0.2.1", 1))).rcode() == dns.rcode.REFUSED
-    handler.table = fed.table
-    assert handler.guard is None
-    assert parse(handler.handle(data, False, ("192.0.2.1", 1))).answer
+    handler.limits.configure(limited.dns)  # what a reload does, explicitly
+    handler.use(make_table(limited), udp_payload_size=1232)
+    assert handler.limits.active and handler.limits.max_tcp_clients == 3
+    assert parse(handle(handler, data, False, ("192.0.2.1", 1))).rcode() == dns.rcode.REFUSED
+    handler.limits.configure(fed.settings.dns)
+    handler.use(fed.table, udp_payload_size=1232)
+    assert not handler.limits.active
+    assert parse(handle(handler, data, False, ("192.0.2.1", 1))).answer

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from feddns.dns import wire
+from feddns import wire
 from feddns.model.registry import ClusterState
 from feddns.model.services import (
     ClusterSnapshot,

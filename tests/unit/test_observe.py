@@ -1,22 +1,17 @@
-"""Observability without sockets: counting, the collector, logs, status, deployment files.
+"""Observability without sockets: counting, the collector, logs, status.
 
 Covers the handler's per-answer counting (each answer counted once, by origin,
 query type and rcode, on the fast and the full path), stale answers, the
 metric families the collector builds (exactly those :data:`METRICS` defines,
 with their labels, in a valid exposition), the docs table generated from them,
-JSON log lines and the query log, the ``status`` report and exit code, reload
-bookkeeping, and lints of the deployment files (hadolint for the Dockerfile,
-the Kubernetes and compose-spec JSON schemas, and the feddns configs they
-embed).
+JSON log lines and the query log, the ``status`` report and exit code, and
+reload bookkeeping. The deployment files are linted in ``tests/deploy``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +20,16 @@ import dns.edns
 import dns.message
 import dns.rcode
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from feddns.app import App, _restart_changes
+from feddns.app import App
 from feddns.config import Settings
 from feddns.dns.handling import Handler
+from feddns.histogram import Buckets
 from feddns.model.registry import ClusterState
 from feddns.model.services import Endpoint, Port, Service, ServiceType
 from feddns.observe import logs, status
-from feddns.observe.counting import Buckets, qtype_label
+from feddns.observe.counting import qtype_label
 from feddns.observe.debug import bus_view, parse_service
 from feddns.observe.metrics import (
     METRICS,
@@ -44,7 +39,13 @@ from feddns.observe.metrics import (
     query_totals,
     render_metrics_table,
 )
-from tests.unit.dnscase import federation, settings_for
+from feddns.runtime.reloader import restart_changes
+from tests.unit.dnscase import (
+    federation,
+    handle,
+    make_handler,
+    settings_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ORIGIN = "clusterset.local."
@@ -67,7 +68,7 @@ def ask(handler: Handler, qname: str, qtype: str | int = "A", *, edns: bool = Tr
         tcp: bool = False, full: bool = False, **kw: Any) -> dns.message.Message:
     q = dns.message.make_query(qname, qtype, use_edns=0 if edns else None, **kw)
     data = q.to_wire()
-    reply = handler.handle_full(data, tcp) if full else handler.handle(data, tcp)
+    reply = handler.handle_full(data, tcp=tcp) if full else handle(handler, data, tcp)
     assert reply is not None
     return dns.message.from_wire(reply, ignore_trailing=True)
 
@@ -89,7 +90,7 @@ def test_a_histogram_puts_a_value_equal_to_a_bound_in_that_bucket() -> None:
 
 def test_every_answer_is_counted_once_by_origin_query_type_and_rcode() -> None:
     fed = federation({"c1": [web()]})
-    handler = Handler(fed.table)
+    handler = make_handler(fed.table)
     for _ in range(3):
         ask(handler, WEB)                      # fast path, memoized after the first
     ask(handler, WEB, full=True)               # the full path counts the same way
@@ -110,25 +111,25 @@ def test_every_answer_is_counted_once_by_origin_query_type_and_rcode() -> None:
 
 def test_errors_are_counted_without_an_origin() -> None:
     fed = federation({"c1": [web()]})
-    handler = Handler(fed.table)
+    handler = make_handler(fed.table)
     bad = bytearray(dns.message.make_query(WEB, "A").to_wire())
     bad[5] = 2  # QDCOUNT 2: FORMERR
-    assert handler.handle(bytes(bad)) is not None
+    assert handle(handler, bytes(bad)) is not None
     assert ask(handler, WEB, edns=True, full=False,
                options=None).rcode() == dns.rcode.NOERROR
     badvers = dns.message.make_query(WEB, "A", use_edns=1)
-    reply = handler.handle(badvers.to_wire())
+    reply = handle(handler, badvers.to_wire())
     assert reply is not None
     totals = counted(handler)
     assert totals[("", "other", "FORMERR")] == 1
     assert totals[("", "A", "BADVERS")] == 1
-    assert handler.handle(b"\x00\x01") is None  # short: dropped, not counted
+    assert handle(handler, b"\x00\x01") is None  # short: dropped, not counted
     assert sum(counted(handler).values()) == 3
 
 
 def test_an_answer_too_big_for_udp_is_counted_once_though_it_leaves_the_fast_path() -> None:
     fed = federation({"c1": [db(60)]}, dns={"max_records": 60})
-    handler = Handler(fed.table)
+    handler = make_handler(fed.table)
     msg = ask(handler, "db.data.svc.clusterset.local.", edns=False)
     assert msg.flags & dns.flags.TC  # did not fit 512 octets
     assert counted(handler) == {(ORIGIN, "A", "NOERROR"): 1}
@@ -139,7 +140,7 @@ def test_stale_answers_are_counted_as_noerror_and_as_stale() -> None:
     fed = federation({"c1": [web()]})
     fed.registry.set_state("c1", ClusterState.STALE, now=10.0, error="lost")
     fed.sync()
-    handler = Handler(fed.table)
+    handler = make_handler(fed.table)
     msg = ask(handler, WEB)
     assert [o.otype for o in msg.options] == [dns.edns.EDE]
     ask(handler, WEB, edns=False)  # no EDE without EDNS, but stale all the same
@@ -277,11 +278,11 @@ def test_json_log_lines_carry_the_message_and_the_extra_fields() -> None:
 def test_the_query_log_names_the_client_the_name_the_type_and_the_rcode(
         caplog: pytest.LogCaptureFixture) -> None:
     fed = federation({"c1": [web()]})
-    handle = logs.logging_queries(Handler(fed.table).handle)
+    logged = logs.LoggingHandler(make_handler(fed.table))
     with caplog.at_level(logging.INFO, logger=logs.QUERY_LOGGER):
-        handle(dns.message.make_query("WEB.shop.svc.clusterset.local.", "AAAA").to_wire(),
-               False, ("10.1.2.3", 5300))
-        handle(b"\x00", True, ("10.1.2.3", 5301))
+        logged.handle_udp(dns.message.make_query("WEB.shop.svc.clusterset.local.",
+                                                 "AAAA").to_wire(), ("10.1.2.3", 5300))
+        logged.handle_tcp(b"\x00", ("10.1.2.3", 5301))
     assert [r.getMessage() for r in caplog.records] == [
         "query 10.1.2.3#5300 udp web.shop.svc.clusterset.local. AAAA NOERROR",
         "query 10.1.2.3#5301 tcp - TYPE0 dropped",
@@ -376,9 +377,9 @@ def test_only_settings_a_reload_cannot_apply_are_reported_as_needing_a_restart()
     old = settings_for(["c1"])
     new = settings_for(["c1", "c2"], dns={"listen": ["127.0.0.1:53"], "record_ttl": 7},
                        observe={"listen": "127.0.0.1:1"}, federation="other")
-    assert _restart_changes(old, new) == ["dns.listen", "federation", "observe.listen"]
-    assert _restart_changes(old, new, listen_fixed=True, observe_fixed=True) == ["federation"]
-    assert _restart_changes(old, settings_for(["c2"], selection={"hold_down": 1})) == []
+    assert restart_changes(old, new) == ["dns.listen", "federation", "observe.listen"]
+    assert restart_changes(old, new, listen_fixed=True, observe_fixed=True) == ["federation"]
+    assert restart_changes(old, settings_for(["c2"], selection={"hold_down": 1})) == []
 
 
 def test_observe_settings_default_to_loopback_text_logs_and_no_query_log() -> None:
@@ -386,128 +387,3 @@ def test_observe_settings_default_to_loopback_text_logs_and_no_query_log() -> No
     assert (observe.listen, observe.log_format, observe.query_log) == (
         "127.0.0.1:9154", "text", False)
     assert Settings.model_validate({"observe": {"listen": None}}).observe.listen is None
-
-
-# --- deployment files ---------------------------------------------------------------------
-
-
-def tool(name: str) -> str:
-    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if exe is None:
-        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
-    return exe
-
-
-def yaml_docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-def test_the_dockerfile_passes_hadolint() -> None:
-    proc = subprocess.run([tool("hadolint"), "--no-color", str(REPO / "docker" / "Dockerfile")],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_the_image_runs_as_a_numeric_non_root_user_on_the_ports_it_exposes() -> None:
-    lines = [ln.strip() for ln in (REPO / "docker" / "Dockerfile").read_text().splitlines()]
-    final = lines[max(i for i, ln in enumerate(lines) if ln.startswith("FROM ")):]
-    user = [ln.split()[1] for ln in final if ln.startswith("USER ")]
-    assert user and user[-1].split(":")[0].isdigit() and user[-1].split(":")[0] != "0"
-    exposed = {p for ln in final if ln.startswith("EXPOSE ") for p in ln.split()[1:]}
-    assert exposed == {"5353/udp", "5353/tcp", "9154/tcp"}
-    cmd = json.loads([ln for ln in final if ln.startswith("CMD ")][-1][4:])
-    assert cmd[cmd.index("--listen") + 1] == "0.0.0.0:5353"
-    assert cmd[cmd.index("--observe-listen") + 1] == "0.0.0.0:9154"
-    assert any(ln.startswith("HEALTHCHECK") for ln in final)
-    assert "/healthz" in (REPO / "docker" / "Dockerfile").read_text()
-
-
-def test_the_compose_file_follows_the_compose_spec_and_its_configs_are_valid() -> None:
-    compose = REPO / "docker" / "compose.yaml"
-    proc = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                           str(compose)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    data = yaml.safe_load(compose.read_text())
-    feddns = {k: v for k, v in data["services"].items() if k.startswith("feddns")}
-    assert len(feddns) == 2 and "mosquitto" in data["services"]
-    own: dict[str, set[str]] = {}
-    peers: dict[str, set[str]] = {}
-    for name, svc in feddns.items():
-        config = next(v.split(":")[0] for v in svc["volumes"])
-        settings = Settings.model_validate(yaml.safe_load((compose.parent / config).read_text()))
-        assert settings.bus is not None and settings.bus.broker == "mosquitto", name
-        assert settings.dns.listen == ["0.0.0.0:5353"]
-        assert settings.observe.listen == "0.0.0.0:9154"
-        assert svc["cap_drop"] == ["ALL"]
-        own[name] = {c.name for c in settings.clusters if c.source.type == "static"}
-        peers[name] = {c.name for c in settings.clusters if c.source.type == "bus"}
-    # Each instance hears on the bus exactly the clusters the other one sources.
-    assert peers["feddns-east"] == own["feddns-west"] == {"west.prod"}
-    assert peers["feddns-west"] == own["feddns-east"] == {"east-a", "east-b"}
-
-
-def test_the_kubernetes_manifests_validate_against_the_api_schemas() -> None:
-    files = sorted((REPO / "config" / "kubernetes").glob("*.yaml"))
-    files = [f for f in files if f.name != "kustomization.yaml"]
-    proc = subprocess.run([tool("kubernetes-validate"), "--strict", "--quiet",
-                           *map(str, files)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    listed = yaml.safe_load((REPO / "config" / "kubernetes" / "kustomization.yaml").read_text())
-    assert sorted(listed["resources"]) == sorted(f.name for f in files)
-
-
-def kube_objects() -> dict[str, dict[str, Any]]:
-    objects = {}
-    for path in (REPO / "config" / "kubernetes").glob("*.yaml"):
-        for doc in yaml_docs(path):
-            if "kind" in doc and doc["kind"] != "Kustomization":
-                objects[doc["kind"]] = doc
-    return objects
-
-
-def test_the_deployment_probes_readiness_and_liveness_and_runs_unprivileged() -> None:
-    objects = kube_objects()
-    pod = objects["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    ports = {p["name"]: (p["containerPort"], p["protocol"]) for p in container["ports"]}
-    assert ports == {"dns-udp": (5353, "UDP"), "dns-tcp": (5353, "TCP"),
-                     "metrics": (9154, "TCP")}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert pod["serviceAccountName"] == objects["ServiceAccount"]["metadata"]["name"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    sc = container["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    # The config mount is a directory: subPath mounts never see ConfigMap updates.
-    mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert "subPath" not in mounts["config"]
-    assert container["args"][-1].startswith(mounts["config"]["mountPath"] + "/")
-
-
-def test_the_service_publishes_dns_on_53_over_udp_and_tcp_and_the_pdb_covers_the_pods() -> None:
-    objects = kube_objects()
-    labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    service = objects["Service"]["spec"]
-    ports = {(p["port"], p["protocol"], p["targetPort"]) for p in service["ports"]}
-    assert {(53, "UDP", "dns-udp"), (53, "TCP", "dns-tcp")} <= ports
-    assert objects["Service"]["spec"]["selector"].items() <= labels.items()
-    pdb = objects["PodDisruptionBudget"]["spec"]
-    assert pdb["selector"]["matchLabels"].items() <= labels.items()
-    assert pdb["minAvailable"] < objects["Deployment"]["spec"]["replicas"]
-
-
-def test_the_cluster_role_only_lists_and_watches() -> None:
-    rules = kube_objects()["ClusterRole"]["rules"]
-    assert {verb for rule in rules for verb in rule["verbs"]} == {"list", "watch"}
-    assert {r for rule in rules for r in rule["resources"]} == {
-        "services", "endpointslices", "serviceexports"}
-
-
-def test_the_configmap_holds_a_valid_feddns_config_matching_the_pod_ports() -> None:
-    objects = kube_objects()
-    settings = Settings.model_validate(yaml.safe_load(objects["ConfigMap"]["data"]["feddns.yaml"]))
-    assert settings.dns.listen == ["0.0.0.0:5353"]
-    assert settings.observe.listen == "0.0.0.0:9154"
-    assert settings.snapshot.path is not None
-    assert {c.source.type for c in settings.clusters} == {"kubernetes"}

@@ -28,12 +28,21 @@ import dns.flags
 import dns.message
 import pytest
 
-from feddns.app import locator_from
 from feddns.config import Settings
-from feddns.dns.handling import Handler
 from feddns.model.registry import ClusterState
 from feddns.model.services import Endpoint, Port, Service, ServiceType
-from tests.unit.dnscase import Case, Federation, check, federation, query, section, soa
+from feddns.runtime.options import locator_from
+from tests.unit.dnscase import (
+    Case,
+    Federation,
+    check,
+    federation,
+    handle,
+    make_handler,
+    query,
+    section,
+    soa,
+)
 
 ORIGIN = "clusterset.local."
 NOW = 1000.0
@@ -191,7 +200,7 @@ def clusters_answered(fed: Federation, qname: str = WEB, *, addr: str | None = N
 
 
 def txt_lines(fed: Federation, qname: str = EXPLAIN, *, addr: str | None = None) -> list[str]:
-    msg = query(fed.table, qname, "TXT", addr=(addr, 5353) if addr else None)
+    msg = query(fed.table, qname, "TXT", addr=(addr, 5353) if addr else None, clock=fed.clock)
     assert msg.rcode() == 0
     return [b"".join(rd.strings).decode() for rrset in msg.answer for rd in rrset]
 
@@ -489,7 +498,7 @@ def test_the_fast_path_and_the_full_path_give_the_same_bytes_for_located_queries
     fed = located(everything())
     fed.registry.set_state("south", ClusterState.STALE, now=5.0)  # stale answers (EDE) too
     fed.sync()
-    handler = Handler(fed.table)
+    handler = make_handler(fed.table)
     rng = random.Random(1645)
     for qname, qtype, client in LOCATED_QUERIES:
         for qid in (0, 1, 2, 3, rng.randrange(65536), rng.randrange(65536)):
@@ -497,7 +506,7 @@ def test_the_fast_path_and_the_full_path_give_the_same_bytes_for_located_queries
             q.id = qid
             q.flags &= ~dns.flags.RD
             data = q.to_wire()
-            fast = handler.handle(data, tcp, (client, 53))
-            full = handler.handle_full(data, tcp, (client, 53))
+            fast = handle(handler, data, tcp, (client, 53))
+            full = handler.handle_full(data, tcp=tcp, addr=(client, 53))
             assert fast is not None
             assert fast == full, f"{qname} {qtype} from {client} qid {qid}"

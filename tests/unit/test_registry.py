@@ -15,11 +15,23 @@ import dns.message
 import dns.name
 import pytest
 
-from feddns.dns import wire
-from feddns.dns.answer import AnswerTable, CompiledAnswer, next_serial, sync_table
+from feddns import wire
 from feddns.model.registry import ClusterState, Registry
 from feddns.model.services import ClusterSnapshot, Endpoint, Port, Service, ServiceType
-from tests.unit.dnscase import Case, Federation, check, federation, section, settings_for, soa
+from feddns.table.answers import CompiledAnswer
+from feddns.table.compiler import next_serial, sync_table
+from tests.unit.dnscase import (
+    Case,
+    Federation,
+    check,
+    federation,
+    handle,
+    make_handler,
+    make_table,
+    section,
+    settings_for,
+    soa,
+)
 
 WEB = "web.shop.svc.clusterset.local."
 DB = "db.data.svc.clusterset.local."
@@ -43,7 +55,8 @@ def compiled(fed: Federation, name: str, qtype: str = "A") -> CompiledAnswer:
     """The table's answer object for a question (memoized after the first lookup)."""
     qname = dns.name.from_text(name).to_wire()
     assert qname is not None
-    return fed.table.lookup(qname.lower(), wire.A if qtype == "A" else wire.SRV, wire.CLASS_IN)
+    return fed.table.lookup(qname.lower(), wire.A if qtype == "A" else wire.SRV, wire.CLASS_IN,
+                            now=0.0)
 
 
 def answers(fed: Federation, name: str, qtype: str = "A", *, qid: int = 0) -> list[str]:
@@ -353,7 +366,7 @@ def test_on_change_fires_once_per_batch_of_new_dirt() -> None:
 
 
 def test_a_table_built_with_a_serial_masks_it_to_32_bits() -> None:
-    table = AnswerTable(settings_for([]), serial=2**32 + 5)
+    table = make_table(settings_for([]), serial=2**32 + 5)
     assert table.serial == 5
     registry = Registry.for_clusters([])
     assert sync_table(table, registry, wall_now=0.0) == 0
@@ -363,20 +376,19 @@ def test_a_table_built_with_a_serial_masks_it_to_32_bits() -> None:
 def test_a_repeated_identical_query_sees_a_change_at_once() -> None:
     # The handler's front memo answers repeated identical (non-rotating) queries; any
     # table change must clear it.
-    from feddns.dns.handling import Handler
 
     fed = initial()
-    handler = Handler(fed.table)
+    handler = make_handler(fed.table)
     query = dns.message.make_query(DB, "A", id=7)
     query.flags = 0
     wire_query = query.to_wire()
 
     def addresses() -> list[str]:
-        reply = dns.message.from_wire(handler.handle(wire_query) or b"")
+        reply = dns.message.from_wire(handle(handler, wire_query) or b"")
         return sorted(rd.address for rrset in reply.answer for rd in rrset)
 
     assert addresses() == addresses() == ["10.2.0.1"]
-    assert handler._fronts[0], "the second query was answered from the front memo"
+    assert handler.front.fronts[0], "the second query was answered from the front memo"
     fed.load("east", [web("10.96.1.10"), db(Endpoint("10.2.0.9", hostname="db-0"))])
     fed.sync()
     assert addresses() == ["10.2.0.9"]

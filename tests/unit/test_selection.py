@@ -20,11 +20,11 @@ from collections.abc import Iterable
 import dns.message
 import pytest
 
-from feddns.dns.answer import AnswerTable
 from feddns.model.services import Endpoint, Port, Service, ServiceType
 from feddns.policy.health import Level
 from feddns.policy.locality import Place
 from feddns.policy.selection import Candidate, choose, rotations, srv_targets, tier
+from feddns.table.table import AnswerTable
 from tests.unit.dnscase import Case, check, federation, query, section, settings_for
 from tests.unit.test_policy import (
     ALL,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feddns.dns import wire
-from feddns.dns.wire import FormError, Name, Record, ShortMessage
+from feddns import wire
+from feddns.wire import FormError, Name, Record, ShortMessage
 
 
 def header(*, qid: int = 0x1234, flags: int = 0, qd: int = 1, an: int = 0, ns: int = 0,

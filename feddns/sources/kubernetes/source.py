@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import queue
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,17 +42,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 """Events applied per turn of the loop before yielding to queries."""
-SWITCH_INTERVAL = 0.0002
-"""The interpreter's thread switch interval once watch threads run (default 5 ms).
-
-A watch thread converting a re-list holds the GIL until it is asked to drop it, and
-the event loop asks at every query (``recvfrom`` and ``sendto`` release the GIL), so
-this bounds how long each query waits for it. A 20,000-endpoint re-list, measured
-(``bench/k8s_relist.py``): query p99 147 ms at the default, 47 ms at 0.5 ms, 22 ms
-at 0.2 ms; the re-list itself 7 % slower. Threads blocked in reads never contend, so
-an idle watch costs nothing."""
-
-
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
     """How one cluster is reached and watched."""
@@ -78,6 +65,11 @@ class WatchSettings:
 class KubernetesSource:
     """Feeds one cluster's Services and EndpointSlices into the registry."""
 
+    @property
+    def label(self) -> str:
+        """How logs name this source."""
+        return f"kubernetes source {self.cluster}"
+
     def __init__(self, cluster: str, settings: WatchSettings, registry: Registry, *,
                  clock: Callable[[], float]) -> None:
         self.cluster = cluster
@@ -97,6 +89,8 @@ class KubernetesSource:
         self.events = 0
         self.watchers: list[ResourceWatcher] = []
         self.prober: Prober | None = None
+        self.on_bulk_load: Callable[[], None] | None = None
+        """Called after a whole (re-)list was applied (process-wide tuning, by the app)."""
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -131,7 +125,6 @@ class KubernetesSource:
         """Start the watch threads and apply their events until cancelled."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         s = self.settings
         for resource, namespace in sorted(self.expected, key=str):
             watcher = ResourceWatcher(
@@ -223,10 +216,8 @@ class KubernetesSource:
         if self.expected <= self.synced:
             # One swap for the whole cluster: services gone from the list vanish now.
             self.registry.replace(self.snapshot(), now=now)
-            # The model objects are acyclic (refcounting frees them): keep them out of
-            # the cyclic collector's full passes, which otherwise scan the whole heap
-            # while holding the GIL (measured: 56-120 ms pauses during a re-list).
-            gc.freeze()
+            if self.on_bulk_load is not None:
+                self.on_bulk_load()  # the app keeps the new objects out of full GC passes
 
     def _changed(self, event: Changed) -> list[ServiceKey]:
         item = event.item
@@ -287,9 +278,10 @@ class KubernetesSource:
         if entry.snapshot is not None and entry.state is ClusterState.FRESH:
             self.registry.set_state(self.cluster, ClusterState.STALE, now=now,
                                     error=f"{event.resource}: {event.error}")
-        elif entry.error is None or len(self.lost) == 1:
+        else:
             # The first failure is the cause; the watches it restarts only echo it.
-            entry.error = f"{event.resource}: {event.error}"
+            self.registry.note_error(self.cluster, f"{event.resource}: {event.error}",
+                                     keep_first=len(self.lost) > 1)
 
     def _healthy(self, resource: str, now: float, *, quiet: bool = False) -> None:
         if self.lost.pop(resource, None) is not None and not quiet:

@@ -42,6 +42,7 @@ from typing import Any
 
 import urllib3
 
+from feddns.backoff import Backoff
 from feddns.sources.kubernetes.client import (
     ApiException,
     ClusterClient,
@@ -108,51 +109,6 @@ Event = Relisted | Changed | Lost | Healthy | Alive
 
 class Gone(Exception):
     """The resourceVersion is too old (410): a re-list is needed."""
-
-
-FAST_DELAY = 0.25
-"""Pause between attempts within the fast window after a loss (jittered up to 1.5x)."""
-
-
-class Backoff:
-    """Retry delays after failures: fast while a blip may still heal, then exponential.
-
-    The first ``fast_window`` seconds of a loss retry every ``FAST_DELAY`` (a
-    blip that heals within the selection's hold-down must be noticed within
-    it: with 0.8 s doubling, a 1.5 s refusal reconnected only at 3.3 s, after
-    the 3 s hold-down had failed the cluster over); after that 0.8 s doubling
-    to ``maximum``, with jitter, reset after ``reset_after`` healthy seconds.
-    """
-
-    def __init__(self, *, initial: float = 0.8, maximum: float = 30.0,
-                 reset_after: float = 120.0, fast_window: float = 0.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.reset_after = reset_after
-        self.fast_window = fast_window
-        self.current = initial
-        self._healthy_since: float | None = None
-        self._failing_since: float | None = None
-
-    def healthy(self, now: float) -> None:
-        """Note a success; after ``reset_after`` seconds of them the delay resets."""
-        self._failing_since = None
-        if self._healthy_since is None:
-            self._healthy_since = now
-        elif now - self._healthy_since >= self.reset_after:
-            self.current = self.initial
-
-    def next_delay(self, now: float | None = None) -> float:
-        """The delay before the next attempt after a failure at ``now`` (monotonic)."""
-        self._healthy_since = None
-        if now is not None:
-            if self._failing_since is None:
-                self._failing_since = now
-            if now - self._failing_since < self.fast_window:
-                return min(FAST_DELAY * (1 + random.random() / 2), self.maximum)
-        delay = self.current
-        self.current = min(self.current * 2, self.maximum)
-        return min(delay * (1 + random.random()), self.maximum)
 
 
 def _convert(resource: str, obj: dict[str, Any]) -> Any:

@@ -50,7 +50,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import secrets
 import socket
 import time
@@ -60,6 +59,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from feddns.backoff import Backoff
 from feddns.config import BusBrokerConfig, BusConfig
 from feddns.model.registry import Registry
 from feddns.sources.mqtt.codec import AddressPolicy, Codec, KeyRing
@@ -323,7 +323,7 @@ class FederationBus:
     async def _connect_forever(self) -> None:
         """Go round the brokers: the next one at once, a pause only after a failed round."""
         loop = asyncio.get_running_loop()
-        delay = min(INITIAL_BACKOFF, self.settings.backoff_max)
+        backoff = Backoff(initial=INITIAL_BACKOFF, maximum=self.settings.backoff_max)
         logged: dict[str, str] = {}  # broker -> the last error logged for it (once each)
         rounds = BrokerRounds(len(self.brokers))
         while True:
@@ -366,11 +366,9 @@ class FederationBus:
                             target.label, error, then)
                 logged[target.label] = error
             if loop.time() - started >= HEALTHY_RESET:
-                delay = min(INITIAL_BACKOFF, self.settings.backoff_max)
+                backoff.reset()
             if pause:
-                await asyncio.sleep(min(self.settings.backoff_max,
-                                        delay * (1 + random.random())))
-                delay = min(delay * 2, self.settings.backoff_max)
+                await asyncio.sleep(backoff.next_delay())
 
     def _client(self, target: BusBrokerConfig, will: aiomqtt.Will | None) -> aiomqtt.Client:
         s = self.settings

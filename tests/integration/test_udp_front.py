@@ -33,12 +33,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feddns.app import locator_from
-from feddns.dns import handling
+from feddns.dns import front as front_module
 from feddns.dns.handling import Handler
 from feddns.dns.server import ServerStats, UdpListener
 from feddns.model.services import Endpoint
-from tests.unit.dnscase import Federation, federation, section
+from feddns.runtime.options import locator_from
+from tests.unit.dnscase import (
+    Federation,
+    federation,
+    handle,
+    make_handler,
+    section,
+)
 from tests.unit.test_fuzz_handler import BIG_TABLE, FUZZ, HANDLERS, plain_query, valid_queries
 from tests.unit.test_policy import _cluster, topology, web
 
@@ -63,12 +69,15 @@ class Wire:
         sock.setblocking(False)
         self.address = sock.getsockname()
         self.stats = ServerStats()
-        self.listener = UdpListener(sock, self._handle, self.stats, handler.udp_front)
+        self.listener = UdpListener(sock, self, self.stats, handler.front)
         self.clients: dict[str, socket.socket] = {}
 
-    def _handle(self, data: bytes, tcp: bool, addr: Addr | None) -> bytes | None:
+    def handle_udp(self, data: bytes, addr: Addr | None = None) -> bytes | None:
         self.calls += 1
-        return self.handler.handle(data, tcp, addr)
+        return self.handler.handle_udp(data, addr)
+
+    def handle_tcp(self, data: bytes, addr: Addr | None = None) -> bytes | None:
+        raise AssertionError("a UDP listener never answers over TCP")
 
     def client(self, host: str) -> socket.socket:
         if host not in self.clients:
@@ -125,7 +134,7 @@ def test_every_reply_from_the_listener_equals_the_full_path(data: bytes,
             for qid in [int.from_bytes(data[:2], "big"), *ids]:
                 query = qid.to_bytes(2, "big") + data[2:]
                 reply, client = wire.ask(query, NOWHERE)
-                assert reply == handler.handle_full(query, False, client)
+                assert reply == handler.handle_full(query, tcp=False, addr=client)
         finally:
             wire.close()
 
@@ -133,7 +142,7 @@ def test_every_reply_from_the_listener_equals_the_full_path(data: bytes,
 @pytest.mark.parametrize("qtype", [1, 28, 33])
 def test_clients_of_each_class_get_their_own_answers_from_the_front(
         qtype: int, wires: Callable[[Handler], Wire]) -> None:
-    handler = Handler(located().table)
+    handler = make_handler(located().table)
     wire = wires(handler)
     replies: dict[str, set[bytes]] = {}
     for rd in (False, True):
@@ -141,10 +150,10 @@ def test_clients_of_each_class_get_their_own_answers_from_the_front(
             for host in (EAST, WEST, NORTH, NOWHERE, EAST):
                 query = plain_query(qid, WEB, qtype, rd=rd, edns=(1232, False))
                 reply, client = wire.ask(query, host)
-                assert reply == handler.handle_full(query, False, client)
+                assert reply == handler.handle_full(query, tcp=False, addr=client)
                 replies.setdefault(host, set()).add(reply[2:])
     # Four classes, each its own front, and the front answered nearly everything.
-    assert len({id(f) for f in handler.udp_front.by_source.values()}) == 4
+    assert len({id(f) for f in handler.front.by_source.values()}) == 4
     assert wire.calls <= 16
     if qtype == 1:  # the clients really were told different things
         assert len({frozenset(r) for r in replies.values()}) == 4
@@ -152,7 +161,7 @@ def test_clients_of_each_class_get_their_own_answers_from_the_front(
 
 def test_a_repeated_query_is_answered_without_the_handler(
         wires: Callable[[Handler], Wire]) -> None:
-    handler = Handler(located().table)
+    handler = make_handler(located().table)
     wire = wires(handler)
     query = plain_query(1, WEB, 1, rd=True, edns=None)
     wire.ask(query, EAST)
@@ -170,7 +179,7 @@ def test_a_table_change_reaches_the_next_repeated_query(
     from tests.unit.test_registry import web as registry_web
 
     fed = initial()
-    handler = Handler(fed.table)
+    handler = make_handler(fed.table)
     wire = wires(handler)
     query = dns.message.make_query(DB, "A", id=7)
     query.flags = 0
@@ -185,7 +194,7 @@ def test_a_table_change_reaches_the_next_repeated_query(
     assert addresses() == ["10.2.0.1"] and wire.calls == calls  # from the front
     fed.load("east", [registry_web("10.96.1.10"), db(Endpoint("10.2.0.9", hostname="db-0"))])
     fed.sync()
-    assert not handler.udp_front.by_source, "the change emptied the front at once"
+    assert not handler.front.by_source, "the change emptied the front at once"
     assert addresses() == ["10.2.0.9"]
 
 
@@ -193,41 +202,43 @@ def test_a_new_size_a_new_table_and_the_acl_each_stop_the_front(
         wires: Callable[[Handler], Wire]) -> None:
     from tests.unit.test_registry import initial
 
-    handler = Handler(initial().table)
+    handler = make_handler(initial().table)
     wire = wires(handler)
     query = plain_query(3, WEB, 1, rd=True, edns=(4096, False))
 
     def warm() -> None:
         wire.ask(query, NOWHERE)
         wire.ask(query, NOWHERE)
-        assert handler.udp_front.by_source
+        assert handler.front.by_source
 
     warm()
-    handler.udp_payload_size = 512
-    assert not handler.udp_front.by_source
+    handler.use(handler.table, udp_payload_size=512)
+    assert not handler.front.by_source
     reply, client = wire.ask(query, NOWHERE)
-    assert reply == handler.handle_full(query, False, client)
+    assert reply == handler.handle_full(query, tcp=False, addr=client)
     assert dns.message.from_wire(reply).payload == 512
 
     warm()
-    handler.table = initial().table
-    assert not handler.udp_front.by_source
+    handler.use(initial().table, udp_payload_size=512)
+    assert not handler.front.by_source
 
     warm()
-    handler.table = federation({"east": [], "west": []}, dns={"allow": ["10.0.0.0/8"]}).table
-    assert handler.guard is not None
-    assert not handler.udp_front.by_source
+    limited = federation({"east": [], "west": []}, dns={"allow": ["10.0.0.0/8"]})
+    handler.limits.configure(limited.settings.dns)  # what a reload does
+    handler.use(limited.table, udp_payload_size=512)
+    assert handler.limits.active
+    assert not handler.front.by_source
     calls = wire.calls
     for _ in range(3):
         reply, _ = wire.ask(query, NOWHERE)
         assert reply[3] & 0xF == 5  # REFUSED, every time, by the handler
     assert wire.calls == calls + 3
-    assert not handler.udp_front.by_source
+    assert not handler.front.by_source
 
 
 def test_a_tcp_query_never_gets_the_answer_cut_for_udp(
         wires: Callable[[Handler], Wire]) -> None:
-    handler = Handler(BIG_TABLE)
+    handler = make_handler(BIG_TABLE)
     wire = wires(handler)
     name = b"\x04huge\x04bulk\x03svc\x0aclusterset\x05local\x00"
     query = plain_query(9, name, 1, rd=False, edns=None)
@@ -236,15 +247,15 @@ def test_a_tcp_query_never_gets_the_answer_cut_for_udp(
         assert dns.message.from_wire(udp).flags & dns.flags.TC
     assert wire.calls == 1  # the cut answer came from the front the second time
     assert handler.truncated_total() == 2
-    tcp = handler.handle(query, True, (NOWHERE, 53))
-    assert tcp == handler.handle_full(query, True, (NOWHERE, 53))
+    tcp = handle(handler, query, True, (NOWHERE, 53))
+    assert tcp == handler.handle_full(query, tcp=True, addr=(NOWHERE, 53))
     assert tcp is not None and not dns.message.from_wire(tcp).flags & dns.flags.TC
     assert struct.unpack_from("!H", tcp, 6)[0] > 0  # the answers are there
 
 
 def test_the_first_query_is_timed_then_one_after_each_interval() -> None:
     async def run() -> None:
-        handler = Handler(located().table)
+        handler = make_handler(located().table)
         wire = Wire(handler)
         wire.listener.start(asyncio.get_running_loop())
         latency = wire.stats.latency["udp"]
@@ -265,25 +276,27 @@ def test_the_first_query_is_timed_then_one_after_each_interval() -> None:
 
 def held(handler: Handler) -> int:
     """What the fronts really hold, counted as the handler counts it."""
-    return sum(handling._entry_size(k, v[0]) for f in handler._fronts for k, v in f.items())
+    return sum(front_module.entry_size(k, v[0]) for f in handler.front.fronts
+               for k, v in f.items())
 
 
-@pytest.mark.parametrize(("entries", "size"), [(50, handling.FRONT_BYTES), (10**6, 40_000)])
+@pytest.mark.parametrize(("entries", "size"), [(50, front_module.FRONT_BYTES), (10**6, 40_000)])
 def test_random_case_spellings_never_grow_the_front_beyond_its_bounds(
         monkeypatch: pytest.MonkeyPatch, entries: int, size: int) -> None:
     # 0x20 resolvers spell every query differently: each spelling is a new entry,
     # and a rotating answer keeps all its variants in it.
-    monkeypatch.setattr(handling, "FRONT_SIZE", entries)
-    monkeypatch.setattr(handling, "FRONT_BYTES", size)
-    handler = Handler(located(east=3, west=3, north=3).table)
+    monkeypatch.setattr(front_module, "FRONT_SIZE", entries)
+    monkeypatch.setattr(front_module, "FRONT_BYTES", size)
+    handler = make_handler(located(east=3, west=3, north=3).table)
     rng = random.Random(5)
     peak = 0
     for qid in range(3000):
         spelled = bytes(c ^ 0x20 if 0x61 <= c <= 0x7A and rng.random() < 0.5 else c for c in WEB)
         for addr in ((EAST, 53), (NOWHERE, 53)):
             query = plain_query(qid, spelled, 1, rd=True, edns=(1232, False))
-            assert handler.handle(query, False, addr) == handler.handle_full(query, False, addr)
-        assert handler.front_bytes() == held(handler) <= size
-        assert max(len(f) for f in handler._fronts) <= entries
-        peak = max(peak, handler.front_bytes())
+            assert handle(handler, query, False, addr) == handler.handle_full(
+                query, tcp=False, addr=addr)
+        assert handler.front.size == held(handler) <= size
+        assert max(len(f) for f in handler.front.fronts) <= entries
+        peak = max(peak, handler.front.size)
     assert peak > size // 2 or entries == 50  # the bound was reached, not just respected

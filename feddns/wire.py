@@ -245,6 +245,33 @@ def name_to_wire(text: str) -> bytes:
     return bytes(out)
 
 
+def labels(*parts: str) -> bytes:
+    """Relative wire labels of ``parts`` (each may hold dots: ``"west.prod"`` is two).
+
+    No root byte: the result is prepended to an absolute name. The one encoder of
+    names feddns builds from data (cluster ids, service and port names, hostnames).
+    """
+    out = bytearray()
+    for part in parts:
+        for label in part.split("."):
+            raw = label.encode("ascii")
+            out.append(len(raw))
+            out += raw
+    return bytes(out)
+
+
+def split_labels(wire: bytes, *, stop: int | None = None) -> list[bytes]:
+    """The labels of an uncompressed wire name, up to byte ``stop`` (default: the root)."""
+    out = []
+    pos = 0
+    end = len(wire) - 1 if stop is None else stop
+    while pos < end and wire[pos]:
+        n = wire[pos]
+        out.append(wire[pos + 1 : pos + 1 + n])
+        pos += n + 1
+    return out
+
+
 def wire_to_text(wire: bytes) -> str:
     """Render uncompressed wire labels as a dotted absolute name (escaping odd octets)."""
     labels = []

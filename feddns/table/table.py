@@ -2,20 +2,26 @@
 
 Why it exists: queries must do almost nothing, so answers are encoded when
 data changes (or on first use) and a query only looks them up. The table
-keeps the DNS semantics in one pure place (no I/O, no clock):
+keeps the DNS semantics of looking a question up in one pure place (no I/O,
+no clock: ``now`` is a parameter):
 
 * names outside every origin are REFUSED, AA=0 (never an open resolver);
 * an existing name without the asked type is NODATA, a missing name is
   NXDOMAIN, both with the SOA in the authority section at the negative TTL
   (RFC 2308 §3);
-* until every cluster has delivered data (or, for one that has not,
-  ``freshness.sync_timeout`` has passed: the sync gate), a name not found
-  answers SERVFAIL, never NXDOMAIN (unknown is not absent; CoreDNS does the
-  same at startup); a name that exists answers NODATA for a type it lacks
-  even then (musl's ``getaddrinfo`` fails the whole lookup when the AAAA
-  half of it gets SERVFAIL);
+* until the sync gate opens (every cluster has delivered data, or
+  ``freshness.sync_timeout`` has passed for those that did not), a name not
+  found answers SERVFAIL, never NXDOMAIN (unknown is not absent; CoreDNS does
+  the same at startup); a name that exists answers NODATA for a type it lacks
+  even then (musl's ``getaddrinfo`` fails the whole lookup when the AAAA half
+  of it gets SERVFAIL);
 * QTYPE ANY gets the RFC 8482 §4.2 synthesized HINFO;
 * zone transfers are REFUSED (RFC 5936 allows refusing them).
+
+The compiler (:mod:`.compiler`) is the only writer: it replaces one service's
+names at a time (:meth:`AnswerTable.apply_service`) and moves the serial. The
+table never compiles; a lookup of a name whose service is still waiting to be
+compiled asks the compiler through the narrow :class:`Pending` protocol.
 
 Concurrency: the table is only read and written on the event loop thread.
 A service's change is applied by one synchronous call, so a query never sees
@@ -25,159 +31,47 @@ copying a million-entry dict for a one-endpoint change.
 
 from __future__ import annotations
 
-import math
 import struct
-import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from cachetools import LRUCache
 
-from feddns.config import Settings
-from feddns.dns import wire
-from feddns.dns.compiling import (
-    OriginZone,
-    RRsets,
-    apex_records,
-    negative_ttl,
-    origins_from,
-    soa_record,
-)
-from feddns.dns.planning import (
-    Outcome,
-    Role,
-    ServiceNode,
-    ServicePlan,
-    Topology,
-    evaluate,
-    plan_service,
-    service_nodes,
-)
-from feddns.dns.wire import Name, Record
-from feddns.model.registry import Registry
+from feddns import wire
 from feddns.model.services import ServiceKey
-from feddns.policy.health import Damping, Freshness, Isolation, cluster_freshness
 from feddns.policy.locality import Locator
+from feddns.table.answers import REFUSED, SERVFAIL, STALE_EDE, CompiledAnswer, encode_answer
+from feddns.table.evaluation import Outcome, evaluate
+from feddns.table.names import Role, ServiceNode, record_types
+from feddns.table.options import TableOptions
+from feddns.table.origins import OriginZone, RRsets, apex_records, origins_from, soa_record
+from feddns.table.plans import ServicePlan
+from feddns.wire import Name, Record
 
 Node = RRsets | ServiceNode
 """A name's content: fixed records (apex, empty non-terminals) or a service name."""
 
-STALE_EDE = wire.ede_option(3)  # RFC 8914 §4.4: Stale Answer
 _MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY)
 MAX_CNAME_CHAIN = 4
 NEGATIVE_MEMO_SIZE = 65536
-
 ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
 _QKEY = struct.Struct("!HH")
 
+class Pending(Protocol):
+    """The compiler, as a lookup sees it."""
 
-class FastMemo(NamedTuple):
-    """One answer's ready-made pieces for one kind of query (flags, EDNS, advertised size).
-
-    Each piece is (header after the ID, tail after the question); the handler
-    sends the first that fits: ``full``, ``lean`` (no additional section), or
-    ``truncated`` (empty, TC=1). ``slot`` is the answer's counting slot.
-    """
-
-    full: tuple[bytes, bytes]
-    lean: tuple[bytes, bytes]
-    truncated: tuple[bytes, bytes]
-    slot: int
-
-
-class CompiledAnswer:
-    """An answer's header bits and pre-encoded sections (everything after the question).
-
-    ``body`` holds the answer and authority records; ``additional`` the
-    additional records without OPT, kept apart because they are dropped
-    first when a UDP answer does not fit (RFC 2181 §9). ``fast`` is the
-    handler's memo of ready-made response pieces.
-    """
-
-    __slots__ = ("aa", "additional", "ancount", "arcount", "body", "ede", "fast", "nscount",
-                 "rcode", "variants")
-
-    def __init__(
-        self,
-        rcode: int,
-        *,
-        aa: bool,
-        ancount: int = 0,
-        nscount: int = 0,
-        arcount: int = 0,
-        body: bytes = b"",
-        additional: bytes = b"",
-    ) -> None:
-        self.rcode = rcode
-        self.aa = aa
-        self.ancount = ancount
-        self.nscount = nscount
-        self.arcount = arcount
-        self.body = body
-        self.additional = additional
-        self.fast: dict[int, FastMemo] = {}
-        self.ede = b""
-        """An Extended DNS Error option to add for EDNS clients (RFC 8914)."""
-        self.variants: tuple[CompiledAnswer, ...] | None = None
-        """Record orders to rotate through, one per query (weights, round robin)."""
-
-    def __repr__(self) -> str:
-        return (
-            f"CompiledAnswer(rcode={self.rcode}, aa={self.aa}, an={self.ancount}, "
-            f"ns={self.nscount}, ar={self.arcount})"
-        )
-
-
-REFUSED = CompiledAnswer(wire.REFUSED, aa=False)
-SERVFAIL = CompiledAnswer(wire.SERVFAIL, aa=False)
-
-
-def qkey(qname_lower: bytes, qtype: int, qclass: int) -> bytes:
-    """The lookup key of a question: lowercase name then type and class."""
-    return qname_lower + _QKEY.pack(qtype, qclass)
-
-
-def encode_answer(
-    qname: bytes,
-    *,
-    rcode: int,
-    answer: Iterable[Record] = (),
-    authority: Iterable[Record] = (),
-    additional: Iterable[Record] = (),
-    known: bytes | None = None,
-) -> CompiledAnswer:
-    """Encode the sections of an answer to a question for ``qname``.
-
-    With ``known``, only that suffix of the question is used for compression,
-    so the bytes fit any question name of the same length under that suffix.
-    """
-    comp = wire.Compressor(qname, known=known)
-    an = ns = ar = 0
-    for rec in answer:
-        comp.record(rec)
-        an += 1
-    for rec in authority:
-        comp.record(rec)
-        ns += 1
-    body = comp.take()
-    for rec in additional:
-        comp.record(rec)
-        ar += 1
-    return CompiledAnswer(
-        rcode, aa=True, ancount=an, nscount=ns, arcount=ar, body=body, additional=comp.take()
-    )
+    def compile_pending(self, name: bytes, origin: OriginZone) -> bool:
+        """Compile the service ``name`` belongs to if it is waiting; True if it was."""
 
 
 class AnswerTable:
     """All served names (per origin) and the memo of their encoded answers per client class."""
 
-    def __init__(self, settings: Settings, *, serial: int, locator: Locator | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
-        self.origins: tuple[OriginZone, ...] = origins_from(settings)
-        self.topology = Topology.from_settings(settings)
+    def __init__(self, options: TableOptions, *, serial: int,
+                 locator: Locator | None = None) -> None:
+        self.options = options
+        self.origins: tuple[OriginZone, ...] = origins_from(options)
         self.locator = locator if locator is not None else Locator([])
-        self.clock = clock
         self.serial = serial & 0xFFFFFFFF
         self.loaded = False
         self.names: dict[bytes, Node] = {}
@@ -195,8 +89,9 @@ class AnswerTable:
         # NXDOMAIN and NODATA for well-known types, per question, bounded: random names
         # (a random-subdomain flood) must not grow memory (cachetools LRU).
         self.negatives: LRUCache[bytes, CompiledAnswer] = LRUCache(NEGATIVE_MEMO_SIZE)
-        self.on_miss: Callable[[bytes, OriginZone], bool] | None = None
-        """Called for a name not in the table: may compile its service now (True if so)."""
+        self.pending: Pending | None = None
+        """Asked about a name not in the table: its service may be waiting to be compiled
+        (the compiler compiles it now, so a query never waits for its batch)."""
         self._install_apex()
 
     def watch(self, callback: Callable[[], None]) -> None:
@@ -218,13 +113,17 @@ class AnswerTable:
 
     # --- lookups (the query path) ------------------------------------------
 
-    def lookup(self, qname_lower: bytes, qtype: int, qclass: int, cls: int = 0) -> CompiledAnswer:
-        """The answer for a question (name already lowercased) from client class ``cls``."""
+    def lookup(self, qname_lower: bytes, qtype: int, qclass: int, cls: int = 0, *,
+               now: float) -> CompiledAnswer:
+        """The answer for a question (name already lowercased) from client class ``cls``.
+
+        ``now`` (monotonic) is read only by records that show ages (explain).
+        """
         key = qname_lower + _QKEY.pack(qtype, qclass)
         hit = self.memos[cls].get(key)
         if hit is not None:
             return hit
-        return self.resolve(key, qname_lower, qtype, qclass, cls)
+        return self.resolve(key, qname_lower, qtype, qclass, cls, now=now)
 
     def origin_of(self, name: bytes) -> OriginZone | None:
         """The origin ``name`` falls in, or None (then it is REFUSED)."""
@@ -234,7 +133,7 @@ class AnswerTable:
         return None
 
     def resolve(self, key: bytes, name: bytes, qtype: int, qclass: int,
-                cls: int = 0) -> CompiledAnswer:
+                cls: int = 0, *, now: float) -> CompiledAnswer:
         """Work out an answer that was not in the memo (and memoize it when positive)."""
         if qclass != wire.CLASS_IN:
             return REFUSED
@@ -242,7 +141,8 @@ class AnswerTable:
         if origin is None or qtype in (wire.AXFR, wire.IXFR):
             return REFUSED
         node = self.names.get(name)
-        if node is None and self.on_miss is not None and self.on_miss(name, origin):
+        if node is None and self.pending is not None and self.pending.compile_pending(name,
+                                                                                      origin):
             node = self.names.get(name)  # compiled on demand just now
         if node is None:
             if name in self.ents or name in self.static:
@@ -253,7 +153,8 @@ class AnswerTable:
                 return self._remember_negative(key, qtype, self._negative_answer(
                     origin, name, wire.NXDOMAIN))
         if isinstance(node, ServiceNode):
-            return self._service_answer(key, name, node, qtype=qtype, origin=origin, cls=cls)
+            return self._service_answer(key, name, node, qtype=qtype, origin=origin, cls=cls,
+                                        now=now)
         if qtype == wire.ANY and node:
             return self._memo(cls, key, self._hinfo(name))
         rrset = node.get(qtype)
@@ -284,7 +185,7 @@ class AnswerTable:
         return encode_answer(name, rcode=wire.NOERROR, answer=(hinfo,))
 
     def _service_answer(self, key: bytes, name: bytes, node: ServiceNode, *, qtype: int,
-                        origin: OriginZone, cls: int) -> CompiledAnswer:
+                        origin: OriginZone, cls: int, now: float) -> CompiledAnswer:
         if node.plan.expired:
             return SERVFAIL  # known only from expired data: unknown, never NXDOMAIN
         if qtype == wire.ANY:
@@ -300,7 +201,7 @@ class AnswerTable:
             return self._remember_negative(key, qtype, self._negative_answer(
                 origin, name, wire.NOERROR))
         place = self.locator.place(cls)
-        outcome = evaluate(node, qtype, place, lb=lb, now=self.clock())
+        outcome = evaluate(node, qtype, place, lb=lb, now=now)
         chain: list[Record] = []
         target = name
         for _ in range(MAX_CNAME_CHAIN):
@@ -312,7 +213,7 @@ class AnswerTable:
             if not isinstance(next_node, ServiceNode):
                 outcome = Outcome(nodata=True)
                 break
-            outcome = evaluate(next_node, qtype, place, lb=lb, now=self.clock())
+            outcome = evaluate(next_node, qtype, place, lb=lb, now=now)
         if outcome.rcode == wire.SERVFAIL:
             return SERVFAIL
         if not outcome.variants and not chain:
@@ -321,7 +222,7 @@ class AnswerTable:
         # RFC 2308 §2.2: a CNAME chain ending in NODATA carries the SOA, so resolvers can
         # cache the denial.
         authority = () if outcome.variants else (
-            soa_record(self.settings, origin, self.serial, ttl=negative_ttl(self.settings)),)
+            soa_record(self.options, origin, self.serial, ttl=self.options.soa.negative_ttl),)
         compiled = []
         for answer, additional in variants:
             ans = encode_answer(name, rcode=wire.NOERROR, answer=(*chain, *answer),
@@ -353,7 +254,8 @@ class AnswerTable:
         mkey = (origin.index, len(name), rcode)
         hit = self._negative.get(mkey)
         if hit is None:
-            soa = soa_record(self.settings, origin, self.serial, ttl=negative_ttl(self.settings))
+            soa = soa_record(self.options, origin, self.serial,
+                             ttl=self.options.soa.negative_ttl)
             hit = encode_answer(name, rcode=rcode, authority=(soa,), known=origin.wire)
             self._negative[mkey] = hit
         return hit
@@ -362,7 +264,7 @@ class AnswerTable:
 
     def _install_apex(self) -> None:
         for origin in self.origins:
-            for name, rrsets in apex_records(self.settings, origin, self.serial).items():
+            for name, rrsets in apex_records(self.options, origin, self.serial).items():
                 self._forget(name)
                 self.names[name] = rrsets
                 self.static.add(name)
@@ -447,113 +349,3 @@ class AnswerTable:
             "compiled_answers": sum(len(m) for m in self.memos),
             "serial": self.serial,
         }
-
-
-def next_serial(current: int, wall_now: float) -> int:
-    """The serial after a visible change: wall-clock seconds, but always forward."""
-    return max(current + 1, int(wall_now)) & 0xFFFFFFFF
-
-
-def service_key_of(name: bytes, origin: OriginZone) -> ServiceKey | None:
-    """The ``(namespace, name)`` a name under ``<svc>.<ns>.svc.<origin>`` belongs to."""
-    labels = []
-    pos = 0
-    cut = len(name) - len(origin.wire)
-    while pos < cut:
-        n = name[pos]
-        labels.append(name[pos + 1 : pos + 1 + n])
-        pos += n + 1
-    if len(labels) < 3 or labels[-1] != b"svc":
-        return None
-    try:
-        return (labels[-2].decode("ascii"), labels[-3].decode("ascii"))
-    except UnicodeDecodeError:
-        return None
-
-
-def compile_one(table: AnswerTable, registry: Registry, key: ServiceKey, *, wall_now: float,
-                now: float | None = None) -> bool:
-    """Compile one dirty service now (a query is waiting for it); True when it was dirty."""
-    if key not in registry.dirty:
-        return False
-    registry.dirty.discard(key)
-    at = math.inf if now is None else now
-    if _compile_key(table, registry, key, at, freshness_of(table.settings, registry, at)):
-        table.set_serial(next_serial(table.serial, wall_now))
-    return True
-
-
-def freshness_of(settings: Settings, registry: Registry, at: float) -> dict[str, Freshness]:
-    """How every cluster counts at ``at``: damping, and self-isolation across clusters."""
-    sel = settings.selection
-    iso = sel.isolation
-    return cluster_freshness(
-        registry.clusters.values(), now=at, damping=Damping(sel.hold_down, sel.readmit_after),
-        isolation=Isolation(iso.window, iso.fraction, iso.max_hold))
-
-
-def _compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: float,
-                 freshness: Mapping[str, Freshness]) -> bool:
-    views = registry.views(key)
-    expired = False
-    if not views:
-        # Known only from expired clusters: keep every name it had, answering SERVFAIL.
-        views = registry.views(key, expired=True)
-        expired = bool(views)
-    plan = plan_service(key, views, settings=table.settings, topology=table.topology, now=at,
-                        expired=expired, freshness=freshness)
-    nodes: dict[bytes, ServiceNode] = {}
-    if plan is not None:
-        for origin in table.origins:
-            nodes.update(service_nodes(plan, origin, table.settings, table.topology))
-    return table.apply_service(key, plan, nodes)
-
-
-def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
-               now: float | None = None, limit: int | None = None) -> int:
-    """Recompile the services the registry marked dirty; return how many changed visibly.
-
-    ``now`` (monotonic) drives flap damping; None means "long after every
-    transition" (no damping), which is what socket-free tables use. With
-    ``limit``, at most that many services are compiled and the rest stay
-    dirty, so a caller on the event loop can yield to queries between batches.
-    The SOA serial moves only when a service's plan differs from before
-    (CoreDNS bumps its serial on the same condition, ``endpointsEquivalent``).
-    NXDOMAIN is allowed only once every cluster has loaded *and* everything
-    is compiled: before that a missing name may just not be compiled yet.
-    """
-    at = math.inf if now is None else now
-    changed = 0
-    freshness = freshness_of(table.settings, registry, at)
-    for key in registry.take_dirty(limit):
-        if _compile_key(table, registry, key, at, freshness):
-            changed += 1
-    loaded = registry.is_loaded and not registry.dirty
-    if loaded != table.loaded:
-        table.loaded = loaded
-        table.bump()  # SERVFAIL turns into NXDOMAIN (or back)
-    if changed:
-        table.set_serial(next_serial(table.serial, wall_now))
-    return changed
-
-
-
-def record_types(node: ServiceNode, *, lb: bool) -> frozenset[int]:
-    """The types ``node`` can ever answer with records (whatever the client and health)."""
-    role = node.role
-    types: set[int] = set()
-    if role is Role.EXPLAIN:
-        types.add(wire.TXT)
-    elif role is Role.PORT:
-        types.add(wire.SRV)
-    else:
-        cands = [node.candidate] if role is Role.ENDPOINT and node.candidate else \
-            node.plan.candidates
-        for c in cands:
-            if c is None:
-                continue
-            for a in (c.lb_addresses if lb and c.lb_addresses else c.addresses):
-                types.add(wire.AAAA if ":" in a else wire.A)
-        if role is Role.BASE and node.plan.ports:
-            types.add(wire.SRV)
-    return frozenset(types)

@@ -1,0 +1,191 @@
+"""Service plans: what each federated service can answer, for any client.
+
+Why it exists: answers depend on who asks (locality) and on health, so a
+service is compiled in two steps. :func:`plan_service` turns the registry's
+per-cluster views of one service into a frozen :class:`ServicePlan`
+(candidates with their health level and weight, ports, policy) whenever the
+data or a cluster's freshness changes; :mod:`.names` lays out its names and
+:mod:`.evaluation` produces the records of one name for one client place.
+Plans compare by value, so a recompile that changes nothing visible keeps the
+SOA serial (CoreDNS's ``endpointsEquivalent``). Pure: ``now`` is a parameter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from feddns import wire
+from feddns.model.registry import ClusterEntry
+from feddns.model.services import Endpoint, Port, Service, ServiceKey, ServicePolicy
+from feddns.policy.health import Freshness, Level, endpoint_level, is_fresh, level_of
+from feddns.policy.selection import Candidate, NoneHealthy
+from feddns.table.options import TableOptions
+from feddns.table.origins import endpoint_label
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """A cluster's freshness as the plan saw it (for the explain record)."""
+
+    name: str
+    region: str
+    state: str
+    fresh: bool
+    last_sync: float | None = field(compare=False)
+    """Shown by the explain record; not part of plan equality (it moves on every sync)."""
+    held: bool = False
+    """Counted fresh only because a self-isolation episode holds it (answers signalled
+    stale)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePlan:
+    """Everything needed to answer any name of one service, for any client."""
+
+    key: ServiceKey
+    headless: bool
+    candidates: tuple[Candidate, ...]
+    ports: tuple[Port, ...]
+    """Every port seen in any cluster (names of ``_port._proto`` exist for these)."""
+    regions: frozenset[str] | None
+    none_healthy: NoneHealthy
+    record_ttl: int
+    stale_ttl: int
+    cap: int
+    clusters: tuple[ClusterInfo, ...] = ()
+    expired: bool = False
+    """Known only from clusters whose data expired: every name answers SERVFAIL."""
+
+
+def _policy_for(key: ServiceKey, views: Sequence[tuple[ClusterEntry, Service]],
+                options: TableOptions) -> ServicePolicy:
+    """Config overrides (service, then namespace) win over data annotations."""
+    ns, name = key
+    for match_name in (name, None):
+        for o in options.overrides:
+            if o.namespace == ns and o.name == match_name:
+                return ServicePolicy(weights=o.weights or (), regions=o.regions,
+                                     none_healthy=o.none_healthy)
+    for _, svc in views:
+        if svc.policy is not None:
+            return svc.policy
+    return ServicePolicy()
+
+
+def plan_service(
+    key: ServiceKey,
+    views: Sequence[tuple[ClusterEntry, Service]],
+    *,
+    options: TableOptions,
+    now: float,
+    expired: bool = False,
+    freshness: Mapping[str, Freshness] | None = None,
+) -> ServicePlan | None:
+    """The plan of one federated service (None when no cluster has it).
+
+    ``freshness`` is how each cluster counts at ``now`` (computed once per compile
+    batch: self-isolation looks at every cluster); None judges each alone.
+    """
+    if not views:
+        if not expired:
+            return None
+        return ServicePlan(key, False, (), (), None, NoneHealthy.SERVFAIL,
+                           options.record_ttl, options.stale_ttl, options.max_records,
+                           expired=True)
+    policy = _policy_for(key, views, options)
+    weights = dict(policy.weights) if policy.weights else None
+    # KEP-1645: conflicting headlessness is settled by one cluster; here the first in
+    # configured order, which every replica agrees on.
+    headless = views[0][1].is_headless
+    candidates: list[Candidate] = []
+    infos: list[ClusterInfo] = []
+    ports: dict[Port, None] = {}
+    for entry, svc in views:
+        counted = freshness.get(entry.name) if freshness is not None else None
+        if counted is None:
+            counted = Freshness(is_fresh(entry, now=now, damping=options.damping))
+        fresh, held = counted
+        region = options.regions.get(entry.name, "")
+        zones = options.zones.get(entry.name, ())
+        infos.append(ClusterInfo(entry.name, region, entry.state.value, fresh, entry.last_sync,
+                                 held))
+        for p in svc.ports:
+            ports.setdefault(p, None)
+        if headless:
+            candidates.extend(_endpoint_candidates(entry.name, region, svc, fresh=fresh,
+                                                   weights=weights, held=held))
+        else:
+            candidates.append(_cluster_candidate(entry.name, region, zones, svc, fresh=fresh,
+                                                 weights=weights, held=held))
+    return ServicePlan(
+        key=key,
+        headless=headless,
+        candidates=tuple(candidates),
+        ports=tuple(ports),
+        regions=frozenset(policy.regions) if policy.regions is not None else None,
+        none_healthy=NoneHealthy(policy.none_healthy or options.none_healthy),
+        record_ttl=options.record_ttl,
+        stale_ttl=options.stale_ttl,
+        cap=options.max_records,
+        clusters=tuple(infos),
+        expired=expired,
+    )
+
+
+def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: Service, *,
+                       fresh: bool, weights: dict[str, float] | None,
+                       held: bool = False) -> Candidate:
+    ready = sum(1 for e in svc.endpoints if e.ready)
+    last_resort = sum(1 for e in svc.endpoints if not e.ready and e.serving and e.terminating)
+    level = level_of(ready=ready > 0, last_resort=last_resort > 0, fresh=fresh)
+    weight = float(weights.get(cluster, 0.0)) if weights is not None else \
+        float(ready or last_resort or 1)
+    # Both address kinds are kept; the origin's service_address picks one when answering.
+    return Candidate(
+        cluster=cluster, region=region, zones=zones,
+        addresses=svc.cluster_ips, level=level, weight=weight, ports=svc.ports,
+        lb_addresses=svc.load_balancer_ips, held=held,
+    )
+
+
+def _endpoint_candidates(cluster: str, region: str, svc: Service, *, fresh: bool,
+                         weights: dict[str, float] | None,
+                         held: bool = False) -> list[Candidate]:
+    # Group one pod's IPv4 and IPv6 endpoints (same hostname or target) so that A
+    # and AAAA cover the same subset (KEP-1645). Sorted, not in arrival order: a
+    # source that re-lists the same endpoints in another order changes nothing.
+    groups: dict[str, list[Endpoint]] = {}
+    for ep in sorted(svc.endpoints, key=_endpoint_order):
+        groups.setdefault(ep.hostname or ep.target or ep.address, []).append(ep)
+    out = []
+    for eps in groups.values():
+        level = min(endpoint_level(ready=e.ready, serving=e.serving, terminating=e.terminating,
+                                   fresh=fresh) for e in eps)
+        usable = [e for e in eps if endpoint_level(ready=e.ready, serving=e.serving,
+                                                   terminating=e.terminating,
+                                                   fresh=fresh) == level]
+        zone = next((e.zone for e in usable if e.zone), None)
+        out.append(Candidate(
+            cluster=cluster, region=region, zones=(zone,) if zone else (),
+            addresses=tuple(dict.fromkeys(e.address for e in usable)), level=level, weight=1.0,
+            owner=wire.labels(endpoint_label(eps[0]), cluster), ports=svc.ports,
+            endpoint=True, held=held,
+        ))
+    if weights is not None:
+        # The cluster's share is split among its endpoints of the same level, so that
+        # whichever level answers, the cluster's endpoints together weigh its share
+        # (unready endpoints of the cluster must not dilute it).
+        share = float(weights.get(cluster, 0.0))
+        count = Counter(c.level for c in out)
+        out = [replace(c, weight=share / count[c.level]) for c in out]
+    return out
+
+
+def _endpoint_order(ep: Endpoint) -> tuple[str, bool, str]:
+    """Group identity first, then IPv4 before IPv6, then the address."""
+    return (ep.hostname or ep.target or ep.address, ep.is_ipv6, ep.address)
+
+
+__all__ = ["ClusterInfo", "Level", "ServicePlan", "plan_service"]
