@@ -99,7 +99,7 @@ def file_problems(data: dict[str, Any], context: dict[str, Any]) -> list[str]:
 def bus_file_problems(bus: BusConfig) -> list[str]:
     """Key, password and TLS files of the bus that are missing or unusable."""
     # Loaded only with a bus: the package brings aiomqtt along.
-    from feddns.sources.mqtt.codec import KeyRing  # noqa: PLC0415
+    from feddns.sources.mqtt.keys import KeyRing  # noqa: PLC0415
 
     out: list[str] = []
     try:

@@ -28,7 +28,8 @@ from feddns.config import BUS_DENIED_CIDRS, BusConfig, Settings
 from feddns.model.registry import ClusterState, Registry
 from feddns.model.services import ClusterSnapshot, Endpoint, Port, Service
 from feddns.sources.mqtt import FederationBus, KeyRing, Reason
-from feddns.sources.mqtt.codec import AddressPolicy, Codec
+from feddns.sources.mqtt.addresses import AddressPolicy
+from feddns.sources.mqtt.codec import Codec
 from feddns.sources.mqtt.publishing import Outbox
 from feddns.sources.mqtt.topics import Topics
 from feddns.table.compiler import sync_table

@@ -30,12 +30,11 @@ from feddns.model.services import (
     ServiceKey,
     ServiceType,
 )
-from feddns.sources.mqtt.bus import BrokerRounds
+from feddns.sources.mqtt.addresses import AddressPolicy
+from feddns.sources.mqtt.brokers import BrokerRounds
 from feddns.sources.mqtt.codec import (
-    AddressPolicy,
     Codec,
     Header,
-    KeyRing,
     Reason,
     Rejected,
     ServiceMessage,
@@ -43,6 +42,7 @@ from feddns.sources.mqtt.codec import (
     StatusMessage,
     check_time,
 )
+from feddns.sources.mqtt.keys import KeyRing
 from feddns.sources.mqtt.merging import Merger
 from feddns.sources.mqtt.publishing import Generations, Publisher
 from feddns.sources.mqtt.topics import Topics

@@ -5,7 +5,7 @@ authority, and where it matters the additional section), run through the
 real answer table and query handler on both the fast and the strict path.
 The federation below is built from model objects; every row's comment-free
 expectation can be checked against the naming rules in
-``feddns/dns/compiling.py`` and the spec (``multicluster-dns.md`` §1.2).
+``feddns/table/names.py`` and the spec (``multicluster-dns.md`` §1.2).
 """
 
 from __future__ import annotations

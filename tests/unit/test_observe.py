@@ -31,13 +31,12 @@ from feddns.model.services import Endpoint, Port, Service, ServiceType
 from feddns.observe import logs, status
 from feddns.observe.counting import qtype_label
 from feddns.observe.debug import bus_view, parse_service
+from feddns.observe.families import METRICS, render_metrics_table
 from feddns.observe.metrics import (
-    METRICS,
     FeddnsCollector,
     build_registry,
     exposition,
     query_totals,
-    render_metrics_table,
 )
 from feddns.runtime.reloader import restart_changes
 from tests.unit.dnscase import (

@@ -7,7 +7,9 @@ broker only ages peers' data (fresh -> stale), it never removes it. See
 the registry) and ``publishing`` (own data out).
 """
 
-from feddns.sources.mqtt.bus import BusStats, FederationBus, PeerStats
-from feddns.sources.mqtt.codec import KeyRing, Reason
+from feddns.sources.mqtt.bus import FederationBus
+from feddns.sources.mqtt.codec import Reason
+from feddns.sources.mqtt.keys import KeyRing
+from feddns.sources.mqtt.stats import BusStats, PeerStats
 
 __all__ = ["BusStats", "FederationBus", "KeyRing", "PeerStats", "Reason"]

@@ -36,7 +36,7 @@ included, so a new peer of a 10,000-service federation, or a slow one during
 a large republish, misses some messages, possibly a manifest. A gap shows as
 an incomplete manifest (or none), which keeps the cluster "unknown", never
 "removed", and the bus repairs it by asking for the missing topics again, a
-batch at a time (:meth:`FederationBus._repair_forever`). Acknowledgements wait
+batch at a time (:mod:`.repairing`). Acknowledgements wait
 up to ``ACK_TIMEOUT``: they queue behind such a backlog.
 
 The protocol details live next door: ``topics`` (the topic tree), ``codec``
@@ -55,16 +55,20 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import aiomqtt
 
 from feddns.backoff import Backoff
 from feddns.config import BusBrokerConfig, BusConfig
 from feddns.model.registry import Registry
-from feddns.sources.mqtt.codec import AddressPolicy, Codec, KeyRing
+from feddns.sources.mqtt.addresses import AddressPolicy
+from feddns.sources.mqtt.brokers import BrokerRounds
+from feddns.sources.mqtt.codec import Codec
+from feddns.sources.mqtt.keys import KeyRing
 from feddns.sources.mqtt.merging import Merger
 from feddns.sources.mqtt.publishing import Generations, Outbox, Publisher
+from feddns.sources.mqtt.repairing import GapRepair
+from feddns.sources.mqtt.stats import BusStats, DropCounter, PeerStats
 from feddns.sources.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -85,106 +89,8 @@ ACK_TIMEOUT = 120.0
 queues behind whatever the broker is already sending us (a new peer's retained backlog
 can take many seconds to read), so ``connect_timeout`` would end healthy sessions and
 start the backlog again; a dead broker is found by the keepalive, not by this."""
-REPAIR_INTERVAL = 2.0
-"""Seconds between two looks for retained messages that never arrived."""
-REPAIR_MAX_INTERVAL = 60.0
-"""Longest pause between two requests for topics the broker had nothing for."""
-REPAIR_NEXT_BATCH = 0.5
-"""Pause before the next request while a repair is making progress."""
-REPAIR_BUSY_RATE = 200.0
-"""Incoming messages per second above which a backlog is taken to be still arriving
-(steady change traffic and heartbeats stay well below)."""
-REPAIR_BATCH = 500
-"""Most topics asked for at once: half of mosquitto's default ``max_queued_messages``."""
-REPAIR_MIN_BATCH = 16
-REPAIR_WAIT = 10.0
-"""Longest wait for the answers to one request before unsubscribing again."""
 OFFLINE_TIMEOUT = 2.0
 """Seconds allowed to publish "offline" statuses at a clean shutdown."""
-
-
-@dataclass(frozen=True, slots=True)
-class PeerStats:
-    """What the bus knows about one cluster heard on it."""
-
-    online: bool | None
-    instance: str | None
-    services: int
-    complete: bool
-    heartbeat_age: float | None
-    """Seconds since the last heartbeat (local monotonic clock); None before any."""
-    rejected_services: dict[str, str]
-    """``NAMESPACE/NAME`` -> reason, for services whose latest message was refused (the
-    last accepted version, if any, still answers; the cluster is not held back)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BusStats:
-    """The bus's state for status pages and metrics (``feddns_bus_*``)."""
-
-    connected: bool
-    broker: str | None
-    """``host:port`` of the broker in use; None while not connected."""
-    brokers: tuple[str, ...]
-    """Every configured broker (``host:port``), in the order they are tried."""
-    last_connect: float | None
-    """Wall-clock time of the last successful connection."""
-    connects: int
-    last_error: str | None
-    published: int
-    received: int
-    applied: int
-    duplicates: int
-    dropped: int
-    """Incoming messages discarded because the bounded queue was full."""
-    gap_requests: int
-    """Topics asked for again because their retained message never arrived."""
-    oversized_own: int
-    """Own messages not published because they exceed ``max_payload_size``."""
-    rejected: dict[str, int]
-    peers: dict[str, PeerStats]
-
-
-class BrokerRounds:
-    """Which broker to try next, and whether to pause first (no I/O, no clock).
-
-    Attempts go round the list in order, starting at the first. After an attempt the
-    next broker is tried at once, unless every attempt of the last whole round (as
-    many as there are brokers, in a row) failed to establish a session: then the
-    caller pauses (backoff) before going on.
-    """
-
-    def __init__(self, count: int) -> None:
-        if count < 1:
-            raise ValueError("at least one broker")
-        self.count = count
-        self.index = 0
-        """The broker to try now (an index into the configured list)."""
-        self.failed = 0
-        """Attempts in a row that did not establish a session."""
-
-    def ended(self, *, established: bool) -> bool:
-        """The attempt at :attr:`index` ended; move on. True: pause before the next one."""
-        self.failed = 0 if established else self.failed + 1
-        self.index = (self.index + 1) % self.count
-        return self.failed > 0 and self.failed % self.count == 0
-
-
-class _DropCounter(logging.Filter):
-    """Counts aiomqtt's "queue is full" warnings (one per dropped message) and mutes them.
-
-    paho's per-socket errors are muted too: the bus logs one summary line of its own.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "Message queue is full. Discarding message.":
-            self.count += 1
-            return False
-        return not str(record.msg).startswith("failed to receive on socket")
 
 
 class FederationBus:
@@ -247,10 +153,11 @@ class FederationBus:
         self.last_error: str | None = None
         self.published = 0
         self._wake = asyncio.Event()
-        self.gap_requests = 0
+        self._past_gap_requests = 0
+        self._repair: GapRepair | None = None
         self._received = 0
         """Incoming messages so far (gaps are looked for when few are arriving)."""
-        self._drops = _DropCounter()
+        self._drops = DropCounter()
         self._drops_repaired = 0
         # Not registered with logging.getLogger: one per bus, so drop counts do not mix.
         self._mqtt_log = logging.Logger(f"{__name__}.client", logging.WARNING)
@@ -275,6 +182,15 @@ class FederationBus:
         from the next connection.
         """
         self.codec.keyring = keyring
+
+    @property
+    def gap_requests(self) -> int:
+        """Topics asked for again because their retained message never arrived."""
+        current = self._repair.requests if self._repair is not None else 0
+        return self._past_gap_requests + current
+
+    def _count_received(self) -> int:
+        return self._received
 
     def stats(self) -> BusStats:
         """A snapshot of the bus's state and counters."""
@@ -424,7 +340,12 @@ class FederationBus:
             self.publisher.reset()
             receiving = asyncio.create_task(self._receive(client), name="bus receive")
             publishing = asyncio.create_task(self._publish_forever(client), name="bus publish")
-            repairing = asyncio.create_task(self._repair_forever(client), name="bus repair")
+            if self._repair is not None:
+                self._past_gap_requests += self._repair.requests
+            repair = GapRepair(client, self.merger, self.topics, counter=self._count_received,
+                               clock=self.clock, ack_timeout=ACK_TIMEOUT)
+            self._repair = repair
+            repairing = asyncio.create_task(repair.run(), name="bus repair")
             try:
                 done, _ = await asyncio.wait((receiving, publishing, repairing),
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -473,65 +394,6 @@ class FederationBus:
                 self._drops_repaired = self._drops.count
                 last_resubscribe = loop.time()
                 await client.subscribe(self.topics.subscription, qos=0, timeout=ACK_TIMEOUT)
-
-    async def _repair_forever(self, client: aiomqtt.Client) -> None:
-        """Ask the broker again for retained messages that never arrived.
-
-        A broker sends a new subscriber every retained message at once and drops
-        what the subscriber cannot take fast enough (mosquitto: beyond
-        ``max_queued_messages``, default 1000, QoS 0 included; a large republish
-        can overflow a slow subscriber the same way), so a peer can miss
-        services or a whole manifest, and would keep that cluster "unknown"
-        until the next republish. Every ``REPAIR_INTERVAL``, unless a backlog is
-        still pouring in, the gaps (:meth:`Merger.gaps`) seen at the previous look
-        too are asked for by exact topic: the broker sends each one's retained
-        message again, then the exact subscriptions are dropped. The batch
-        halves while part of it goes missing and grows back when all of it
-        arrives; topics the broker has nothing for are asked again less and less
-        often (up to ``REPAIR_MAX_INTERVAL``).
-        """
-        wait = REPAIR_INTERVAL
-        batch_size = REPAIR_BATCH
-        seen = self._received
-        previous: set[str] = set()
-        while True:
-            await asyncio.sleep(wait)
-            arrived, seen = self._received - seen, self._received
-            if arrived > REPAIR_BUSY_RATE * wait:
-                continue  # a backlog is still arriving: what is missing may be in it
-            gaps = self.merger.gaps(self.topics)
-            asked = [topic for topic in gaps if topic in previous][:batch_size]
-            if not asked:
-                previous, wait = set(gaps), REPAIR_INTERVAL
-                continue
-            if not self.gap_requests:
-                log.info("bus: %d retained message(s) missing (first: %s); asking the"
-                         " broker for them again", len(gaps), asked[0])
-            self.gap_requests += len(asked)
-            await client.subscribe([(topic, 0) for topic in asked], timeout=ACK_TIMEOUT)
-            await self._until_quiet()
-            await client.unsubscribe(asked, timeout=ACK_TIMEOUT)
-            self.merger.flush(now=self.clock())
-            seen = self._received
-            previous = set(self.merger.gaps(self.topics))
-            still = sum(1 for topic in asked if topic in previous)
-            if still == len(asked):  # nothing came: the broker has nothing for them now
-                wait = min(wait * 2, REPAIR_MAX_INTERVAL)
-            else:
-                wait = REPAIR_NEXT_BATCH
-                batch_size = (max(REPAIR_MIN_BATCH, batch_size // 2) if still
-                              else min(REPAIR_BATCH, batch_size * 2))
-
-    async def _until_quiet(self) -> None:
-        """Wait until the answers to a request stop pouring in (``REPAIR_WAIT`` at most)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REPAIR_WAIT
-        seen = self._received
-        while loop.time() < deadline:
-            await asyncio.sleep(0.25)
-            arrived, seen = self._received - seen, self._received
-            if arrived <= REPAIR_BUSY_RATE * 0.25:
-                return
 
     async def _tick_forever(self) -> None:
         """Judge peers' silence by the local clock, even while the broker is away."""

@@ -26,10 +26,8 @@ import binascii
 import enum
 import hashlib
 import hmac
-import ipaddress
 import json
 import math
-import os
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,8 +35,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from feddns.config import BUS_DENIED_CIDRS, BusConfig, ClusterId, IpAddress, Label
-from feddns.errors import ConfigError, FeddnsError
+from feddns.config import ClusterId, IpAddress, Label
+from feddns.errors import FeddnsError
 from feddns.model.registry import ClusterState
 from feddns.model.services import (
     Endpoint,
@@ -50,10 +48,11 @@ from feddns.model.services import (
     dedupe_endpoints,
     normalise_address,
 )
+from feddns.sources.mqtt.addresses import AddressPolicy
+from feddns.sources.mqtt.keys import KeyRing
 from feddns.sources.mqtt.topics import ParsedTopic, Topics
 
 MAGIC = b"fd1"
-MIN_SECRET_BYTES = 16
 COMPRESS_ABOVE = 1024
 """Bodies larger than this many bytes are zlib-compressed (names and addresses compress
 well, so 10,000 service keys fit in one manifest)."""
@@ -99,128 +98,6 @@ class Rejected(FeddnsError):
         self.detail = detail
         self.header = header
         super().__init__(f"{reason}: {detail}" if detail else str(reason))
-
-
-# --- keys and address policy -------------------------------------------------
-
-
-class KeyRing:
-    """Key id -> secret; every key verifies, one signs. The secrets never appear in repr."""
-
-    __slots__ = ("_secrets", "signing_id")
-
-    def __init__(self, secrets: dict[str, bytes], *, signing_id: str) -> None:
-        if signing_id not in secrets:
-            raise ValueError(f"signing key {signing_id!r} is not in the key ring")
-        for key_id, secret in secrets.items():
-            if len(secret) < MIN_SECRET_BYTES:
-                raise ValueError(f"key {key_id!r}: secret shorter than {MIN_SECRET_BYTES}"
-                                 " bytes")
-        self._secrets = dict(secrets)
-        self.signing_id = signing_id
-
-    @classmethod
-    def from_config(cls, settings: BusConfig, *,
-                    environ: dict[str, str] | None = None) -> KeyRing:
-        """Read every key's secret from its file or environment variable."""
-        env = os.environ if environ is None else environ
-        secrets: dict[str, bytes] = {}
-        problems: list[str] = []
-        for i, key in enumerate(settings.keys):
-            where = f"bus.keys[{i}] ({key.id})"
-            secret: bytes | None = None
-            if key.secret_file is not None:
-                try:
-                    secret = key.secret_file.read_bytes().strip()
-                except OSError as exc:
-                    problems.append(f"{where}: cannot read {key.secret_file}:"
-                                    f" {exc.strerror or exc}")
-            elif key.secret_env is not None:
-                value = env.get(key.secret_env)
-                if value is None:
-                    problems.append(f"{where}: environment variable {key.secret_env} is not set")
-                else:
-                    secret = value.strip().encode()
-            if secret is not None and len(secret) < MIN_SECRET_BYTES:
-                problems.append(f"{where}: secret shorter than {MIN_SECRET_BYTES} bytes")
-            elif secret is not None:
-                secrets[key.id] = secret
-        if problems:
-            raise ConfigError("bus key ring", problems)
-        return cls(secrets, signing_id=settings.signing_key or settings.keys[0].id)
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        """The key ids accepted (not the secrets)."""
-        return tuple(self._secrets)
-
-    def secret(self, key_id: str) -> bytes | None:
-        """The secret of ``key_id``, or None when it is not in the ring."""
-        return self._secrets.get(key_id)
-
-    def __repr__(self) -> str:
-        return f"KeyRing(ids={list(self._secrets)!r}, signing_id={self.signing_id!r})"
-
-
-NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
-"""The NAT64 well-known prefix (RFC 6052): its last 32 bits are an IPv4 address."""
-
-
-class AddressPolicy:
-    """Which addresses a peer may make feddns answer.
-
-    Inside an allowed block, outside every configured denied block, and never in
-    ``BUS_DENIED_CIDRS`` (loopback, link-local and cloud metadata, multicast, ...),
-    whatever the config says. An IPv6 address that embeds an IPv4 one (NAT64, 6to4,
-    Teredo) is judged by the embedded address too, so a translator cannot be made to
-    reach what the IPv4 rules refuse.
-    """
-
-    def __init__(self, allowed: Iterable[str], denied: Iterable[str]) -> None:
-        self.allowed = tuple(ipaddress.ip_network(c, strict=False) for c in allowed)
-        self.denied = tuple(ipaddress.ip_network(c, strict=False)
-                            for c in (*BUS_DENIED_CIDRS, *denied))
-
-    @classmethod
-    def from_config(cls, settings: BusConfig) -> AddressPolicy:
-        """The policy the config describes."""
-        return cls(settings.allowed_cidrs, settings.denied_cidrs)
-
-    def is_allowed(self, address: str) -> bool:
-        """True when ``address`` is inside an allowed block and outside every denied one."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if self._is_denied(ip):
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and any(
-                self._is_denied(v4) for v4 in _embedded_ipv4(ip)):
-            return False
-        return any(ip.version == n.version and ip in n for n in self.allowed)
-
-    def _is_denied(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(ip.version == n.version and ip in n for n in self.denied)
-
-    def first_violation(self, service: Service) -> str | None:
-        """The first address of ``service`` that is not allowed, or None."""
-        for address in (*service.cluster_ips, *service.load_balancer_ips,
-                        *(e.address for e in service.endpoints)):
-            if not self.is_allowed(address):
-                return address
-        return None
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address carries (NAT64, 6to4, Teredo server and client)."""
-    out: list[ipaddress.IPv4Address] = []
-    if ip in NAT64_PREFIX:
-        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    if ip.sixtofour is not None:
-        out.append(ip.sixtofour)
-    if ip.teredo is not None:
-        out.extend(ip.teredo)
-    return out
 
 
 # --- the wire schema -----------------------------------------------------------
