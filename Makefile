@@ -32,6 +32,7 @@ bench-deps:
 
 lint: venv
 	$(BIN)/ruff check feddns tests bench
+	$(BIN)/lint-imports
 
 type: venv
 	$(BIN)/mypy feddns

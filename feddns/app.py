@@ -52,7 +52,7 @@ from feddns.table.table import AnswerTable
 
 if TYPE_CHECKING:
     from feddns.observe.http import ObserveServer
-    from feddns.observe.metrics import BusStatsLike
+    from feddns.observe.instance import BusStatsLike
     from feddns.sources.mqtt import FederationBus
 
 log = logging.getLogger(__name__)

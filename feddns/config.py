@@ -191,13 +191,6 @@ class RrlConfig(_Model):
     """IPv6 clients in the same network of this length share one bucket."""
 
 
-def _check_allow(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value.strip(), strict=False))
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a CIDR block such as 10.0.0.0/8") from exc
-
-
 class DnsConfig(_Model):
     """The DNS listener and answer shaping."""
 
@@ -237,7 +230,7 @@ class DnsConfig(_Model):
     """Most TCP connections open at once; a connection beyond it is accepted and closed
     at once (counted). Keep it well below the file descriptor limit (RFC 7766 §10)."""
 
-    allow: list[Annotated[str, AfterValidator(_check_allow)]] = Field(default_factory=list)
+    allow: list[Cidr] = Field(default_factory=list)
     """Source networks (CIDRs) whose queries are answered; any other source gets REFUSED
     over UDP and TCP (counted). Empty: every source is answered."""
 

@@ -30,7 +30,6 @@ import random
 import socket
 import statistics
 import struct
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -41,8 +40,6 @@ from typing import Any
 
 import dnslib
 import yaml
-
-from feddns import cli
 
 
 @dataclass
@@ -391,11 +388,3 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-def main(argv: list[str]) -> int:
-    """``python -m feddns.soak ARGS`` is ``feddns soak ARGS``."""
-    return cli.main(["soak", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

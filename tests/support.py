@@ -225,6 +225,19 @@ def http_get(server: ServerThread, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+async def eventually(predicate: Callable[[], bool], within: float = 5.0,
+                     step: float = 0.02) -> None:
+    """Poll ``predicate`` on the running loop until true; fail after ``within`` s (bounded).
+
+    The async twin of :func:`wait_until`, for tests that run on the event loop.
+    """
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(step)
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
                interval: float = 0.02) -> None:
     """Poll ``predicate`` until true; fail after ``timeout`` seconds (bounded loop)."""

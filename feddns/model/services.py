@@ -111,10 +111,6 @@ class Service:
         """True when the service is answered with endpoint addresses."""
         return self.type is ServiceType.HEADLESS
 
-    def ready_endpoints(self) -> tuple[Endpoint, ...]:
-        """The endpoints that count for DNS (ready, per EndpointSlice v1)."""
-        return tuple(e for e in self.endpoints if e.ready)
-
 
 @dataclass(frozen=True, slots=True)
 class ClusterSnapshot:

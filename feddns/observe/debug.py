@@ -19,8 +19,7 @@ from feddns.model.services import ServiceKey
 from feddns.observe.metrics import name_from_wire
 
 if TYPE_CHECKING:
-    from feddns.observe.instance import Instance
-    from feddns.observe.metrics import BusStatsLike
+    from feddns.observe.instance import BusStatsLike, Instance
 
 
 def debug_view(app: Instance) -> dict[str, Any]:

@@ -11,8 +11,8 @@ the only module that imports ``prometheus_client``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,7 +36,7 @@ from feddns.observe.counting import qtype_label
 from feddns.observe.families import METRICS, STATE_VALUES
 
 if TYPE_CHECKING:
-    from feddns.observe.instance import Instance
+    from feddns.observe.instance import BusStatsLike, Instance
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format served at ``/metrics``."""
@@ -48,76 +48,6 @@ RCODE_NAMES: Mapping[int, str] = {
     handling.SLOT_STALE: "NOERROR", handling.SLOT_BADVERS: "BADVERS",
     handling.SLOT_OTHER_RCODE: "other",
 }
-
-
-class PeerStatsLike(Protocol):
-    """What the bus reports about one peer cluster (``sources.mqtt.bus.PeerStats``)."""
-
-    @property
-    def online(self) -> bool | None:
-        """True after an online status, False after the last will; None before either."""
-    @property
-    def heartbeat_age(self) -> float | None:
-        """Seconds since the last heartbeat; None before any."""
-    @property
-    def services(self) -> int:
-        """Services the bus holds for the cluster."""
-    @property
-    def complete(self) -> bool:
-        """True once its manifest and a message for every service it lists arrived."""
-    @property
-    def rejected_services(self) -> Mapping[str, str]:
-        """``NAMESPACE/NAME`` -> reason, for services whose latest message was refused."""
-
-
-class BusStatsLike(Protocol):
-    """The bus's counters as ``Instance.bus_stats()`` returns them (``sources.mqtt.bus.BusStats``).
-
-    A structural type, so this module needs no import of the bus (and of aiomqtt).
-    """
-
-    @property
-    def connected(self) -> bool:
-        """True while connected to the broker."""
-    @property
-    def broker(self) -> str | None:
-        """``host:port`` of the broker in use; None while not connected."""
-    @property
-    def brokers(self) -> Sequence[str]:
-        """Every configured broker (``host:port``), in the order they are tried."""
-    @property
-    def connects(self) -> int:
-        """Successful connections so far."""
-    @property
-    def last_error(self) -> str | None:
-        """Why the last connection ended or failed."""
-    @property
-    def published(self) -> int:
-        """Messages published."""
-    @property
-    def received(self) -> int:
-        """Messages received."""
-    @property
-    def applied(self) -> int:
-        """Received messages that changed the registry."""
-    @property
-    def gap_requests(self) -> int:
-        """Topics asked for again because their retained message never arrived."""
-    @property
-    def duplicates(self) -> int:
-        """Received messages already known."""
-    @property
-    def dropped(self) -> int:
-        """Received messages dropped because the queue was full."""
-    @property
-    def oversized_own(self) -> int:
-        """Own messages over max_payload_size, not published."""
-    @property
-    def rejected(self) -> Mapping[str, int]:
-        """Rejected messages by reason."""
-    @property
-    def peers(self) -> Mapping[str, PeerStatsLike]:
-        """What the bus knows of each cluster heard on it."""
 
 
 def name_from_wire(name: bytes) -> str:

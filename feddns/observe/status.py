@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from typing import Any, TextIO
 
+from feddns.errors import FeddnsError
+
 EXIT_FRESH = 0
 EXIT_DEGRADED = 1
 EXIT_UNREACHABLE = 2
@@ -23,7 +25,7 @@ DEFAULT_URL = "http://127.0.0.1:9154"
 """Where ``observe.listen`` serves by default."""
 
 
-class StatusError(Exception):
+class StatusError(FeddnsError):
     """The instance could not be reached, or its answer is not a feddns ``/debug`` view."""
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feddns.errors import FeddnsError
 from feddns.model.services import (
     ClusterSnapshot,
     Endpoint,
@@ -56,7 +57,7 @@ MAGIC = b"feddns-snapshot"
 VERSION = 2
 
 
-class SnapshotError(Exception):
+class SnapshotError(FeddnsError):
     """The snapshot file cannot be used (the message says why)."""
 
 

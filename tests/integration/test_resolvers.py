@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ import dns.rcode
 import pytest
 
 from tests.netns import FeddnsProcess, Namespace, require
+from tests.ports import free_port
 from tests.support import DEMO_CONFIG, ServerThread, dig, make_query, records, wait_until
 
 WEB = "web.shop.svc.clusterset.local."
@@ -46,20 +46,6 @@ DB_SRV = sorted(f"db.data.svc.clusterset.local. 5 IN SRV 0 100 5432 {target}" fo
     "db-0.east-a.db.data.svc.clusterset.local.", "db-1.east-a.db.data.svc.clusterset.local.",
     "db-0.west.prod.db.data.svc.clusterset.local."))
 
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port found")
 
 
 def program(name: str, package: str) -> str:

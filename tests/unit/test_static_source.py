@@ -21,6 +21,7 @@ from feddns.errors import ConfigError
 from feddns.model.registry import ClusterState, Registry
 from feddns.model.services import Endpoint, Port, Protocol, Service, ServiceType
 from feddns.sources.static import StaticSource, load_static, parse_static
+from tests.support import eventually
 
 
 def one(**service: Any) -> dict[str, Any]:
@@ -200,14 +201,6 @@ def web_ips(registry: Registry, cluster: str = "east") -> tuple[str, ...] | None
         return None
     return snap.services[("shop", "web")].cluster_ips
 
-
-async def eventually(predicate: Any, within: float = 5.0, step: float = 0.01) -> None:
-    """Poll ``predicate`` on the loop until true; fail after about ``within`` s (bounded)."""
-    for _ in range(int(within / step)):
-        if predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"condition not met within {within} s")
 
 
 def source(path: Path, clusters: list[str], registry: Registry, *,

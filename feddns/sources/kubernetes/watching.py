@@ -43,6 +43,7 @@ from typing import Any
 import urllib3
 
 from feddns.backoff import Backoff
+from feddns.errors import FeddnsError
 from feddns.sources.kubernetes.client import (
     ApiException,
     ClusterClient,
@@ -107,7 +108,7 @@ class Alive:
 Event = Relisted | Changed | Lost | Healthy | Alive
 
 
-class Gone(Exception):
+class Gone(FeddnsError):
     """The resourceVersion is too old (410): a re-list is needed."""
 
 
@@ -353,7 +354,7 @@ def _nothing() -> None:
     pass
 
 
-class _Routine(Exception):
+class _Routine(FeddnsError):
     """An interruption of an established watch: resume, do not re-list."""
 
 
