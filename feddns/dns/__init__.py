@@ -1,6 +1,7 @@
-"""DNS: the wire format, the answer table, the query handler and the transports.
+"""DNS, the query side: the handler, its front memo and limits, and the transports.
 
-``wire`` owns the byte format, ``compiling`` decides which names and records
-exist, ``answer`` holds them pre-encoded, ``handling`` applies the protocol
-rules to one message, and ``server`` owns sockets. Only ``server`` does I/O.
+``handling`` applies the protocol rules to one message (an entry point per
+transport), ``front`` is the memo of whole answers shared with the UDP socket,
+``limiting`` admits queries (ACL, rate limits, TCP caps), and ``server`` owns the
+sockets. Answers come from :mod:`feddns.table`; only ``server`` does I/O.
 """

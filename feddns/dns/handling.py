@@ -125,7 +125,7 @@ def rcode_slot(ans: CompiledAnswer) -> int:
 def _slot_base(ans: CompiledAnswer, origin: bytes | None) -> int:
     rslot = rcode_slot(ans)
     # Only lookups inside an origin are counted by origin. REFUSED and SERVFAIL are
-    # shared singletons (answer.py), so their memo cannot carry one origin.
+    # shared singletons (table.answers), so their memo cannot carry one origin.
     if rslot not in (wire.NOERROR, wire.NXDOMAIN, SLOT_STALE):
         origin = None
     return (origin_slot(origin) * RCODE_SLOTS + rslot) * QTYPE_SLOTS
