@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from tests.mosquitto import Mosquitto
+from tests.mosquitto import bridged_brokers as mosquitto_bridged
 
 FEDERATION = "bench"
 SECRET = "a-benchmark-federation-secret-0123456789"
@@ -56,23 +57,13 @@ def broker(folder: Path, *, nodelay: bool = False,
         m.stop()
 
 
-@contextlib.contextmanager
-def bridged_brokers(folder: Path, *, pattern: str = "#") -> Iterator[tuple[Mosquitto, Mosquitto]]:
+def bridged_brokers(folder: Path, *, pattern: str = "#") -> Any:
     """Two started mosquittos (their own defaults) bridged both ways; stopped on exit.
 
     The second carries mosquitto's bridge to the first (``topic <pattern> both 1``,
     ``tests.mosquitto``), as a federation with two brokers would run them.
     """
-    first = Mosquitto(folder / "broker-1", tcp_nodelay=False, max_queued_messages=None)
-    second = Mosquitto(folder / "broker-2", tcp_nodelay=False,
-                       max_queued_messages=None).bridge_to(first, pattern)
-    try:
-        first.start()
-        second.start()
-        yield first, second
-    finally:
-        second.stop()
-        first.stop()
+    return mosquitto_bridged(folder, pattern=pattern, defaults=True)
 
 
 def write_key(directory: Path) -> Path:

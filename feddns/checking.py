@@ -29,7 +29,7 @@ from feddns.config import (
     SourceConfig,
     StaticSourceConfig,
     problems_from_validation,
-    read_yaml,
+    read_config,
 )
 from feddns.errors import ConfigError
 from feddns.sources.kubernetes.kubeconfig import in_cluster_problems, kubeconfig_problems
@@ -41,11 +41,7 @@ _SOURCE: TypeAdapter[Any] = TypeAdapter(SourceConfig)
 def load_checked(path: Path | str, *, schema_only: bool = False) -> Settings:
     """Load ``path`` and check the files it names; raise :class:`ConfigError` with all of it."""
     path = Path(path)
-    data = read_yaml(path)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), ["(top level): expected a mapping of settings"])
+    data = read_config(path)
     context = {"base_dir": path.resolve().parent}
     problems: list[str] = []
     settings: Settings | None = None

@@ -950,14 +950,23 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(str(path), [f"{where}invalid YAML: {problem}"]) from exc
 
 
-def load_settings(path: Path | str) -> Settings:
-    """Load and validate a config file; raise :class:`ConfigError` listing every problem."""
-    path = Path(path)
+def read_config(path: Path) -> dict[str, Any]:
+    """A config file's raw mapping (an empty file is an empty one).
+
+    Raises :class:`ConfigError` when it is not YAML or not a mapping.
+    """
     data = read_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(str(path), ["(top level): expected a mapping of settings"])
+    return data
+
+
+def load_settings(path: Path | str) -> Settings:
+    """Load and validate a config file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    data = read_config(path)
     try:
         return Settings.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:

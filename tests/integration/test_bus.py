@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ from feddns.sources.mqtt.publishing import Outbox
 from feddns.sources.mqtt.topics import Topics
 from feddns.table.compiler import sync_table
 from tests.mosquitto import (
-    MOSQUITTO,
     Mosquitto,
     make_password_file,
     make_tls_files,
@@ -126,14 +125,6 @@ class Instance:
         return sorted(rd.to_text() for rrset in msg.answer for rd in rrset)
 
 
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A fresh mosquitto (no persistence) for one test."""
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (Debian package mosquitto)")
-    with mosquitto(tmp_path / "mosquitto") as started:
-        yield started
 
 
 @pytest.fixture

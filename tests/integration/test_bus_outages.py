@@ -14,9 +14,7 @@ import contextlib
 import json
 import shutil
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import yaml
 
 from feddns.config import load_settings
 from tests.mosquitto import MOSQUITTO, Mosquitto, bridged_brokers
-from tests.support import REPO, ServerThread, ask, make_query, wait_until
+from tests.support import REPO, ServerThread, ask, http_get, make_query, wait_until
 
 DEMO_CLUSTERS = ("east-a", "east-b", "west.prod")
 CHECKOUT = "checkout.shop.svc.clusterset.local."
@@ -71,19 +69,8 @@ def write_config(tmp: Path, name: str, *, publisher: bool, bus: dict[str, Any]) 
     return path
 
 
-def http(server: ServerThread, path: str) -> tuple[int, str]:
-    """GET ``path`` from the instance's observe endpoint: (status, body)."""
-    assert server.app is not None and server.app.http is not None
-    host, port = server.app.http.address  # type: ignore[misc]
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def debug(server: ServerThread) -> dict[str, Any]:
-    code, text = http(server, "/debug")
+    code, text = http_get(server, "/debug")
     assert code == 200
     view: dict[str, Any] = json.loads(text)
     return view
@@ -99,14 +86,6 @@ def answer(server: ServerThread, name: str) -> list[str] | str:
         return dns.rcode.to_text(reply.rcode())
     return sorted(rd.to_text() for rrset in reply.answer for rd in rrset)
 
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto").start()
-    try:
-        yield m
-    finally:
-        m.stop()
 
 
 def run_pair(tmp: Path, bus_a: dict[str, Any],
@@ -131,7 +110,7 @@ def test_the_demo_published_on_the_bus_is_served_whole_by_a_peer_with_the_defaul
     where = {"broker": "127.0.0.1", "port": broker.port}
     a, b = run_pair(tmp_path, where, where)
     try:
-        wait_until(lambda: http(b, "/readyz")[0] == 200, timeout=15)
+        wait_until(lambda: http_get(b, "/readyz")[0] == 200, timeout=15)
         assert answer(b, CHECKOUT) == ["198.51.100.20", "203.0.113.20"]
         assert answer(b, WEB) == ["10.96.1.10", "10.96.2.10", "10.96.3.10"]
         view = debug(b)
@@ -151,8 +130,8 @@ def test_one_rejected_service_leaves_its_cluster_complete_and_the_peer_ready(
     narrowed = {**where, "allowed_cidrs": ["10.0.0.0/8", "198.51.100.0/24", "fd00::/8"]}
     a, b = run_pair(tmp_path, where, narrowed)
     try:
-        wait_until(lambda: http(b, "/readyz")[0] == 200, timeout=15)
-        assert http(b, "/readyz") == (200, "ready\n")
+        wait_until(lambda: http_get(b, "/readyz")[0] == 200, timeout=15)
+        assert http_get(b, "/readyz") == (200, "ready\n")
         assert answer(b, CHECKOUT) == ["198.51.100.20"]  # west.prod's; east-a's refused
         assert answer(b, WEB) == ["10.96.1.10", "10.96.2.10", "10.96.3.10"]
         assert answer(b, "nope.shop.svc.clusterset.local.") == "NXDOMAIN"
@@ -305,7 +284,7 @@ def test_with_two_bridged_brokers_losing_either_one_loses_nothing(tmp_path: Path
             until(lambda: answer(b, WEB) == ["10.96.1.12", "10.96.2.10", "10.96.3.10"],
                   invariant=nothing_lost)
             assert debug(a)["bus"]["broker"] == debug(b)["bus"]["broker"] == label(first)
-            assert http(b, "/readyz")[0] == 200
+            assert http_get(b, "/readyz")[0] == 200
         finally:
             b.stop()
             a.stop()

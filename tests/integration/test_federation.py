@@ -63,14 +63,6 @@ def instance_config(tmp: Path, fed: FakeFederation, own: str, broker: Mosquitto,
     return path
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto").start()
-    try:
-        yield m
-    finally:
-        m.stop()
-
 
 @pytest.fixture
 def pair(tmp_path: Path, broker: Mosquitto,

@@ -20,8 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +37,15 @@ from feddns.config import load_settings
 from feddns.model.registry import ClusterState
 from feddns.model.services import ClusterSnapshot, Endpoint, Port, Service
 from feddns.sources import snapshot
-from tests.support import ServerThread, ask, make_query, serve, wait_until, write_federation
+from tests.support import (
+    ServerThread,
+    ask,
+    http_get,
+    make_query,
+    serve,
+    wait_until,
+    write_federation,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 WEB = "web.shop.svc.clusterset.local."
@@ -55,18 +61,8 @@ CLUSTERS = {"east": {"services": [svc("10.1.0.1", "10.96.1.10")]},
             "west": {"services": [svc("10.2.0.1", "10.96.2.10")]}}
 
 
-def http(server: ServerThread, path: str) -> tuple[int, str]:
-    assert server.app is not None and server.app.http is not None
-    host, port = server.app.http.address  # type: ignore[misc]
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def metrics(server: ServerThread) -> dict[str, list[Any]]:
-    code, text = http(server, "/metrics")
+    code, text = http_get(server, "/metrics")
     assert code == 200
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
@@ -167,15 +163,15 @@ def test_health_is_200_and_readiness_turns_200_when_a_late_source_delivers(
     data.unlink()  # the static file appears later
     server = ServerThread(load_settings(config)).start(wait_loaded=False)
     try:
-        assert http(server, "/healthz") == (200, "ok\n")
-        code, text = http(server, "/readyz")
+        assert http_get(server, "/healthz") == (200, "ok\n")
+        code, text = http_get(server, "/readyz")
         assert (code, text) == (
             503, "not ready: waiting for east, west (at most sync_timeout 15 s)\n")
         assert value(metrics(server)["feddns_ready"], "feddns_ready") == 0
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.SERVFAIL
         data.write_text(content)
-        wait_until(lambda: http(server, "/readyz")[0] == 200)
-        assert http(server, "/readyz") == (200, "ready\n")
+        wait_until(lambda: http_get(server, "/readyz")[0] == 200)
+        assert http_get(server, "/readyz") == (200, "ready\n")
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.NOERROR
     finally:
         server.stop()
@@ -190,13 +186,13 @@ def test_readiness_turns_200_after_sync_timeout_naming_the_clusters_that_never_s
     server = ServerThread(load_settings(config)).start(wait_loaded=False)
     try:
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.SERVFAIL
-        wait_until(lambda: http(server, "/readyz")[0] == 200, timeout=10, interval=0.05)
+        wait_until(lambda: http_get(server, "/readyz")[0] == 200, timeout=10, interval=0.05)
         # The timer opened the gate: not before sync_timeout (the source never delivers).
         assert time.monotonic() - started >= 0.5
-        assert http(server, "/readyz") == (
+        assert http_get(server, "/readyz") == (
             200, "ready; degraded: unsynced past sync_timeout: east, west\n")
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.NXDOMAIN
-        view = json.loads(http(server, "/debug")[1])
+        view = json.loads(http_get(server, "/debug")[1])
         assert [(c["name"], c["state"], c["unsynced"]) for c in view["clusters"]] == [
             ("east", "unsynced", True), ("west", "unsynced", True)]
         assert view["sync_gate"] == {"open": True, "sync_timeout_seconds": 0.5, "awaited": [],
@@ -220,9 +216,9 @@ def test_readiness_is_200_at_once_after_a_warm_start_though_no_source_synced(
     (tmp_path / "services.yaml").unlink()  # the source never delivers
     server = ServerThread(load_settings(config)).start(wait_loaded=False)
     try:
-        assert http(server, "/readyz") == (200, "ready\n")
+        assert http_get(server, "/readyz") == (200, "ready\n")
         assert ask(server.port, make_query(WEB)).rcode() == dns.rcode.NOERROR  # stale data
-        view = json.loads(http(server, "/debug")[1])
+        view = json.loads(http_get(server, "/debug")[1])
         assert view["warm_started"] is True
         assert [(c["name"], c["state"], c["synced_once"]) for c in view["clusters"]] == [
             ("east", "stale", False)]
@@ -231,7 +227,7 @@ def test_readiness_is_200_at_once_after_a_warm_start_though_no_source_synced(
 
 
 def test_the_debug_view_shows_clusters_and_the_table(running: ServerThread) -> None:
-    code, text = http(running, "/debug")
+    code, text = http_get(running, "/debug")
     assert code == 200
     view = json.loads(text)
     assert view["ready"] is True and view["federation"] == "test"
@@ -244,15 +240,15 @@ def test_the_debug_view_shows_clusters_and_the_table(running: ServerThread) -> N
 
 
 def test_the_debug_view_of_one_service_shows_its_candidates(running: ServerThread) -> None:
-    code, text = http(running, "/debug?service=shop/web")
+    code, text = http_get(running, "/debug?service=shop/web")
     assert code == 200
     service = json.loads(text)
     assert [c["cluster"] for c in service["clusters"]] == ["east", "west"]
     candidates = {c["cluster"]: c for c in service["plan"]["candidates"]}
     assert candidates["west"]["addresses"] == ["10.96.2.10"]
     assert candidates["west"]["level"] == "ready"
-    assert http(running, "/debug?service=shop/nope")[0] == 404
-    assert http(running, "/debug?service=nope")[0] == 400
+    assert http_get(running, "/debug?service=shop/nope")[0] == 404
+    assert http_get(running, "/debug?service=nope")[0] == 400
 
 
 def feddns_status(*args: str) -> subprocess.CompletedProcess[str]:
