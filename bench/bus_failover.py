@@ -43,9 +43,10 @@ import aiomqtt
 import yaml
 
 from bench.bus_common import FEDERATION, bridged_brokers, write_key
-from bench.harness import figure, free_port, median
+from bench.harness import figure, median
 from bench.k8s_common import Resolver, environment, feddns_process, wait_answer
 from tests.mosquitto import Mosquitto
+from tests.ports import free_port
 
 NAME = "web.shop.svc.clusterset.local"
 WEST_IP = "10.96.2.10"

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from bench.bus_common import broker, bus_metrics, rejected, write_instance_config, write_key
-from bench.harness import cpu_seconds, figure, free_port, median
+from bench.harness import cpu_seconds, figure, median
 from bench.k8s_common import (
     UNKNOWN,
     Resolver,
@@ -51,6 +51,7 @@ from bench.k8s_common import (
     wait_answer,
 )
 from bench.k8s_fakeapi import FakeApi, endpoint_ip, start_fake
+from tests.ports import free_port
 
 CLUSTERS = ("east", "west", "south")
 SOURCE = "east"

@@ -64,12 +64,13 @@ from bench.bus_common import (
     write_instance_config,
     write_key,
 )
-from bench.harness import REPO, cpu_seconds, figure, free_port, median
+from bench.harness import REPO, cpu_seconds, figure, median
 from bench.k8s_common import environment, feddns_process, service_name
 from bench.k8s_fakeapi import endpoint_ip, start_fake
 from feddns.config import BusConfig
 from feddns.model.registry import ClusterState, Registry
 from feddns.sources.mqtt import FederationBus
+from tests.ports import free_port
 
 SOURCE = "east"
 LOAD_TIMEOUT = 120.0

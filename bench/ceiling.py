@@ -31,12 +31,12 @@ from bench import dataset
 from bench.harness import (
     PerfResult,
     figure,
-    free_port,
     median,
     run_dnsperf,
     taskset,
     wait_for_dns,
 )
+from tests.ports import free_port
 
 
 def serve(config: Path, port: int, mode: str = "protocol") -> None:

@@ -13,7 +13,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench.harness import REPO, feddns_server, figure, free_port, median, run_dnsperf
+from bench.harness import REPO, feddns_server, figure, median, run_dnsperf
+from tests.ports import free_port
 
 QUERIES = [
     ("web.shop.svc.clusterset.local", "A", 30),

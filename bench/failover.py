@@ -24,8 +24,9 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from bench.harness import REPO, figure, free_port, median, stop_process, wait_for_dns
+from bench.harness import REPO, figure, median, stop_process, wait_for_dns
 from tests.fakekube import FakeFederation, make_endpointslice, make_service
+from tests.ports import free_port
 
 NAME = "web.shop.svc.clusterset.local"
 

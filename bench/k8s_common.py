@@ -27,7 +27,8 @@ import dns.rcode
 import dns.rdatatype
 import yaml
 
-from bench.harness import REPO, free_port, stop_process, taskset
+from bench.harness import REPO, stop_process, taskset
+from tests.ports import free_port
 
 ORIGIN = "clusterset.local"
 UNKNOWN = f"no-such-service.bench.svc.{ORIGIN}"

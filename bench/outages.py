@@ -44,8 +44,9 @@ import dns.query
 import dns.rcode
 import yaml
 
-from bench.harness import REPO, figure, free_port, median, stop_process
+from bench.harness import REPO, figure, median, stop_process
 from tests.fakekube import FakeFederation, make_endpointslice, make_service
+from tests.ports import free_port
 
 NAME = "web.shop.svc.clusterset.local"
 UNKNOWN = "no-such-service.shop.svc.clusterset.local"

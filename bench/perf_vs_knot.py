@@ -37,13 +37,13 @@ from bench.harness import (
     PerfResult,
     cpu_seconds,
     figure,
-    free_port,
     median,
     run_dnsperf,
     stop_process,
     taskset,
     wait_for_dns,
 )
+from tests.ports import free_port
 
 PROBE = "svc-1.ns-1.svc.clusterset.local"
 

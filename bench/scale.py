@@ -28,7 +28,7 @@ import dns.message
 import dns.query
 
 from bench import dataset
-from bench.harness import REPO, figure, free_port, stop_process
+from bench.harness import REPO, figure, stop_process
 from feddns.config import Settings
 from feddns.model.registry import Registry
 from feddns.model.services import ClusterSnapshot, Endpoint, Port, Service, ServiceType
@@ -36,6 +36,7 @@ from feddns.runtime.options import table_options
 from feddns.sources import snapshot
 from feddns.table.compiler import sync_table
 from feddns.table.table import AnswerTable
+from tests.ports import free_port
 
 
 def build(shape: dataset.Shape) -> dict[str, ClusterSnapshot]:

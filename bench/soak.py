@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 
 from bench import dataset
-from bench.harness import REPO, free_port, stop_process, wait_for_dns
+from bench.harness import REPO, stop_process, wait_for_dns
+from tests.ports import free_port
 
 
 def main() -> None:

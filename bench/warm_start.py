@@ -23,8 +23,9 @@ import dns.message
 import dns.query
 
 from bench import dataset
-from bench.harness import REPO, figure, free_port, median, stop_process, taskset
+from bench.harness import REPO, figure, median, stop_process, taskset
 from feddns.sources import snapshot
+from tests.ports import free_port
 
 PROBE = "svc-1.ns-1.svc.clusterset.local"
 
