@@ -44,6 +44,7 @@ from feddns.observe.monitoring import watch_loop
 from feddns.runtime import tuning
 from feddns.runtime.options import locator_from, table_options
 from feddns.runtime.reloader import Parts, Reloader, front_for, handler_for
+from feddns.runtime.scheduling import LoopScheduler
 from feddns.runtime.statelog import ClusterStateLog
 from feddns.runtime.supervisor import SourceSupervisor, guarded
 from feddns.runtime.warmstart import WarmStart
@@ -89,7 +90,7 @@ class App:
             self.registry,
             AnswerTable(table_options(settings), serial=int(wall()),
                         locator=locator_from(settings)),
-            scheduler=_LoopScheduler(), clock=clock, wall=wall)
+            scheduler=LoopScheduler(), clock=clock, wall=wall)
         self.limits = Limits(settings.dns)
         self.front = FrontMemo(new_counts())
         self.front.enabled = not self.limits.active and not settings.observe.query_log
@@ -287,16 +288,3 @@ class App:
         finally:
             log.info("shutting down")
             await self.stop()
-
-
-class _LoopScheduler:
-    """The running event loop, looked up when used (the app is built before the loop runs)."""
-
-    @staticmethod
-    def call_soon(callback: Callable[..., object], *args: object) -> asyncio.Handle:
-        return asyncio.get_running_loop().call_soon(callback, *args)
-
-    @staticmethod
-    def call_later(delay: float, callback: Callable[..., object],
-                   *args: object) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(delay, callback, *args)
