@@ -322,3 +322,36 @@ def test_losing_every_api_server_within_half_a_second_never_narrows_the_answer(
         assert all(line.startswith("30 ") for line in seen[-1][1:]), seen[-1]
         view = server.call(lambda: server.app is not None and server.app.compiler.isolation)
         assert view is not None and set(view.members) == {"east", "west", "north"}
+
+
+# --- 8. what the docs say about detecting a silent partition ------------------------------
+
+
+def test_without_the_probe_a_silent_partition_is_seen_after_read_plus_connect_timeout(
+        tmp_path: Path, fake_federation_factory: Callable[..., FakeFederation]) -> None:
+    """docs/kubernetes.md, without the liveness probe.
+
+    The idle watch times out after ``read_timeout``; the reconnection then waits too:
+    ``connect_timeout`` for handshakes a dropping network never completes, or (here:
+    the fake server accepts connections while partitioned) another ``read_timeout``
+    for the unanswered request. So the loss is seen no earlier than ``read_timeout``
+    and no later than ``read_timeout`` + the longer of the two.
+    """
+    fed = three(fake_federation_factory)
+    cfg = kube_config(tmp_path, fed, probe_interval=0, read_timeout=2.0, connect_timeout=3.0,
+                      extra={"selection": {"hold_down": 0}})
+    with ServerThread(load_settings(cfg)) as server:
+        assert addresses(server.port) == ["10.96.0.1", "10.96.0.2", "10.96.0.3"]
+
+        def stale() -> bool:
+            assert server.app is not None
+            return server.call(lambda: server.app.registry.clusters["east"].state
+                               is ClusterState.STALE)
+
+        fed["east"].partition()
+        lost_at = time.monotonic()
+        wait_until(stale, timeout=30, interval=0.05)
+        seen = time.monotonic() - lost_at
+        assert seen >= 2.0 * 0.9, f"seen after {seen:.1f} s: before the read timeout?"
+        assert seen < 2.0 + 3.0 + 10.0, f"seen after {seen:.1f} s"  # generous: a loaded host
+        fed["east"].heal()
