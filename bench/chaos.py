@@ -904,7 +904,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--fault-gap", type=float, default=6.0,
+    parser.add_argument("--fault-gap", type=float, default=8.0,
                         help="mean seconds between two faults' starts")
     parser.add_argument("--clients", type=int, default=3, help="concurrent asking clients")
     parser.add_argument("--query-interval", type=float, default=0.05,
