@@ -73,9 +73,13 @@ derives (``bench/chaos_verifier.py``; budgets from the settings above plus a
   before the stop, dropped when the service is deleted or its data may have expired);
 * *surely expired*: every path DOWN for longer than ``max_stale`` + the expiry check +
   margin; *possibly expired*: no fresh-capable path UP for ``max_stale`` - 5 s - margin;
-* *isolation possible*: two clusters lost (their last fresh-capable path leaving UP
-  while the instance runs) within ``isolation.window`` + 8 s of each other, until every
-  cluster lost since is surely fresh again, or ``max_hold`` + 11 s passed.
+* *isolation possible*: since the instance's process started, two clusters lost (their
+  last fresh-capable path leaving UP) close enough that feddns may have noticed them
+  within ``isolation.window`` (5 s) of each other (a refusal or a stopped publisher is
+  noticed within 1 s, a silent API server within 5.2 s, a dead bus within 9 s), until
+  every cluster lost since then is surely fresh again, or ``max_hold`` + margin + that
+  notice time passed (README, "Self-isolation is not failover": a loss during an episode
+  joins it).
 
 A direct answer is wrong when (rule names as printed):
 
@@ -109,7 +113,8 @@ of its recovery may be absent (documented); which of several paths' data an
 instance uses while none of them is fresh (undocumented either way); SRV and
 locality (every client is unknown here, so every cluster is tier 0).
 
-    .venv/bin/python -m bench.chaos --minutes 30 --seed 12
+    .venv/bin/python -m bench.chaos --minutes 30 --seed 2026   # the RESULTS.md run
+    .venv/bin/python -m bench.chaos --plan --minutes 2 --seed 7  # the schedule only
 """
 
 from __future__ import annotations
