@@ -354,6 +354,9 @@ class ResourceWatcher:
         )
         self.watches += 1
         self.established = True
+        # A success: the next failure is a new loss and gets the fast window again (a
+        # blip after an earlier outage must heal within the hold-down too, issue #12).
+        self.backoff.healthy(time.monotonic())
         self._kicked.clear()  # a kick before this request had nothing to interrupt
         on_established()
         try:
