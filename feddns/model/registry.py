@@ -157,21 +157,28 @@ class Registry:
         if len(self.dirty) != before and self.on_change is not None:
             self.on_change()
 
-    def replace(self, snapshot: ClusterSnapshot, *, now: float) -> None:
+    def replace(self, snapshot: ClusterSnapshot, *, now: float, fresh: bool = True) -> None:
         """Replace a cluster's whole data atomically (initial sync, re-list, reload).
 
         Services missing from the new snapshot disappear: this is how deletions
         missed during a watch gap are applied (a 410 re-list replaces, never merges).
+        ``fresh=False`` loads data whose source is not fresh (a peer's cluster that its
+        publisher reports stale, data relayed for an own cluster): the cluster's state is
+        left to the caller, so no instant of freshness is noted that flap damping and
+        self-isolation would replay as the loss of a fresh cluster (issue #12).
         """
         entry = self.clusters.setdefault(snapshot.cluster, ClusterEntry(snapshot.cluster))
         old = entry.snapshot.services if entry.snapshot is not None else {}
         new = snapshot.services
         changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
         was_loaded = entry.snapshot is not None
-        became_fresh = entry.state is not ClusterState.FRESH
+        became_fresh = fresh and entry.state is not ClusterState.FRESH
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(new))
         entry.last_sync = now
-        entry.last_fresh = now
+        if fresh or entry.last_fresh is None:
+            # Data from a source that is not fresh does not postpone expiry: that counts
+            # from when the cluster was last known fresh.
+            entry.last_fresh = now
         entry.error = None
         entry.synced_once = True
         if became_fresh:

@@ -355,3 +355,37 @@ def test_without_the_probe_a_silent_partition_is_seen_after_read_plus_connect_ti
         assert seen >= 2.0 * 0.9, f"seen after {seen:.1f} s: before the read timeout?"
         assert seen < 2.0 + 3.0 + 10.0, f"seen after {seen:.1f} s"  # generous: a loaded host
         fed["east"].heal()
+
+
+# --- 9. a blip after an earlier outage ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_blip_after_an_earlier_outage_still_heals_within_the_hold_down(
+        tmp_path: Path, fake_federation_factory: Callable[..., FakeFederation]) -> None:
+    # Regression (found by bench/chaos.py): a watch re-established after a long outage
+    # kept that outage's start as the start of its failures, so the next blip, even a
+    # minute later, got no fast retries: the watch waited out the grown backoff (up to
+    # 30 s), the cluster failed over and its data expired while its API server answered.
+    fed = three(fake_federation_factory)
+    cfg = kube_config(tmp_path, fed)
+    # Without the liveness probe only the watches' own retries bring the cluster back.
+    cfg.write_text(cfg.read_text().replace("context: east", "context: east\n    probe_interval: 0"))
+    with ServerThread(load_settings(cfg)) as server:
+        def state() -> tuple[ClusterState, list[tuple[float, ClusterState]]]:
+            assert server.app is not None
+            entry = server.app.registry.clusters["east"]
+            return entry.state, list(entry.transitions)
+
+        fed["east"].refuse()
+        wait_until(lambda: server.call(state)[0] is ClusterState.STALE, timeout=10)
+        time.sleep(12)  # the outage: longer than the fast window, the backoff grows
+        fed["east"].accept()
+        wait_until(lambda: server.call(state)[0] is ClusterState.FRESH, timeout=60)
+        fed["east"].refuse()
+        time.sleep(1.5)  # the blip
+        fed["east"].accept()
+        wait_until(lambda: server.call(state)[0] is ClusterState.FRESH, timeout=60)
+        steps = server.call(state)[1]
+        assert [s for _, s in steps[-2:]] == [ClusterState.STALE, ClusterState.FRESH]
+        assert steps[-1][0] - steps[-2][0] < 3.0, "the blip did not heal within the hold-down"

@@ -398,7 +398,10 @@ class Merger:
         if entry is None or entry.snapshot is None or not peer.loaded:
             if not peer.complete:
                 return  # unknown stays unknown: nothing is written, nothing is removed
-            self.registry.replace(peer.view(), now=now)
+            # Loaded in the state its publishers report (set just below), never fresh
+            # for an instant first: a loss that never was would start a self-isolation.
+            state, _ = peer.target_state(now, peer_timeout=self.peer_timeout)
+            self.registry.replace(peer.view(), now=now, fresh=state is ClusterState.FRESH)
             peer.loaded = True
             log.info("bus: cluster %s loaded from the bus (%d services)", peer.name,
                      len(peer.services))
@@ -468,7 +471,7 @@ class Merger:
                 return
             log.warning("bus: cluster %s: own source is %s; serving the newer data relayed by"
                         " instance %s (kept stale)", peer.name, entry.state, peer.instance)
-            self.registry.replace(self._relay_view(peer, entry), now=now)
+            self.registry.replace(self._relay_view(peer, entry), now=now, fresh=False)
         elif peer.dirty:
             self._apply_changes(peer, now=now)
         else:
