@@ -37,6 +37,10 @@ REPAIR_BATCH = 500
 REPAIR_MIN_BATCH = 16
 REPAIR_WAIT = 10.0
 """Longest wait for the answers to one request before unsubscribing again."""
+REPAIR_IDLE = 2.0
+"""Seconds without one more asked topic arriving after which a request is over."""
+REPAIR_LOOK = 0.25
+"""Seconds between two looks at what a request brought."""
 
 
 class Subscriber(Protocol):
@@ -107,17 +111,31 @@ class GapRepair:
     async def _ask(self, topics: Sequence[str]) -> None:
         await self.client.subscribe([(topic, 0) for topic in topics],
                                     timeout=self.ack_timeout)
-        await self._until_quiet()
+        await self._until_answered(topics)
         await self.client.unsubscribe(list(topics), timeout=self.ack_timeout)
         self.merger.flush(now=self.clock())
 
-    async def _until_quiet(self) -> None:
-        """Wait until the answers to a request stop pouring in (``REPAIR_WAIT`` at most)."""
+    async def _until_answered(self, topics: Sequence[str]) -> None:
+        """Wait until every asked topic arrived, or none did for ``REPAIR_IDLE`` s.
+
+        Progress is judged by the asked topics themselves, not by the rate of
+        incoming messages: on a busy host the first answers can take longer than
+        one look to arrive, and unsubscribing then loses them all. At most
+        ``REPAIR_WAIT`` s.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REPAIR_WAIT
-        seen = self.received()
+        wanted = set(topics)
+        remaining = len(wanted)
+        idle = 0.0
         while loop.time() < deadline:
-            await asyncio.sleep(0.25)
-            arrived, seen = self.received() - seen, self.received()
-            if arrived <= REPAIR_BUSY_RATE * 0.25:
+            await asyncio.sleep(REPAIR_LOOK)
+            now_remaining = sum(1 for topic in self.merger.gaps(self.topics) if topic in wanted)
+            if now_remaining == 0:
                 return
+            if now_remaining < remaining:
+                remaining, idle = now_remaining, 0.0
+            else:
+                idle += REPAIR_LOOK
+                if idle >= REPAIR_IDLE:
+                    return
