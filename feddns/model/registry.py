@@ -56,6 +56,9 @@ class ClusterEntry:
     waited_out: bool = False
     """True once ``freshness.sync_timeout`` passed without any data from it: it no longer
     holds back negative answers for the rest of the federation (it is *unsynced*)."""
+    endpoints: int = 0
+    """Endpoints across its services, kept as they change (``/metrics`` reads it at every
+    scrape: summing a million endpoints there held the event loop)."""
     last_fresh: float | None = None
     """Monotonic time its source was last known fresh: a sync, a change, or any other
     sign of a healthy source (a watch bookmark, a liveness probe, a file poll, a
@@ -170,6 +173,7 @@ class Registry:
         was_loaded = entry.snapshot is not None
         became_fresh = entry.state is not ClusterState.FRESH
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(new))
+        entry.endpoints = _endpoints(new.values())
         entry.last_sync = now
         entry.last_fresh = now
         entry.error = None
@@ -201,6 +205,7 @@ class Registry:
             return
         gate_was_open = self.is_loaded
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(snapshot.services))
+        entry.endpoints = _endpoints(snapshot.services.values())
         entry.state = ClusterState.STALE
         entry.state_since = now - age
         entry.last_sync = now - age
@@ -224,13 +229,17 @@ class Registry:
         assert isinstance(services, dict)
         if entry.state is ClusterState.FRESH:
             entry.last_fresh = now
-        if services.get(key) == service:
+        old = services.get(key)
+        if old == service:
             entry.last_sync = now
             return
+        if old is not None:
+            entry.endpoints -= len(old.endpoints)
         if service is None:
             services.pop(key, None)
         else:
             services[key] = service
+            entry.endpoints += len(service.endpoints)
         entry.last_sync = now
         self._changed([key])
 
@@ -352,3 +361,7 @@ MAX_TRANSITIONS = 16
 def _note(entry: ClusterEntry, now: float, state: ClusterState) -> None:
     entry.transitions.append((now, state))
     del entry.transitions[:-MAX_TRANSITIONS]
+
+
+def _endpoints(services: Iterable[Service]) -> int:
+    return sum(len(s.endpoints) for s in services)

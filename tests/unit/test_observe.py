@@ -415,3 +415,32 @@ def test_the_lag_sampler_keeps_the_worst_lateness_since_it_was_last_read(
     assert sampler.take() == pytest.approx(0.003)
     assert sampler.take() == 0.0
     assert len(loop.callbacks) == 5  # one timer at a time, re-armed by each sample
+
+
+def test_the_used_slots_include_a_counter_first_used_after_the_last_scrape() -> None:
+    from feddns.observe.metrics import UsedSlots
+
+    counts = [0] * 1000
+    used = UsedSlots()
+    assert used.of(counts) == []
+    counts[7] = 2
+    assert used.of(counts) == [7]
+    counts[7] += 5  # a known slot grew: no rescan needed, still right
+    assert used.of(counts) == [7]
+    counts[900] = 1
+    assert used.of(counts) == [7, 900]
+
+
+async def test_the_exposition_in_slices_is_the_whole_exposition() -> None:
+    from feddns.observe.metrics import exposition_in_slices
+
+    app = app_for(["c1", "c2"])
+    app.bus_stats = Bus
+    registry = build_registry(app)
+
+    def without_process(text: str) -> list[str]:  # process and GC figures move between reads
+        return [line for line in text.splitlines() if not line.startswith(("process_",
+                                                                            "python_gc_"))]
+
+    sliced = (await exposition_in_slices(registry)).decode()
+    assert without_process(sliced) == without_process(exposition(registry).decode())
