@@ -29,8 +29,10 @@ feddns, Knot...), so a busy moment on the shared machine hits both alike. It pri
 * ``resperf-max-qps-no-loss`` for both, with ``--resperf``.
 
 Every figure is the median of ``--runs`` runs; each run's values are printed as
-``#`` lines. ``--feddns-tree DIR`` runs feddns from another source tree (a before/after
-comparison in one session).
+``#`` lines. ``--feddns-tree DIR`` runs feddns from another source tree;
+``--baseline-tree DIR`` adds a third server, feddns from that tree (named ``before``), to
+every alternation of the full-load runs, and prints its figures and ratios too (a
+before/after comparison in the same run).
 
     .venv/bin/python -m bench.perf_vs_knot [--seconds 10] [--runs 3] [--resperf]
 """
@@ -86,7 +88,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def feddns(config: Path, port: int, *, tree: Path | None = None) -> Iterator[Server]:
+def feddns(config: Path, port: int, *, tree: Path | None = None,
+           name: str = "feddns") -> Iterator[Server]:
     """Run feddns on ``config`` pinned to CPU 1 (from ``tree`` if given)."""
     observe = free_port()
     cmd = [*taskset(1), sys.executable, "-m", "feddns", "serve", "-c", str(config),
@@ -98,7 +101,7 @@ def feddns(config: Path, port: int, *, tree: Path | None = None) -> Iterator[Ser
     proc = subprocess.Popen(cmd, cwd=tree or REPO, env=env)
     try:
         wait_for_dns(port, PROBE, timeout=120)
-        yield Server("feddns", port, proc.pid, f"http://127.0.0.1:{observe}/metrics")
+        yield Server(name, port, proc.pid, f"http://127.0.0.1:{observe}/metrics")
     finally:
         stop_process(proc, timeout=15)
 
@@ -298,6 +301,8 @@ def main() -> None:
                         help="feddns only (the CI smoke run)")
     parser.add_argument("--feddns-tree", type=Path, default=None,
                         help="run feddns from this source tree (a before/after comparison)")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="also run feddns from this tree as 'before' in the full-load runs")
     args = parser.parse_args()
     shape = dataset.Shape(clusters=args.clusters, services=args.services)
     load = os.getloadavg()
@@ -316,8 +321,12 @@ def main() -> None:
             servers = [fed]
             if not args.skip_knot:
                 servers.append(stack.enter_context(knot(paths["zone"], free_port(), folder)))
-            for server in servers:  # warm-up: every answer compiled and memoized
-                run_dnsperf(server.port, queries, seconds=2, server_pid=server.pid)
+            if args.baseline_tree is not None:
+                servers.append(stack.enter_context(feddns(
+                    paths["config"], free_port(), tree=args.baseline_tree, name="before")))
+            for server in servers:  # warm-up: one pass, every answer compiled and memoized
+                run_dnsperf(server.port, queries, seconds=None, passes=1,
+                            server_pid=server.pid)
                 run_dnsperf(server.port, queries, seconds=1, mode="tcp", clients=10,
                             outstanding=20, server_pid=server.pid)
             lags: dict[str, list[float]] = {}
@@ -335,6 +344,8 @@ def main() -> None:
             latencies: dict[str, list[list[float]]] = {s.name: [] for s in servers}
             for i in range(args.runs):
                 for server in servers:
+                    if server.name == "before":
+                        continue
                     lat = latency_run(server.port, queries, qps=half,
                                       seconds=min(args.seconds, 10))
                     latencies[server.name].append(lat)
@@ -344,7 +355,7 @@ def main() -> None:
                           f"({len(lat)} answers)", flush=True)
             located = located_runs(fed.port, queries, seconds=args.seconds)
             resperf = {s.name: resperf_max(s.port, queries, max_qps=int(fed_qps * 2))
-                       for s in servers} if args.resperf else {}
+                       for s in servers if s.name != "before"} if args.resperf else {}
             print(f"# feddns process CPU seconds in total: {cpu_seconds(fed.pid):.1f}")
     load = os.getloadavg()
     print(f"# load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -384,6 +395,15 @@ def main() -> None:
     figure("p99-ratio-vs-knot-at-half-max", p("feddns", 99) / p("knot", 99))
     if "knot" in resperf:
         figure("knot-resperf-max-qps-no-loss", resperf["knot"])
+    if args.baseline_tree is not None:
+        figure("before-server-us-per-query", us(udp["before"]))
+        figure("before-tcp-server-us-per-query", us(tcp["before"]))
+        figure("before-tcp-short-server-us-per-query", us(short_runs["before"]))
+        figure("before-cpu-ratio-vs-knot", ratio(us(udp["knot"]), us(udp["before"])))
+        figure("before-tcp-cpu-ratio-vs-knot", ratio(us(tcp["knot"]), us(tcp["before"])))
+        figure("before-tcp-short-connections-cpu-ratio-vs-knot",
+               ratio(us(short_runs["knot"]), us(short_runs["before"])))
+        figure("before-loop-lag-max-ms-under-load", max(lags["before"]))
     print(f"# date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
 
 

@@ -202,74 +202,78 @@ class TcpConnection(asyncio.Protocol):
             self.pending = b""
         owner = self.owner
         front = owner.tcp_by_source.get(self.host)
-        counts = owner.front_counts
         out: list[bytes] = []
         size = 0
         n = len(data)
         pos = 0
-        complete = False
         while pos + 2 <= n:
-            length = data[pos] << 8 | data[pos + 1]
-            end = pos + 2 + length
-            if end > n or length == 0:
+            end = pos + 2 + (data[pos] << 8 | data[pos + 1])
+            if end > n or end == pos + 2:
                 break
             msg = data[pos + 2 : end]
             pos = end
-            complete = True
             if front is not None:
                 hit = front.get(msg[2:])
                 # A TCP query never takes an answer cut to fit UDP (slots from LEAN on).
                 if hit is not None and hit[1] < LEAN:
-                    counts[hit[1]] += 1
+                    owner.front_counts[hit[1]] += 1
                     tail = hit[0]
                     # A rotating answer (a tuple) picks its variant by the query ID.
                     answer: bytes = tail if tail.__class__ is bytes else \
                         tail[msg[1] % len(tail)]  # type: ignore[assignment]
-                    out.append(_LENGTH(len(answer) + 2))
-                    out.append(msg[:2])
-                    out.append(answer)
-                    size += len(answer) + 4
+                    out.append(_LENGTH(len(answer) + 2) + msg[:2] + answer)
+                    size += len(answer)
                     if size < WRITE_BUFFER_HIGH:
                         continue
-                    self._write(out)
-                    out = []
-                    size = 0
-                    if self.paused:
-                        break
+            else:
+                hit = None
+            if hit is None or hit[1] >= LEAN:
+                resp = self._answer(msg, out)
+                if resp is None:
+                    return  # the connection is closing
+                if resp:
+                    out.append(_LENGTH(len(resp)) + resp)
+                    size += len(resp)
+                # The handler may have mapped this client to its front, or a sample was
+                # taken (the front is back).
+                front = owner.tcp_by_source.get(self.host)
+                if size < WRITE_BUFFER_HIGH and not self.paused:
                     continue
-            resp = self._answer(msg, out)
-            if resp is None:
-                return  # the connection is closing
-            if resp:
-                out.append(_LENGTH(len(resp)))
-                out.append(resp)
-                size += len(resp) + 2
-                if size >= WRITE_BUFFER_HIGH:
-                    self._write(out)
-                    out = []
-                    size = 0
+            if out:
+                self._write(out)
+                out = []
+                size = 0
             if self.paused:
                 break
-            # The handler may have mapped this client to its front, or a sample was taken.
-            front = owner.tcp_by_source.get(self.host)
-        if out:
-            self._write(out)
-        if self.transport is None:
-            return
-        if pos + 2 <= n and not data[pos] and not data[pos + 1] and not self.paused:
-            # A length of 0: close, after the answers due (RFC 7766 has no such message).
-            self.transport.close()
+        transport = self.transport
+        if out and transport is not None:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if transport is None or transport.is_closing():
             return
         if pos < n:
+            if n - pos >= 2 and not data[pos] and not data[pos + 1] and not self.paused:
+                # A length of 0: close, after the answers due (RFC 7766 has no such message).
+                transport.close()
+                return
             self.pending = data[pos:]
-        now = self._now()
-        if complete:
+        loop = owner.loop
+        assert loop is not None
+        now = loop.time()
+        if pos:  # a complete message arrived
             self.idle_from = now
             self.handshake = 0.0
             self.body_deadline = 0.0
+            if pos == n and not self.paused:
+                # The usual case: everything answered; the deadline only moves later,
+                # so the timer (due no later than the old one) stays as it is.
+                self.deadline = deadline = now + owner.tcp_idle_timeout
+                self.reason = "idle"
+                if deadline < self.timer_at:
+                    self._rearm()  # a reload shortened the idle timeout
+                return
         if n - pos >= 2 and not self.body_deadline:
             # A message's length arrived: all of it must follow within tcp_io_timeout.
-            self.body_deadline = now + self.owner.tcp_io_timeout
+            self.body_deadline = now + owner.tcp_io_timeout
         self._rearm()
 
     # --- the rest ------------------------------------------------------------------------
