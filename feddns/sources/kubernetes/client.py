@@ -5,7 +5,11 @@ and caches it for ever (kubernetes-client/python #1768, #741), and bound
 service-account tokens expire; a DNS server must not need a restart for a
 token rotation. This wrapper re-reads the kubeconfig (and the token file it
 names) whenever either file changes, before every list or watch request, and
-on any 401. TLS verification stays on unless the kubeconfig itself says
+on any 401. A change is noticed by the files' stat (their contents are read,
+parsed and hashed only when a stat moved, or while a file is younger than
+``RACY_SECONDS``: re-parsing the kubeconfig's YAML before every request and
+every liveness probe was a quarter of the CPU of an initial sync, and went on
+every two seconds per cluster after it). TLS verification stays on unless the kubeconfig itself says
 ``insecure-skip-tls-verify``. A kubeconfig that turns unreadable or broken
 after start (a botched rotation) keeps the last good client, and the error
 names the file. This module is the only importer of the ``kubernetes`` package.
@@ -25,8 +29,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,20 @@ from feddns.errors import FeddnsError
 log = logging.getLogger(__name__)
 
 INCLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+RACY_SECONDS = 2.0
+"""A credential file modified this recently may change again within one timestamp tick:
+its contents are read again on every request until it is older than that."""
+
+Stamp = tuple[int, int, int, int, int] | None
+"""A file's modification and change times (ns), size, inode and device; None: missing."""
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
 
 __all__ = ["ApiException", "ClusterClient", "CredentialError", "Resource", "describe_error"]
 
@@ -129,6 +149,10 @@ class ClusterClient:
         self._api: k8s_client.ApiClient | None = None
         self._probe_api: k8s_client.ApiClient | None = None
         self._fingerprint: bytes | None = None
+        self._files: list[Path] = []
+        self._stamps: tuple[Stamp, ...] = ()
+        self._digest = b""
+        """The credential files' digest as of :attr:`_stamps` (when those are settled)."""
         self._connections = _Connections()
         self.credential_error: str | None = None
         """Why the current credentials could not be loaded (None: they could), naming
@@ -153,12 +177,21 @@ class ClusterClient:
         return files
 
     def _current_fingerprint(self) -> bytes:
+        """A digest of the credential files; re-read only when their stat moved."""
+        if self._digest and tuple(_stamp(p) for p in self._files) == self._stamps:
+            return self._digest
+        files = self._credential_files()
+        stamps = tuple(_stamp(p) for p in files)  # before reading: a change after it shows
         digest = hashlib.sha256()
-        for path in self._credential_files():
+        for path in files:
             try:
                 digest.update(path.read_bytes())
             except OSError:
                 digest.update(b"<missing>")
+        now = time.time()
+        settled = all(s is None or now - max(s[0], s[1]) / 1e9 >= RACY_SECONDS for s in stamps)
+        self._files, self._stamps = files, stamps
+        self._digest = digest.digest() if settled else b""
         return digest.digest()
 
     def _configuration(self) -> k8s_client.Configuration:
