@@ -273,7 +273,9 @@ class ClusterClient:
             api = self._probe_api
         assert api is not None
         try:
-            k8s_client.VersionApi(api).get_code(_request_timeout=timeout)
+            response = _get(api, "/version", [], timeout)
+            response.read()
+            response.release_conn()
         except ApiException as exc:
             if (exc.status or 0) >= 500 or not exc.status:
                 return f"HTTP {exc.status} {exc.reason}"
@@ -299,23 +301,58 @@ class ClusterClient:
             self._api = self._probe_api = None
 
     def list_call(self, resource: str, namespace: str | None) -> Callable[..., Any]:
-        """The generated list function for ``resource`` (all namespaces when None)."""
+        """A list (or watch) function for ``resource`` (all namespaces when None).
+
+        It takes the keyword arguments of the generated ``list_*`` functions (``limit``,
+        ``_continue``, ``watch``, ``resource_version``, ``allow_watch_bookmarks``,
+        ``timeout_seconds``, ``_request_timeout``) and returns the raw response,
+        unread, as they do with ``_preload_content=False``; a status other than 2xx
+        raises :class:`ApiException`, as theirs does. The request itself is built and
+        sent by the official client (``ApiClient.param_serialize`` and ``call_api``:
+        its authentication, TLS and kubeconfig handling); only the generated API
+        classes are skipped, whose argument validation (pydantic, per request) and
+        lazy imports (a megabyte of code, imported under a lock by twenty watch threads
+        at start) cost more than the LIST pages of a small cluster.
+        """
         api = self.api()
-        if resource == Resource.SERVICES:
-            core = k8s_client.CoreV1Api(api)
-            if namespace is None:
-                return core.list_service_for_all_namespaces
-            return lambda **kw: core.list_namespaced_service(namespace, **kw)
-        if resource == Resource.ENDPOINTSLICES:
-            disc = k8s_client.DiscoveryV1Api(api)
-            if namespace is None:
-                return disc.list_endpoint_slice_for_all_namespaces
-            return lambda **kw: disc.list_namespaced_endpoint_slice(namespace, **kw)
-        if resource == Resource.SERVICEEXPORTS:
-            custom = k8s_client.CustomObjectsApi(api)
-            if namespace is None:
-                return lambda **kw: custom.list_cluster_custom_object(
-                    MCS_GROUP, MCS_VERSION, "serviceexports", **kw)
-            return lambda **kw: custom.list_namespaced_custom_object(
-                MCS_GROUP, MCS_VERSION, namespace, "serviceexports", **kw)
-        raise ValueError(f"unknown resource {resource!r}")
+        path = _PATHS[resource] if namespace is None else _NAMESPACED_PATHS[resource].format(
+            namespace=namespace)
+
+        def call(**kwargs: Any) -> Any:
+            timeout = kwargs.pop("_request_timeout", None)
+            kwargs.pop("_preload_content", None)
+            query = [(_QUERY[k], v) for k, v in kwargs.items() if v is not None]
+            return _get(api, path, query, timeout)
+
+        return call
+
+
+_PATHS = {
+    Resource.SERVICES: "/api/v1/services",
+    Resource.ENDPOINTSLICES: "/apis/discovery.k8s.io/v1/endpointslices",
+    Resource.SERVICEEXPORTS: f"/apis/{MCS_GROUP}/{MCS_VERSION}/serviceexports",
+}
+_NAMESPACED_PATHS = {
+    Resource.SERVICES: "/api/v1/namespaces/{namespace}/services",
+    Resource.ENDPOINTSLICES: "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+    Resource.SERVICEEXPORTS: f"/apis/{MCS_GROUP}/{MCS_VERSION}/namespaces/{{namespace}}"
+                             "/serviceexports",
+}
+_QUERY = {"limit": "limit", "_continue": "continue", "watch": "watch",
+          "resource_version": "resourceVersion", "allow_watch_bookmarks": "allowWatchBookmarks",
+          "timeout_seconds": "timeoutSeconds", "label_selector": "labelSelector",
+          "field_selector": "fieldSelector"}
+"""The generated functions' argument names -> the API's query parameters."""
+
+
+def _get(api: k8s_client.ApiClient, path: str, query: list[tuple[str, Any]],
+         timeout: Any) -> Any:
+    """GET ``path`` as the generated functions do with ``_preload_content=False``."""
+    request = api.param_serialize(method="GET", resource_path=path, query_params=query,
+                                  header_params={"Accept": "application/json"},
+                                  auth_settings=["BearerToken"])
+    response = api.call_api(*request, _request_timeout=timeout)
+    if not 200 <= response.status <= 299:
+        response.read()
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return response.response
