@@ -90,3 +90,23 @@ def test_endpoint_addresses_are_canonical_and_bad_ones_dropped() -> None:
          "conditions": {"ready": True}}]))
     assert info is not None
     assert [e.address for e in info.endpoints] == ["10.1.0.1", "fd00::1"]
+
+
+def test_the_collector_pause_nests_and_restores_the_collector() -> None:
+    import gc
+
+    from feddns.sources.kubernetes.watching import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():  # a second watch thread converting at the same time
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first one is still converting
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()

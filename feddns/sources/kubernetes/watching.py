@@ -32,6 +32,7 @@ the watch then waits, which is the back-pressure we want.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import random
@@ -115,6 +116,43 @@ class Alive:
 
 
 Event = Relisted | Changed | Lost | Healthy | Alive
+
+
+class _CollectorPause:
+    """Keeps the cyclic garbage collector off while any watch thread converts a LIST page.
+
+    A parsed page is some 50,000 dicts and lists that live only while it is
+    converted and are freed by reference counting (JSON has no cycles); the
+    collector would traverse them in the young generations and, promoted, in full
+    collections of the whole growing heap, each holding the GIL: measured, a third
+    to half of an initial sync's CPU (bench/RESULTS.md), and pauses of up to 18 ms
+    for every query during a re-list. Pauses nest across threads; the collector
+    runs again once the last page is converted (and freed), with only the
+    endpoints made meanwhile left to look at.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.was_enabled = True
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self.lock:
+            if self.depth == 0:
+                self.was_enabled = gc.isenabled()
+                gc.disable()
+            self.depth += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.depth -= 1
+                if self.depth == 0 and self.was_enabled:
+                    gc.enable()
+
+
+collector_paused = _CollectorPause()
 
 
 class Gone(FeddnsError):
@@ -289,18 +327,21 @@ class ResourceWatcher:
                 kwargs["_continue"] = token
             resp = call(**kwargs)
             try:
-                body = json_loads(resp.data)
+                data = resp.data
             finally:
                 resp.release_conn()
-            for n, obj in enumerate(body.get("items") or []):
-                converted = _convert(self.resource, obj)
-                if converted is not None:
-                    items.append(converted)
-                if n % YIELD_EVERY == 0:
-                    time.sleep(0)  # let the event loop take the GIL (query latency)
-            meta = body.get("metadata") or {}
-            rv = str(meta.get("resourceVersion") or rv)
-            token = meta.get("continue") or None
+            with collector_paused():
+                body = json_loads(data)
+                for n, obj in enumerate(body.get("items") or []):
+                    converted = _convert(self.resource, obj)
+                    if converted is not None:
+                        items.append(converted)
+                    if n % YIELD_EVERY == 0:
+                        time.sleep(0)  # let the event loop take the GIL (query latency)
+                meta = body.get("metadata") or {}
+                rv = str(meta.get("resourceVersion") or rv)
+                token = meta.get("continue") or None
+                del body, data  # freed by reference counting, before the collector is back
             if not token:
                 break
         self.lists += 1
