@@ -169,7 +169,9 @@ class Registry:
         entry = self.clusters.setdefault(snapshot.cluster, ClusterEntry(snapshot.cluster))
         old = entry.snapshot.services if entry.snapshot is not None else {}
         new = snapshot.services
-        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        # A source that rebuilt nothing hands the very same objects back: no comparing.
+        changed = {k for k in old.keys() | new.keys()
+                   if (was := old.get(k)) is not (now_is := new.get(k)) and was != now_is}
         was_loaded = entry.snapshot is not None
         became_fresh = entry.state is not ClusterState.FRESH
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(new))

@@ -217,6 +217,16 @@ class ResourceWatcher:
         """True while a watch stream is open (read by the prober's thread)."""
         self._kicked = threading.Event()
         self._retry_now = threading.Event()
+        self.known: dict[tuple[str, str], Any] = {}
+        """The last conversion handed on per object: an equal new one is replaced by it,
+        so the event loop finds identical objects after a re-list and compares nothing
+        (the comparison is done here, in this thread, off the serving loop)."""
+
+    def _same(self, converted: Any) -> Any:
+        """``converted``, or the equal object handed on before for the same key."""
+        key = converted if isinstance(converted, tuple) else converted.key
+        old = self.known.get(key)
+        return old if old is not None and old == converted else converted
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -318,6 +328,7 @@ class ResourceWatcher:
     def _list(self) -> str:
         call = self.client.list_call(self.resource, self.namespace)
         items: list[Any] = []
+        same = self._same
         token: str | None = None
         rv = ""
         while True:
@@ -335,7 +346,7 @@ class ResourceWatcher:
                 for n, obj in enumerate(body.get("items") or []):
                     converted = _convert(self.resource, obj)
                     if converted is not None:
-                        items.append(converted)
+                        items.append(same(converted))
                     if n % YIELD_EVERY == 0:
                         time.sleep(0)  # let the event loop take the GIL (query latency)
                 meta = body.get("metadata") or {}
@@ -346,6 +357,7 @@ class ResourceWatcher:
                 break
         self.lists += 1
         self.backoff.healthy(time.monotonic())
+        self.known = {item if isinstance(item, tuple) else item.key: item for item in items}
         self.emit(Relisted(self.resource, self.namespace, tuple(items), rv))
         return rv
 
@@ -384,11 +396,16 @@ class ResourceWatcher:
                     converted = _convert(self.resource, obj)
                     if converted is None:
                         # e.g. a slice that became FQDN-only: forget the old version of it.
+                        self.known.pop(_identity(self.resource, obj), None)
                         self.emit(Changed(self.resource, Deleted(_identity(self.resource, obj)),
                                           deleted=True))
                     else:
+                        converted = self._same(converted)
+                        self.known[converted if isinstance(converted, tuple)
+                                   else converted.key] = converted
                         self.emit(Changed(self.resource, converted, deleted=False))
                 elif kind == "DELETED":
+                    self.known.pop(_identity(self.resource, obj), None)
                     self.emit(Changed(self.resource, Deleted(_identity(self.resource, obj)),
                                       deleted=True))
                 if new_rv:
