@@ -32,13 +32,13 @@ def kubeconfig(path: Path, token_file: Path) -> None:
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = client_module.yaml.safe_load
+    real = client_module.yaml.load
 
-    def counting(stream: Any) -> Any:
+    def counting(stream: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return real(stream)
+        return real(stream, **kwargs)
 
-    monkeypatch.setattr(client_module.yaml, "safe_load", counting)
+    monkeypatch.setattr(client_module.yaml, "load", counting)
     return calls
 
 
