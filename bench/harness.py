@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,16 +101,21 @@ class PerfResult:
         return self.server_cpu_s / self.completed * 1e6
 
 
-def run_dnsperf(port: int, queryfile: Path, *, seconds: float, cpu: int | None = 0,
+def run_dnsperf(port: int, queryfile: Path, *, seconds: float | None, cpu: int | None = 0,
                 clients: int = 10, outstanding: int = 100, mode: str = "udp",
-                server_pid: int | None = None) -> PerfResult:
-    """One dnsperf run against 127.0.0.1:port."""
+                server_pid: int | None = None, passes: int | None = None,
+                extra: Sequence[str] = ()) -> PerfResult:
+    """One dnsperf run against 127.0.0.1:port.
+
+    ``seconds`` long, or (``seconds`` None) ``passes`` times through the query file;
+    ``extra`` is passed on (``-O num-queries-per-conn=10``).
+    """
     exe = shutil.which("dnsperf")
     if exe is None:
         raise RuntimeError("dnsperf is not installed (Debian package dnsperf; `make bench-deps`)")
+    limit = ["-l", str(seconds)] if seconds is not None else ["-n", str(passes or 1)]
     cmd = [*taskset(cpu), exe, "-s", "127.0.0.1", "-p", str(port), "-d", str(queryfile),
-           "-l", str(seconds), "-c", str(clients), "-q", str(outstanding), "-t", "2",
-           "-m", mode]
+           *limit, "-c", str(clients), "-q", str(outstanding), "-t", "2", "-m", mode, *extra]
     before = cpu_seconds(server_pid) if server_pid else None
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     after = cpu_seconds(server_pid) if server_pid else None

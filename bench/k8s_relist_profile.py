@@ -7,7 +7,7 @@ the steps of the Kubernetes source at run time (nothing in feddns/ is
 edited) and forces ``--relists`` re-lists, then prints, per step, the calls,
 total and largest single duration, and on which thread:
 
-* watch thread: the whole ``_list`` call, ``json.loads`` of each page (one C
+* watch thread: the whole ``_list`` call, the JSON parse of each page (one C
   call that holds the GIL throughout: the loop cannot run meanwhile), the
   JSON -> model conversion, and the blocking ``emit``;
 * event loop: ``KubernetesSource.apply`` per event kind, ``snapshot()``,
@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 import subprocess
 import sys
 import tempfile
@@ -76,13 +75,6 @@ def timed(label: str | Callable[..., str], fn: Callable[..., Any]) -> Callable[.
     return wrapper
 
 
-class _TimedJson:
-    """Stands in for the ``json`` module inside feddns's watching module."""
-
-    loads = staticmethod(timed("json.loads", json.loads))
-    dumps = staticmethod(json.dumps)
-
-
 _GC_START: dict[int, float] = {}
 
 
@@ -102,7 +94,7 @@ def install() -> None:
     gc.callbacks.append(_gc_callback)
     rw = watching_module.ResourceWatcher
     rw._list = timed(lambda self: f"_list {self.resource}", rw._list)  # type: ignore[method-assign]
-    watching_module.json = _TimedJson  # type: ignore[assignment]
+    watching_module.json_loads = timed("json loads", watching_module.json_loads)
     watching_module._convert = timed("convert one object", watching_module._convert)
     ks = source_module.KubernetesSource
     ks._emit = timed("emit (queue.put)", ks._emit)  # type: ignore[method-assign]

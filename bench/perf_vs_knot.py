@@ -1,21 +1,40 @@
-"""Throughput, CPU per query and latency of feddns against Knot DNS, in the same session.
+"""UDP and TCP throughput, CPU per query and latency of feddns against Knot DNS, in one run.
 
 Generates a federation (bench/dataset.py), serves it with feddns and the equivalent
-static zone with Knot DNS (one UDP worker; its threads re-pinned, since knotd pins
-itself), each server pinned to CPU 1 and dnsperf to CPU 0, and prints:
+static zone with Knot DNS (one UDP and one TCP worker; its threads re-pinned, since
+knotd pins itself), both servers up at once and pinned to CPU 1, dnsperf on CPU 0.
+Every measurement alternates between the two servers, run by run (feddns, Knot,
+feddns, Knot...), so a busy moment on the shared machine hits both alike. It prints:
 
-* ``feddns-qps``, ``knot-qps``, ``qps-ratio-vs-knot``: median of ``--runs`` dnsperf runs
-  of ``--seconds`` each at full load, the same query file, from a client feddns cannot
-  place (so both servers give the same answers);
-* ``feddns-server-us-per-query``, ``knot-server-us-per-query``, ``cpu-ratio-vs-knot``
-  (Knot's CPU microseconds per answered query divided by feddns's);
-* ``feddns-qps-located``: the same mix from clients in three zones (per-zone answers);
-* ``feddns-lost``, ``knot-lost``: queries lost (median);
-* ``p99-latency-ms-at-half-max`` (and p50/p95, for both servers): dnsperf -Q at half
-  of feddns's maximum, per-query latencies;
+* UDP at full load (``dnsperf -c 10 -q 100``): ``feddns-qps``, ``knot-qps``,
+  ``qps-ratio-vs-knot``, ``feddns-server-us-per-query``, ``knot-server-us-per-query``,
+  ``cpu-ratio-vs-knot`` (Knot's CPU microseconds per answered query divided by
+  feddns's: dnsperf bounds QPS, CPU per query is the capacity figure);
+* TCP over persistent connections, as CoreDNS's ``forward`` and NodeLocal DNSCache
+  (``force_tcp``) keep them (``dnsperf -m tcp -c 10 -q 20``): ``feddns-tcp-qps``,
+  ``knot-tcp-qps``, ``feddns-tcp-server-us-per-query``,
+  ``knot-tcp-server-us-per-query``, ``tcp-cpu-ratio-vs-knot``;
+* TCP over short connections of 10 queries each (``-O num-queries-per-conn=10``): a
+  10,000-line query file, so each pass through it is 1,000 connections, ``--short-passes``
+  passes per run: ``feddns-tcp-short-server-us-per-query``,
+  ``knot-tcp-short-server-us-per-query``, ``tcp-short-connections-cpu-ratio-vs-knot``;
+* latency at half of feddns's maximum UDP rate (``dnsperf -Q``, per-query latencies
+  from ``dnsperf -v``), both servers at the same rate: p50/p95/p99 per server,
+  ``p99-latency-ms-at-half-max`` (feddns) and ``p99-ratio-vs-knot-at-half-max``;
+* ``loop-lag-max-ms-under-load``: the worst event-loop lag feddns reported
+  (``feddns_event_loop_lag_seconds``, the largest lag of the last 10 s, read every
+  10 s of each run and at its end) during its full-load runs, UDP and TCP;
+* ``feddns-qps-located``: the UDP mix from clients in three zones (per-zone answers);
+* ``feddns-lost``, ``knot-lost``: UDP queries lost (median);
 * ``resperf-max-qps-no-loss`` for both, with ``--resperf``.
 
-    .venv/bin/python -m bench.perf_vs_knot [--seconds 15] [--runs 3] [--resperf]
+Every figure is the median of ``--runs`` runs; each run's values are printed as
+``#`` lines. ``--feddns-tree DIR`` runs feddns from another source tree;
+``--baseline-tree DIR`` adds a third server, feddns from that tree (named ``before``), to
+every alternation of the full-load runs, and prints its figures and ratios too (a
+before/after comparison in the same run).
+
+    .venv/bin/python -m bench.perf_vs_knot [--seconds 10] [--runs 3] [--resperf]
 """
 
 from __future__ import annotations
@@ -23,12 +42,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import dataset
@@ -46,24 +69,46 @@ from bench.harness import (
 from tests.ports import free_port
 
 PROBE = "svc-1.ns-1.svc.clusterset.local"
+SHORT_QUERIES = 10_000
+"""Lines of the short-connection query file: 1,000 connections of 10 queries per pass."""
+PER_CONNECTION = 10
+LAG_WINDOW = 10.0
+"""Seconds of samples ``feddns_event_loop_lag_seconds`` covers (observe.counting)."""
+
+
+@dataclass
+class Server:
+    """One server under test."""
+
+    name: str
+    port: int
+    pid: int
+    metrics: str | None = None
+    """feddns's /metrics URL (None for Knot)."""
 
 
 @contextlib.contextmanager
-def feddns(config: Path, port: int) -> Iterator[int]:
-    """Run feddns on ``config`` pinned to CPU 1; yield its pid."""
+def feddns(config: Path, port: int, *, tree: Path | None = None,
+           name: str = "feddns") -> Iterator[Server]:
+    """Run feddns on ``config`` pinned to CPU 1 (from ``tree`` if given)."""
+    observe = free_port()
     cmd = [*taskset(1), sys.executable, "-m", "feddns", "serve", "-c", str(config),
-           "--listen", f"127.0.0.1:{port}", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=REPO)
+           "--listen", f"127.0.0.1:{port}", "--observe-listen", f"127.0.0.1:{observe}",
+           "--log-level", "warning"]
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    proc = subprocess.Popen(cmd, cwd=tree or REPO, env=env)
     try:
         wait_for_dns(port, PROBE, timeout=120)
-        yield proc.pid
+        yield Server(name, port, proc.pid, f"http://127.0.0.1:{observe}/metrics")
     finally:
         stop_process(proc, timeout=15)
 
 
 @contextlib.contextmanager
-def knot(zone: Path, port: int, folder: Path) -> Iterator[int]:
-    """Run knotd with one UDP worker, all its threads pinned to CPU 1; yield its pid."""
+def knot(zone: Path, port: int, folder: Path) -> Iterator[Server]:
+    """Run knotd with one UDP and one TCP worker, all its threads pinned to CPU 1."""
     exe = shutil.which("knotd") or "/usr/sbin/knotd"
     if not os.path.exists(exe):
         raise RuntimeError("knotd is not installed (Debian package knot; `make bench-deps`)")
@@ -94,12 +139,58 @@ zone:
         if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
             subprocess.run(["taskset", "-a", "-p", "-c", "1", str(proc.pid)],
                            check=True, stdout=subprocess.DEVNULL)
-        yield proc.pid
+        yield Server("knot", port, proc.pid)
     finally:
         stop_process(proc, timeout=15)
 
 
-def located_runs(port: int, queries: Path, *, seconds: float, pid: int) -> float:
+def loop_lag(url: str) -> float:
+    """``feddns_event_loop_lag_seconds`` from /metrics (the worst lag of the last 10 s)."""
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.search(r"^feddns_event_loop_lag_seconds (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else float("nan")
+
+
+class LagWatch:
+    """Reads feddns's loop lag every ``LAG_WINDOW`` s of a run and at its end; keeps the max.
+
+    Each reading covers the 10 s before it, so a run of 10 s or more is covered by
+    readings whose windows lie inside it (a shorter run's reading reaches back before
+    its start).
+    """
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LagWatch:
+        if self.url is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        assert self.url is not None
+        while not self._stop.wait(LAG_WINDOW):
+            self.values.append(loop_lag(self.url))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(10)
+            assert self.url is not None
+            self.values.append(loop_lag(self.url))
+
+    @property
+    def worst_ms(self) -> float:
+        """The largest lag read, in milliseconds (NaN for Knot)."""
+        return max(self.values) * 1000 if self.values else float("nan")
+
+
+def located_runs(port: int, queries: Path, *, seconds: float) -> float:
     """Three dnsperf processes (one per client zone) sharing CPU 0; total QPS."""
     exe = shutil.which("dnsperf") or "dnsperf"
     procs = [
@@ -109,7 +200,6 @@ def located_runs(port: int, queries: Path, *, seconds: float, pid: int) -> float
                          stdout=subprocess.PIPE, text=True)
         for c in range(3)
     ]
-    del pid
     total = 0.0
     for p in procs:
         out, _ = p.communicate()
@@ -164,79 +254,157 @@ def resperf_max(port: int, queries: Path, *, max_qps: int, ramp: int = 20) -> fl
     return float("nan")
 
 
-def measure(name: str, port: int, pid: int, queries: Path, *, seconds: float,
-            runs: int) -> list[PerfResult]:
-    """Warm up, then ``runs`` full-load dnsperf runs."""
-    run_dnsperf(port, queries, seconds=2, server_pid=pid)
-    results = []
+Measure = Callable[[Server], PerfResult]
+
+
+def alternate(kind: str, servers: list[Server], runs: int, measure: Measure,
+              lags: dict[str, list[float]] | None = None) -> dict[str, list[PerfResult]]:
+    """``runs`` rounds of ``measure`` on each server in turn; print each run."""
+    results: dict[str, list[PerfResult]] = {s.name: [] for s in servers}
     for i in range(runs):
-        r = run_dnsperf(port, queries, seconds=seconds, server_pid=pid)
-        print(f"# {name} run {i + 1}: {r.qps:.0f} qps, lost {r.lost}, "
-              f"avg {r.latency_avg_ms:.3f} ms, {r.server_us_per_query or 0:.2f} us/query",
-              flush=True)
-        results.append(r)
+        for server in servers:
+            with LagWatch(server.metrics if lags is not None else None) as watch:
+                r = measure(server)
+            lag = ""
+            if lags is not None and server.metrics is not None:
+                lags.setdefault(server.name, []).append(watch.worst_ms)
+                lag = f", loop lag max {watch.worst_ms:.2f} ms"
+            print(f"# {kind} {server.name} run {i + 1}: {r.qps:.0f} qps, "
+                  f"{r.completed} answered, lost {r.lost}, avg {r.latency_avg_ms:.3f} ms, "
+                  f"{r.server_us_per_query or 0:.2f} us/query{lag}", flush=True)
+            results[server.name].append(r)
     return results
+
+
+def us(results: list[PerfResult]) -> float:
+    """Median server CPU microseconds per answered query."""
+    return median([r.server_us_per_query or 0.0 for r in results])
+
+
+def ratio(knot_us: float, fed_us: float) -> float:
+    """Knot's CPU per query over feddns's (1: as cheap as Knot)."""
+    return knot_us / fed_us if fed_us else float("nan")
 
 
 def main() -> None:
     """Run the comparison and print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=15)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--services", type=int, default=2000)
     parser.add_argument("--clusters", type=int, default=5)
+    parser.add_argument("--short-passes", type=int, default=5,
+                        help="passes through the 10,000-line file per short-connection run")
     parser.add_argument("--resperf", action="store_true")
     parser.add_argument("--skip-knot", action="store_true",
                         help="feddns only (the CI smoke run)")
+    parser.add_argument("--feddns-tree", type=Path, default=None,
+                        help="run feddns from this source tree (a before/after comparison)")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="also run feddns from this tree as 'before' in the full-load runs")
     args = parser.parse_args()
     shape = dataset.Shape(clusters=args.clusters, services=args.services)
+    load = os.getloadavg()
+    print(f"# load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"{args.runs} runs of {args.seconds:g} s; feddns from "
+          f"{args.feddns_tree or REPO}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = dataset.write(folder, shape)
         queries = paths["queries"]
-        port = free_port()
-        with feddns(paths["config"], port) as pid:
-            fed = measure("feddns", port, pid, queries, seconds=args.seconds, runs=args.runs)
-            fed_qps = median([r.qps for r in fed])
-            located = located_runs(port, queries, seconds=args.seconds, pid=pid)
+        short = folder / "short-queries.txt"
+        short.write_text("\n".join(queries.read_text().splitlines()[:SHORT_QUERIES]) + "\n")
+        with contextlib.ExitStack() as stack:
+            fed = stack.enter_context(feddns(paths["config"], free_port(),
+                                             tree=args.feddns_tree))
+            servers = [fed]
+            if not args.skip_knot:
+                servers.append(stack.enter_context(knot(paths["zone"], free_port(), folder)))
+            if args.baseline_tree is not None:
+                servers.append(stack.enter_context(feddns(
+                    paths["config"], free_port(), tree=args.baseline_tree, name="before")))
+            for server in servers:  # warm-up: one pass, every answer compiled and memoized
+                run_dnsperf(server.port, queries, seconds=None, passes=1,
+                            server_pid=server.pid)
+                run_dnsperf(server.port, queries, seconds=1, mode="tcp", clients=10,
+                            outstanding=20, server_pid=server.pid)
+            lags: dict[str, list[float]] = {}
+            udp = alternate("udp", servers, args.runs, lambda s: run_dnsperf(
+                s.port, queries, seconds=args.seconds, server_pid=s.pid), lags)
+            tcp = alternate("tcp", servers, args.runs, lambda s: run_dnsperf(
+                s.port, queries, seconds=args.seconds, mode="tcp", clients=10,
+                outstanding=20, server_pid=s.pid), lags)
+            short_runs = alternate("tcp-short", servers, args.runs, lambda s: run_dnsperf(
+                s.port, short, seconds=None, passes=args.short_passes, mode="tcp",
+                clients=10, outstanding=20, server_pid=s.pid,
+                extra=["-O", f"num-queries-per-conn={PER_CONNECTION}"]))
+            fed_qps = median([r.qps for r in udp["feddns"]])
             half = fed_qps / 2
-            fed_lat = latency_run(port, queries, qps=half, seconds=min(args.seconds, 10))
-            fed_resperf = resperf_max(port, queries, max_qps=int(fed_qps * 1.5)) \
-                if args.resperf else None
-            cpu_total = cpu_seconds(pid)
-        figure("feddns-qps", fed_qps)
-        figure("feddns-lost", int(median([float(r.lost) for r in fed])))
-        figure("feddns-server-us-per-query",
-               median([r.server_us_per_query or 0.0 for r in fed]))
-        figure("feddns-qps-located", located)
-        figure("feddns-latency-p50-ms-at-half-max", pct(fed_lat, 50))
-        figure("feddns-latency-p95-ms-at-half-max", pct(fed_lat, 95))
-        figure("p99-latency-ms-at-half-max", pct(fed_lat, 99))
-        if fed_resperf is not None:
-            figure("feddns-resperf-max-qps-no-loss", fed_resperf)
-        print(f"# feddns process CPU seconds in total: {cpu_total:.1f}")
-        if args.skip_knot:
-            return
-        kport = free_port()
-        with knot(paths["zone"], kport, folder) as kpid:
-            kn = measure("knot", kport, kpid, queries, seconds=args.seconds, runs=args.runs)
-            knot_lat = latency_run(kport, queries, qps=half, seconds=min(args.seconds, 10))
-            knot_resperf = resperf_max(kport, queries, max_qps=int(fed_qps * 2)) \
-                if args.resperf else None
-        knot_qps = median([r.qps for r in kn])
-        fed_us = median([r.server_us_per_query or 0.0 for r in fed])
-        knot_us = median([r.server_us_per_query or 0.0 for r in kn])
-        figure("knot-qps", knot_qps)
-        figure("knot-lost", int(median([float(r.lost) for r in kn])))
-        figure("knot-server-us-per-query", knot_us)
-        figure("qps-ratio-vs-knot", fed_qps / knot_qps)
-        figure("cpu-ratio-vs-knot", knot_us / fed_us if fed_us else float("nan"))
-        figure("knot-latency-p50-ms-at-half-max", pct(knot_lat, 50))
-        figure("knot-latency-p95-ms-at-half-max", pct(knot_lat, 95))
-        figure("knot-latency-p99-ms-at-half-max", pct(knot_lat, 99))
-        if knot_resperf is not None:
-            figure("knot-resperf-max-qps-no-loss", knot_resperf)
-        print(f"# date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+            latencies: dict[str, list[list[float]]] = {s.name: [] for s in servers}
+            for i in range(args.runs):
+                for server in servers:
+                    if server.name == "before":
+                        continue
+                    lat = latency_run(server.port, queries, qps=half,
+                                      seconds=min(args.seconds, 10))
+                    latencies[server.name].append(lat)
+                    print(f"# latency at {half:.0f} qps {server.name} run {i + 1}: p50 "
+                          f"{pct(lat, 50):.3f} p95 {pct(lat, 95):.3f} p99 {pct(lat, 99):.3f}"
+                          f" max {lat[-1] if lat else float('nan'):.3f} ms "
+                          f"({len(lat)} answers)", flush=True)
+            located = located_runs(fed.port, queries, seconds=args.seconds)
+            resperf = {s.name: resperf_max(s.port, queries, max_qps=int(fed_qps * 2))
+                       for s in servers if s.name != "before"} if args.resperf else {}
+            print(f"# feddns process CPU seconds in total: {cpu_seconds(fed.pid):.1f}")
+    load = os.getloadavg()
+    print(f"# load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+    def p(name: str, q: float) -> float:
+        return median([pct(lat, q) for lat in latencies[name]])
+
+    figure("feddns-qps", fed_qps)
+    figure("feddns-lost", int(median([float(r.lost) for r in udp["feddns"]])))
+    figure("feddns-server-us-per-query", us(udp["feddns"]))
+    figure("feddns-tcp-qps", median([r.qps for r in tcp["feddns"]]))
+    figure("feddns-tcp-server-us-per-query", us(tcp["feddns"]))
+    figure("feddns-tcp-short-server-us-per-query", us(short_runs["feddns"]))
+    figure("feddns-qps-located", located)
+    figure("feddns-latency-p50-ms-at-half-max", p("feddns", 50))
+    figure("feddns-latency-p95-ms-at-half-max", p("feddns", 95))
+    figure("p99-latency-ms-at-half-max", p("feddns", 99))
+    figure("loop-lag-max-ms-under-load", max(lags["feddns"]))
+    if "feddns" in resperf:
+        figure("feddns-resperf-max-qps-no-loss", resperf["feddns"])
+    if args.skip_knot:
+        return
+    figure("knot-qps", median([r.qps for r in udp["knot"]]))
+    figure("knot-lost", int(median([float(r.lost) for r in udp["knot"]])))
+    figure("knot-server-us-per-query", us(udp["knot"]))
+    figure("knot-tcp-qps", median([r.qps for r in tcp["knot"]]))
+    figure("knot-tcp-server-us-per-query", us(tcp["knot"]))
+    figure("knot-tcp-short-server-us-per-query", us(short_runs["knot"]))
+    figure("qps-ratio-vs-knot", fed_qps / median([r.qps for r in udp["knot"]]))
+    figure("cpu-ratio-vs-knot", ratio(us(udp["knot"]), us(udp["feddns"])))
+    figure("tcp-cpu-ratio-vs-knot", ratio(us(tcp["knot"]), us(tcp["feddns"])))
+    figure("tcp-short-connections-cpu-ratio-vs-knot",
+           ratio(us(short_runs["knot"]), us(short_runs["feddns"])))
+    figure("knot-latency-p50-ms-at-half-max", p("knot", 50))
+    figure("knot-latency-p95-ms-at-half-max", p("knot", 95))
+    figure("knot-latency-p99-ms-at-half-max", p("knot", 99))
+    figure("p99-ratio-vs-knot-at-half-max", p("feddns", 99) / p("knot", 99))
+    if "knot" in resperf:
+        figure("knot-resperf-max-qps-no-loss", resperf["knot"])
+    if args.baseline_tree is not None:
+        figure("before-server-us-per-query", us(udp["before"]))
+        figure("before-tcp-server-us-per-query", us(tcp["before"]))
+        figure("before-tcp-short-server-us-per-query", us(short_runs["before"]))
+        figure("before-cpu-ratio-vs-knot", ratio(us(udp["knot"]), us(udp["before"])))
+        figure("before-tcp-cpu-ratio-vs-knot", ratio(us(tcp["knot"]), us(tcp["before"])))
+        figure("before-tcp-short-connections-cpu-ratio-vs-knot",
+               ratio(us(short_runs["knot"]), us(short_runs["before"])))
+        figure("before-loop-lag-max-ms-under-load", max(lags["before"]))
+    print(f"# date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
 
 
 if __name__ == "__main__":

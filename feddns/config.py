@@ -931,10 +931,13 @@ def problems_from_validation(exc: ValidationError) -> list[str]:
     return problems
 
 
-def read_yaml(path: Path) -> Any:
-    """Read a YAML (or JSON) file, raising :class:`ConfigError` with a position on error."""
+def read_yaml(path: Path, content: bytes | None = None) -> Any:
+    """Read a YAML (or JSON) file, raising :class:`ConfigError` with a position on error.
+
+    ``content``: the file's bytes, already read.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8") if content is None else content.decode()
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:

@@ -1,24 +1,18 @@
 """UDP and TCP transports for the query handler (RFC 1035 §4.2, RFC 7766).
 
-Why it exists: sockets, timeouts and connection bookkeeping live here and
-nowhere else; the handler only turns bytes into bytes (:class:`Handles`: one
-entry point per transport). Rules kept:
+Why it exists: sockets, timeouts and connection bookkeeping live here (and, for
+each TCP connection, in :mod:`feddns.dns.tcp`) and nowhere else; the handler
+only turns bytes into bytes (:class:`~feddns.dns.transport.Handles`: one entry
+point per transport). Rules kept:
 
 * UDP and TCP listen on the same address and port (port 0 picks one free
   port for both, which the tests use);
 * the UDP receive buffer is enlarged (the kernel default drops queries under
   load, see bench/RESULTS.md);
-* TCP: pipelined queries on one connection are answered as they arrive; a
-  connection idle for ``tcp_idle_timeout`` is closed (RFC 7766 §6.2.3); a
-  message must arrive completely within ``tcp_io_timeout`` (slow-loris); the
-  first complete query must arrive within ``tcp_handshake_timeout`` of the
-  accept (Knot); a length prefix of 0 closes the connection;
-* at most ``max_tcp_clients`` connections are open at once (RFC 7766 §10,
-  CVE-2018-5743): one beyond it is accepted and closed at once, before a
-  reader, writer or task exists for it; the decision is taken when the
-  connection is made, so the count never exceeds the cap. Each close by a
-  timeout is counted by kind, each shed connection too, and the peak of open
-  connections is kept;
+* TCP: one protocol object per connection (:class:`~feddns.dns.tcp.TcpConnection`:
+  framing, pipelining, the idle, I/O and handshake timeouts, back-pressure);
+  at most ``max_tcp_clients`` connections are open at once, one beyond it is
+  closed at accept (RFC 7766 §10, CVE-2018-5743);
 * the limits are read from the :class:`~feddns.dns.limiting.Limits` the app
   hands to both the handler and the server, on every accept, so a reload
   changes them for new connections;
@@ -28,11 +22,12 @@ entry point per transport). Rules kept:
   ``BATCH`` datagrams per wake-up (:class:`UdpListener`), and a repeated
   query is answered there, from the front memo the app hands to both
   (:class:`~feddns.dns.front.FrontMemo`), without calling the handler: two
-  dict lookups, a count and a send. Everything else goes to the handler;
+  dict lookups, a count and a send. TCP connections read the same front.
+  Everything else goes to the handler;
 * the first query after every ``SAMPLE_INTERVAL`` is timed (handler and
   send), per transport, into ``ServerStats.latency``: two clock reads per
-  query would cost more than everything else the metrics add. A UDP sample
-  is taken by swapping in an empty front map, so the hot path has no check
+  query would cost more than everything else the metrics add. A sample is
+  taken by swapping in an empty front map, so the hot path has no check
   for it at all. An idle server arms the next sample once and then sleeps.
 """
 
@@ -43,64 +38,30 @@ import contextlib
 import logging
 import socket
 import sys
-from collections import Counter
-from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Protocol
 
 from feddns.dns.front import FrontEntry, FrontMemo
 from feddns.dns.limiting import Limits
-from feddns.histogram import LATENCY_BOUNDS, Buckets
+from feddns.dns.tcp import TcpConnection
+from feddns.dns.transport import (
+    SAMPLE_DUE,
+    SAMPLE_INTERVAL,
+    Handles,
+    ServerStats,
+    count_error,
+)
+
+__all__ = ["BATCH", "DnsServer", "Handles", "ServerStats", "UdpListener"]
 
 log = logging.getLogger(__name__)
 
-
-class Handles(Protocol):
-    """What the transports call: the handler, or a wrapper around it (the query log)."""
-
-    def handle_udp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
-        """Answer one datagram; None: send nothing."""
-
-    def handle_tcp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
-        """Answer one message of a TCP connection; None: send nothing."""
-
-
 TCP_BACKLOG = 1024
 """Pending TCP connections the kernel queues before accept (RFC 7766 §6.2.2: many clients)."""
-
-SAMPLE_INTERVAL = 0.01
-"""Seconds between two queries timed for the latency histogram (per transport)."""
 
 RECV_SIZE = 65535
 """Bytes read per datagram: any UDP datagram whole, as the handler must see it."""
 BATCH = 64
 """Datagrams read per readiness callback before the event loop gets a turn."""
-
-_SAMPLE_DUE: dict[str, dict[bytes, FrontEntry]] = {}
-"""An always-empty front map: swapped in when a UDP sample is due, so the next query
-misses the front and is timed on the slow path."""
-
-
-def _latency() -> dict[str, Buckets]:
-    return {"udp": Buckets(LATENCY_BOUNDS), "tcp": Buckets(LATENCY_BOUNDS)}
-
-
-@dataclass(slots=True)
-class ServerStats:
-    """Transport-level counters (the handler counts protocol events itself)."""
-
-    errors: Counter[str] = field(default_factory=Counter)
-    tcp_connections: int = 0
-    tcp_accepted: int = 0
-    """TCP connections taken into service (shed ones are not counted here)."""
-    tcp_peak: int = 0
-    """Most TCP connections open at once since start."""
-    tcp_shed: int = 0
-    """TCP connections closed at accept because ``max_tcp_clients`` were open."""
-    tcp_timeouts: Counter[str] = field(default_factory=Counter)
-    """TCP connections closed by a timeout: ``handshake``, ``idle`` or ``io``."""
-    latency: dict[str, Buckets] = field(default_factory=_latency)
-    """Sampled seconds from a query's arrival in Python to its answer sent, by transport."""
 
 
 class UdpListener:
@@ -122,8 +83,9 @@ class UdpListener:
         self.stats = stats
         self.front_map: dict[str, dict[bytes, FrontEntry]] = {}
         self.counts: list[int] = []
-        self.by_source = _SAMPLE_DUE
-        """:attr:`front_map`, or :data:`_SAMPLE_DUE` while a sample is due (the first query)."""
+        self.by_source = SAMPLE_DUE
+        """:attr:`front_map`, or :data:`~feddns.dns.transport.SAMPLE_DUE` while a sample
+        is due (the first query)."""
         self.sample_timer: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.set_front(front)
@@ -132,7 +94,7 @@ class UdpListener:
         """Answer repeated queries from ``front`` (None: every query goes to the handler)."""
         self.front_map = front.by_source if front is not None else {}
         self.counts = front.counts if front is not None else []
-        if self.by_source is not _SAMPLE_DUE:
+        if self.by_source is not SAMPLE_DUE:
             self.by_source = self.front_map
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -176,7 +138,7 @@ class UdpListener:
                         else:  # a rotating answer: the variant follows the query ID
                             sendto(data[:2] + tail[data[1] % len(tail)], addr)  # type: ignore[operator]
                     except OSError as exc:
-                        _count_error(self.stats, "udp_send", exc)
+                        count_error(self.stats, "udp_send", exc)
                     continue
             self._answer(data, addr)
             by_source = self.by_source  # a sample taken puts the front back
@@ -184,7 +146,7 @@ class UdpListener:
 
     def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
         """Everything the front memo does not answer: the handler decides."""
-        timed = self.by_source is _SAMPLE_DUE
+        timed = self.by_source is SAMPLE_DUE
         if timed:
             self.by_source = self.front_map
             if self.loop is not None:
@@ -193,57 +155,20 @@ class UdpListener:
         try:
             resp = self.handle(data, addr)
         except Exception as exc:  # one packet must never take the listener down
-            _count_error(self.stats, "udp", exc)
+            count_error(self.stats, "udp", exc)
             return
         if resp is not None:
             try:
                 self.sock.sendto(resp, addr)
             except OSError as exc:
-                _count_error(self.stats, "udp_send", exc)
+                count_error(self.stats, "udp_send", exc)
                 return
         if timed:
             self.stats.latency["udp"].observe(perf_counter() - started)
 
     def _sample_due(self) -> None:
         self.sample_timer = None
-        self.by_source = _SAMPLE_DUE
-
-
-class _TcpProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that counts its connection and sheds it when the cap is reached."""
-
-    def __init__(self, server: DnsServer, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(asyncio.StreamReader(loop=loop), server._serve_tcp, loop=loop)
-        self._dns_server = server
-        self._counted = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self._dns_server
-        stats = server.stats
-        if stats.tcp_connections >= server.limits.max_tcp_clients:
-            stats.tcp_shed += 1
-            # No reader, writer or task was made for it.
-            transport.abort()  # type: ignore[attr-defined]
-            return
-        self._counted = True
-        stats.tcp_connections += 1
-        stats.tcp_accepted += 1
-        stats.tcp_peak = max(stats.tcp_peak, stats.tcp_connections)
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._counted:
-            return
-        self._counted = False
-        self._dns_server.stats.tcp_connections -= 1
-        super().connection_lost(exc)
-
-
-def _count_error(stats: ServerStats, where: str, exc: BaseException) -> None:
-    kind = f"{where}_{type(exc).__name__}"
-    if stats.errors[kind] == 0:
-        log.exception("unexpected error handling a %s packet (logged once per kind)", where)
-    stats.errors[kind] += 1
+        self.by_source = SAMPLE_DUE
 
 
 def _set_rcvbuf(sock: socket.socket, size: int) -> int:
@@ -287,7 +212,11 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
 
 
 class DnsServer:
-    """Serves ``handler`` on each listen address over UDP and TCP."""
+    """Serves ``handler`` on each listen address over UDP and TCP.
+
+    It is also what each TCP connection reads its settings, handler and front
+    from (:class:`~feddns.dns.tcp.TcpOwner`).
+    """
 
     def __init__(
         self,
@@ -302,7 +231,7 @@ class DnsServer:
     ) -> None:
         self.handler = handler
         self.front = front
-        """The front memo for UDP (None: every query must reach the handler)."""
+        """The front memo for UDP and TCP (None: every query must reach the handler)."""
         self.listen = listen
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_io_timeout = tcp_io_timeout
@@ -311,11 +240,24 @@ class DnsServer:
         self.udp_receive_buffer = udp_receive_buffer
         self.stats = ServerStats()
         self.addresses: list[tuple[str, int]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tcp_front: dict[str, dict[bytes, FrontEntry]] = {}
+        """The front memo by client address, for TCP (empty without a front)."""
+        self.tcp_by_source = SAMPLE_DUE
+        """:attr:`tcp_front`, or :data:`~feddns.dns.transport.SAMPLE_DUE` while a TCP
+        sample is due."""
+        self.front_counts: list[int] = []
         self._udp: list[UdpListener] = []
         self._tcp: list[asyncio.Server] = []
-        self._conns: set[asyncio.StreamWriter] = set()
-        self._tcp_sample_due = True
+        self._conns: set[TcpConnection] = set()
         self._tcp_sample_timer: asyncio.TimerHandle | None = None
+        self._use_front(front)
+
+    def _use_front(self, front: FrontMemo | None) -> None:
+        self.tcp_front = front.by_source if front is not None else {}
+        self.front_counts = front.counts if front is not None else []
+        if self.tcp_by_source is not SAMPLE_DUE:
+            self.tcp_by_source = self.tcp_front
 
     def set_handler(self, handler: Handles, front: FrontMemo | None) -> None:
         """Answer with ``handler`` and ``front`` from the next query on.
@@ -325,13 +267,14 @@ class DnsServer:
         """
         self.handler = handler
         self.front = front
+        self._use_front(front)
         for listener in self._udp:
             listener.handle = handler.handle_udp
             listener.set_front(front)
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind every address; return them with the ports actually bound."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         for host, port in self.listen:
             udp_sock, tcp_sock = _bind_pair(host, port)
             got = _set_rcvbuf(udp_sock, self.udp_receive_buffer)
@@ -346,7 +289,7 @@ class DnsServer:
             self._udp.append(listener)
             # create_server listens again with its own backlog (default 100), which would
             # drop SYNs from a burst of clients while the loop is busy: pass ours.
-            server = await loop.create_server(lambda: _TcpProtocol(self, loop), sock=tcp_sock,
+            server = await loop.create_server(lambda: TcpConnection(self), sock=tcp_sock,
                                               backlog=TCP_BACKLOG)
             self._tcp.append(server)
             self.addresses.append((host, udp_sock.getsockname()[1]))
@@ -358,8 +301,9 @@ class DnsServer:
             listener.close()
         for server in self._tcp:
             server.close()
-        for writer in list(self._conns):
-            writer.close()
+        for conn in list(self._conns):
+            if conn.transport is not None:
+                conn.transport.close()
         for server in self._tcp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
@@ -369,60 +313,22 @@ class DnsServer:
             self._tcp_sample_timer.cancel()
             self._tcp_sample_timer = None
 
-    def _tcp_sample_now(self) -> None:
-        self._tcp_sample_timer = None
-        self._tcp_sample_due = True
+    # --- what TCP connections call (feddns.dns.tcp.TcpOwner) ---------------------------
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        peer = (str(peername[0]), int(peername[1])) if peername else None
-        self._conns.add(writer)
-        loop = asyncio.get_running_loop()
-        # Until the first complete query, every wait also ends at the handshake deadline.
-        handshake: float | None = loop.time() + self.limits.tcp_handshake_timeout
-        reason = "idle"
-        try:
-            while True:
-                when, reason = loop.time() + self.tcp_idle_timeout, "idle"
-                if handshake is not None and handshake < when:
-                    when, reason = handshake, "handshake"
-                async with asyncio.timeout_at(when):
-                    prefix = await reader.readexactly(2)
-                length = (prefix[0] << 8) | prefix[1]
-                if length == 0:
-                    break
-                when, reason = loop.time() + self.tcp_io_timeout, "io"
-                if handshake is not None and handshake < when:
-                    when, reason = handshake, "handshake"
-                async with asyncio.timeout_at(when):
-                    data = await reader.readexactly(length)
-                handshake = None
-                started = 0.0
-                if self._tcp_sample_due:
-                    self._tcp_sample_due = False
-                    started = perf_counter()
-                    self._tcp_sample_timer = loop.call_later(SAMPLE_INTERVAL,
-                                                             self._tcp_sample_now)
-                try:
-                    resp = self.handler.handle_tcp(data, peer)
-                except Exception as exc:
-                    _count_error(self.stats, "tcp", exc)
-                    break
-                if resp is None:
-                    continue
-                writer.write(len(resp).to_bytes(2, "big") + resp)
-                if started:
-                    self.stats.latency["tcp"].observe(perf_counter() - started)
-                if writer.transport.get_write_buffer_size() > 65536:
-                    reason = "io"
-                    async with asyncio.timeout(self.tcp_io_timeout):
-                        await writer.drain()
-        except TimeoutError:
-            self.stats.tcp_timeouts[reason] += 1
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        except Exception as exc:
-            _count_error(self.stats, "tcp", exc)
-        finally:
-            self._conns.discard(writer)
-            writer.close()
+    def tcp_opened(self, conn: TcpConnection) -> None:
+        """Keep ``conn`` until it is lost (closed on stop)."""
+        self._conns.add(conn)
+
+    def tcp_closed(self, conn: TcpConnection) -> None:
+        """Forget ``conn``."""
+        self._conns.discard(conn)
+
+    def tcp_sampled(self) -> None:
+        """A TCP sample is being taken: the front answers again; the next is due later."""
+        self.tcp_by_source = self.tcp_front
+        if self.loop is not None:
+            self._tcp_sample_timer = self.loop.call_later(SAMPLE_INTERVAL, self._tcp_sample_due)
+
+    def _tcp_sample_due(self) -> None:
+        self._tcp_sample_timer = None
+        self.tcp_by_source = SAMPLE_DUE

@@ -56,6 +56,9 @@ class ClusterEntry:
     waited_out: bool = False
     """True once ``freshness.sync_timeout`` passed without any data from it: it no longer
     holds back negative answers for the rest of the federation (it is *unsynced*)."""
+    endpoints: int = 0
+    """Endpoints across its services, kept as they change (``/metrics`` reads it at every
+    scrape: summing a million endpoints there held the event loop)."""
     last_fresh: float | None = None
     """Monotonic time its source was last known fresh: a sync, a change, or any other
     sign of a healthy source (a watch bookmark, a liveness probe, a file poll, a
@@ -170,10 +173,13 @@ class Registry:
         entry = self.clusters.setdefault(snapshot.cluster, ClusterEntry(snapshot.cluster))
         old = entry.snapshot.services if entry.snapshot is not None else {}
         new = snapshot.services
-        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        # A source that rebuilt nothing hands the very same objects back: no comparing.
+        changed = {k for k in old.keys() | new.keys()
+                   if (was := old.get(k)) is not (now_is := new.get(k)) and was != now_is}
         was_loaded = entry.snapshot is not None
         became_fresh = fresh and entry.state is not ClusterState.FRESH
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(new))
+        entry.endpoints = _endpoints(new.values())
         entry.last_sync = now
         if fresh or entry.last_fresh is None:
             # Data from a source that is not fresh does not postpone expiry: that counts
@@ -208,6 +214,7 @@ class Registry:
             return
         gate_was_open = self.is_loaded
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(snapshot.services))
+        entry.endpoints = _endpoints(snapshot.services.values())
         entry.state = ClusterState.STALE
         entry.state_since = now - age
         entry.last_sync = now - age
@@ -231,13 +238,17 @@ class Registry:
         assert isinstance(services, dict)
         if entry.state is ClusterState.FRESH:
             entry.last_fresh = now
-        if services.get(key) == service:
+        old = services.get(key)
+        if old == service:
             entry.last_sync = now
             return
+        if old is not None:
+            entry.endpoints -= len(old.endpoints)
         if service is None:
             services.pop(key, None)
         else:
             services[key] = service
+            entry.endpoints += len(service.endpoints)
         entry.last_sync = now
         self._changed([key])
 
@@ -359,3 +370,7 @@ MAX_TRANSITIONS = 16
 def _note(entry: ClusterEntry, now: float, state: ClusterState) -> None:
     entry.transitions.append((now, state))
     del entry.transitions[:-MAX_TRANSITIONS]
+
+
+def _endpoints(services: Iterable[Service]) -> int:
+    return sum(len(s.endpoints) for s in services)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 LOOP_LAG_WINDOW = 40
-"""Event-loop lag samples kept (one every ``monitoring.LAG_INTERVAL`` s: ten seconds)."""
+"""Event-loop lag maxima kept (one every ``monitoring.TICK_INTERVAL`` s: ten seconds)."""
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ def debug_view(app: Instance) -> dict[str, Any]:
             "unsynced": entry.unsynced,
             "error": entry.error,
             "services": len(snap.services) if snap is not None else 0,
-            "endpoints": snap.endpoint_count if snap is not None else 0,
+            "endpoints": entry.endpoints,
         })
     table: dict[str, Any] = dict(app.compiler.table.summary())
     table["origins"] = [o.name for o in app.settings.origins]

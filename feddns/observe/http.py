@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from feddns.observe.debug import debug_view, parse_service, service_view, services_view
-from feddns.observe.metrics import CONTENT_TYPE, build_registry, exposition
+from feddns.observe.metrics import CONTENT_TYPE, build_registry, exposition_in_slices
 
 if TYPE_CHECKING:
     from feddns.observe.instance import Instance
@@ -93,7 +93,7 @@ class ObserveServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """The Prometheus text format."""
-        return web.Response(body=exposition(self.registry),
+        return web.Response(body=await exposition_in_slices(self.registry),
                             headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -82,11 +82,17 @@ class WarmStart:
             generation = self.registry.generation
             try:
                 if generation != saved_generation or saved_body is None:
-                    clusters = {
-                        name: snapshot.SavedCluster(ClusterSnapshot(name, dict(snap.services)),
-                                                    at)
-                        for name, (snap, at) in live.items()
-                    }
+                    # One cluster's services copied per turn of the loop (a million
+                    # endpoints' worth in one go held queries for milliseconds); each
+                    # cluster is copied whole, as the registry holds it at that turn.
+                    clusters = {}
+                    for name, (snap, at) in live.items():
+                        current = self.registry.clusters.get(name)
+                        now_snap = current.snapshot if current is not None else None
+                        services = (now_snap or snap).services
+                        clusters[name] = snapshot.SavedCluster(
+                            ClusterSnapshot(name, dict(services)), at)
+                        await asyncio.sleep(0)
                     data = await asyncio.to_thread(snapshot.encode, clusters,
                                                    federation=self.federation, wall=wall)
                     await asyncio.to_thread(snapshot.write_atomically, self.path, data)

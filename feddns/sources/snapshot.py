@@ -82,15 +82,38 @@ def _service(s: Service) -> tuple[Any, ...]:
             tuple(tuple(e) for e in s.endpoints), policy)
 
 
+class _Frames:
+    """A pickler's output, received one frame (about 64 KB) at a time.
+
+    ``pickle.dumps`` is one C call that holds the GIL until the whole body is
+    built (a 7 MB snapshot: tens of milliseconds, during which the serving loop,
+    waiting for the GIL, answers nothing). A pickler writing to a file hands over
+    each frame as it is done; this ``write`` is Python code, so the interpreter
+    may switch to the loop between two frames. The bytes are the same.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+
 def encode(clusters: Mapping[str, SavedCluster], *, federation: str, wall: float) -> bytes:
-    """The snapshot file's bytes: a header line, then the pickled body."""
-    body = pickle.dumps((
+    """The snapshot file's bytes: a header line, then the pickled body.
+
+    Runs in a worker thread (the registry's dicts copied on the loop first).
+    """
+    frames = _Frames()
+    pickle.Pickler(frames, protocol=5).dump((
         federation,
         wall,
         tuple((name, saved.synced_wall,
                tuple(_service(s) for s in saved.snapshot.services.values()))
               for name, saved in clusters.items()),
-    ), protocol=5)
+    ))
+    body = b"".join(frames.parts)
     digest = hashlib.sha256(body).hexdigest()
     return MAGIC + f" {VERSION} {digest} {len(body)}\n".encode() + body
 

@@ -8,6 +8,14 @@ model objects the Kubernetes and MQTT sources produce. The file is polled
 for changes; a change replaces each cluster's snapshot atomically, and a
 broken edit keeps the last good data (logged once), never empties answers.
 
+Polling must cost the serving event loop nothing: each poll is one ``stat``
+in a worker thread, and only a file whose stat changed is read, hashed and
+(when its bytes changed) parsed, all in that thread. A file modified shortly
+before it was read may change again within the same timestamp tick, so until
+it has been read ``RACY_SECONDS`` after its modification time it is read again
+on every poll (git's "racily clean" rule). Measured before this rule: a 10,000
+service data file read and SHA-256-hashed on the loop every two seconds.
+
 File shape::
 
     clusters:
@@ -30,8 +38,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -209,18 +220,59 @@ def parse_static(raw: object, source: str) -> dict[str, ClusterSnapshot]:
     return out
 
 
-def load_static(path: Path) -> dict[str, ClusterSnapshot]:
-    """Read and validate a static data file (JSON is read faster than YAML)."""
+def load_static(path: Path, content: bytes | None = None) -> dict[str, ClusterSnapshot]:
+    """Read (unless ``content`` is given) and validate a static data file.
+
+    JSON is read faster than YAML.
+    """
+    try:
+        if content is None:
+            content = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
     if path.suffix == ".json":
         try:
-            raw = json.loads(path.read_bytes())
-        except OSError as exc:
-            raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
+            raw = json.loads(content)
         except ValueError as exc:
             raise ConfigError(str(path), [f"invalid JSON: {exc}"]) from exc
     else:
-        raw = read_yaml(path)
+        raw = read_yaml(path, content)
     return parse_static(raw, str(path))
+
+
+RACY_SECONDS = 2.0
+"""A file read less than this long after its modification time is read again on the
+next poll, whatever its stat says (a change within one timestamp tick keeps it)."""
+
+Stamp = tuple[int, int, int, int, int]
+"""What a poll compares: modification and change times (ns), size, inode, device."""
+
+
+@dataclass(frozen=True, slots=True)
+class Examined:
+    """What a poll found, worked out in a worker thread."""
+
+    stamp: Stamp
+    settled: bool
+    """True when the file was read long enough after its modification time that an
+    unchanged stamp means unchanged content."""
+    digest: bytes | None = None
+    """SHA-256 of the content; None: the stamp did not change, nothing was read."""
+    content: bytes = b""
+
+
+def examine(path: Path, known: Stamp | None, *, known_settled: bool) -> Examined:
+    """Stat ``path``; read and hash it only if the stamp moved or was not settled.
+
+    Runs in a worker thread (it does file I/O and hashing); raises OSError.
+    """
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
+    if stamp == known and known_settled:
+        return Examined(stamp, True)
+    content = path.read_bytes()
+    settled = time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 >= RACY_SECONDS
+    return Examined(stamp, settled, hashlib.sha256(content).digest(), content)
 
 
 class StaticSource:
@@ -246,30 +298,44 @@ class StaticSource:
         self.poll_interval = poll_interval
         self.clock = clock
         self._digest: bytes | None = None
+        """SHA-256 of the content last applied."""
+        self._stamp: Stamp | None = None
+        """The stat of the content last examined (applied or refused)."""
+        self._settled = False
+        self._refused = False
+        """True when the content last examined was refused (the error is logged)."""
         self._last_error: str | None = None
 
     async def load_once(self) -> bool:
         """Read the file if it changed; apply it; return True when data was applied."""
         try:
-            content = await asyncio.to_thread(self.path.read_bytes)
+            seen = await asyncio.to_thread(examine, self.path, self._stamp,
+                                           known_settled=self._settled)
         except OSError as exc:
+            self._stamp = None
             self._report(f"cannot read {self.path}: {exc.strerror or exc}")
             return False
-        digest = hashlib.sha256(content).digest()
+        self._stamp, self._settled = seen.stamp, seen.settled
+        digest = seen.digest
+        if digest is None:  # the same file as last time
+            if not self._refused:
+                self._confirm()
+            return False
         if digest == self._digest:
             # Back to the last good content (a broken edit was reverted): the episode
             # is over, so the next breakage, even an identical one, is logged again.
             self._last_error = None
-            now = self.clock()
-            for cluster in self.clusters:
-                self.registry.confirm(cluster, now=now)  # the source is healthy
+            self._refused = False
+            self._confirm()
             return False
         try:
-            snapshots = await asyncio.to_thread(load_static, self.path)
+            snapshots = await asyncio.to_thread(load_static, self.path, seen.content)
         except ConfigError as exc:
+            self._refused = True
             self._report(exc.render())
             return False
         self._digest = digest
+        self._refused = False
         self._last_error = None
         now = self.clock()
         for cluster in self.clusters:
@@ -286,6 +352,12 @@ class StaticSource:
         log.info("loaded %s: %d cluster(s), %d service(s)", self.path, len(self.clusters),
                  sum(len(s.services) for c, s in snapshots.items() if c in self.clusters))
         return True
+
+    def _confirm(self) -> None:
+        """The source is healthy and its data current."""
+        now = self.clock()
+        for cluster in self.clusters:
+            self.registry.confirm(cluster, now=now)
 
     def _report(self, message: str) -> None:
         if message != self._last_error:

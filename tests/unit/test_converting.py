@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from feddns.model.services import ServicePolicy, ServiceType
 from feddns.sources.kubernetes.converting import (
     build_service,
+    canonical_address,
     policy_from_annotations,
     service_info,
     slice_info,
@@ -66,3 +71,42 @@ def test_feddns_annotations_become_the_service_policy() -> None:
 @pytest.mark.parametrize("weights", ["east", "east=-1", "east=x", "=3"])
 def test_malformed_weight_annotations_are_ignored(weights: str) -> None:
     assert policy_from_annotations({"feddns.io/weights": weights}) is None
+
+
+@given(st.one_of(st.ip_addresses().map(str), st.ip_addresses().map(lambda a: a.exploded),
+                 st.ip_addresses(v=6).map(lambda a: str(a).upper()),
+                 st.text(alphabet="0123456789abcdef:.x%", max_size=45), st.text(max_size=20)))
+def test_an_address_is_normalised_exactly_as_ipaddress_does(value: str) -> None:
+    try:
+        expected: str | None = str(ipaddress.ip_address(value))
+    except ValueError:
+        expected = None
+    assert canonical_address(value) == expected
+
+
+def test_endpoint_addresses_are_canonical_and_bad_ones_dropped() -> None:
+    info = slice_info(make_endpointslice("shop", "web-1", "web", endpoints=[
+        {"addresses": ["10.1.0.1", "010.1.0.2", "FD00::0001", "nope", "10.1.0.1"],
+         "conditions": {"ready": True}}]))
+    assert info is not None
+    assert [e.address for e in info.endpoints] == ["10.1.0.1", "fd00::1"]
+
+
+def test_the_collector_pause_nests_and_restores_the_collector() -> None:
+    import gc
+
+    from feddns.sources.kubernetes.watching import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():  # a second watch thread converting at the same time
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first one is still converting
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()

@@ -28,7 +28,7 @@ from feddns.dns.handling import Handler
 from feddns.histogram import Buckets
 from feddns.model.registry import ClusterState
 from feddns.model.services import Endpoint, Port, Service, ServiceType
-from feddns.observe import logs, status
+from feddns.observe import logs, monitoring, status
 from feddns.observe.counting import qtype_label
 from feddns.observe.debug import bus_view, parse_service
 from feddns.observe.families import METRICS, render_metrics_table
@@ -386,3 +386,61 @@ def test_observe_settings_default_to_loopback_text_logs_and_no_query_log() -> No
     assert (observe.listen, observe.log_format, observe.query_log) == (
         "127.0.0.1:9154", "text", False)
     assert Settings.model_validate({"observe": {"listen": None}}).observe.listen is None
+
+
+# --- the event-loop monitor ---------------------------------------------------------------
+
+
+class TimerLoop:
+    """Records the callbacks a sampler schedules; the test runs them."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        self.callbacks.append(callback)
+        return type("Handle", (), {"cancel": lambda self: None})()
+
+
+def test_the_lag_sampler_keeps_the_worst_lateness_since_it_was_last_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [10.0]
+    monkeypatch.setattr(monitoring, "perf_counter", lambda: clock[0])
+    loop = TimerLoop()
+    sampler = monitoring.LagSampler(loop, interval=0.005)  # type: ignore[arg-type]
+    sampler.start()
+    for late in (0.0, 0.003, 0.0, 0.001):  # fired 0, 3, 0 and 1 ms after their due time
+        clock[0] += 0.005 + late
+        loop.callbacks[-1]()
+    assert sampler.take() == pytest.approx(0.003)
+    assert sampler.take() == 0.0
+    assert len(loop.callbacks) == 5  # one timer at a time, re-armed by each sample
+
+
+def test_the_used_slots_include_a_counter_first_used_after_the_last_scrape() -> None:
+    from feddns.observe.metrics import UsedSlots
+
+    counts = [0] * 1000
+    used = UsedSlots()
+    assert used.of(counts) == []
+    counts[7] = 2
+    assert used.of(counts) == [7]
+    counts[7] += 5  # a known slot grew: no rescan needed, still right
+    assert used.of(counts) == [7]
+    counts[900] = 1
+    assert used.of(counts) == [7, 900]
+
+
+async def test_the_exposition_in_slices_is_the_whole_exposition() -> None:
+    from feddns.observe.metrics import exposition_in_slices
+
+    app = app_for(["c1", "c2"])
+    app.bus_stats = Bus
+    registry = build_registry(app)
+
+    def without_process(text: str) -> list[str]:  # process and GC figures move between reads
+        return [line for line in text.splitlines() if not line.startswith(("process_",
+                                                                            "python_gc_"))]
+
+    sliced = (await exposition_in_slices(registry)).decode()
+    assert without_process(sliced) == without_process(exposition(registry).decode())

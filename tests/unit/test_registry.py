@@ -422,3 +422,20 @@ def test_a_change_while_fresh_is_a_sign_of_life_too() -> None:
     fed = initial()
     fed.registry.put_service("east", ("shop", "web"), web("10.96.1.11"), now=30.0)
     assert fed.registry.clusters["east"].last_fresh == 30.0
+
+
+def test_the_endpoint_count_follows_replaces_single_changes_and_restores() -> None:
+    registry = Registry.for_clusters(["east", "west"])
+    two = (Endpoint("10.1.0.1"), Endpoint("10.1.0.2"))
+    registry.replace(ClusterSnapshot.from_services("east", [web("10.96.0.1", *two),
+                                                            db(Endpoint("10.2.0.1"))]), now=1.0)
+    assert registry.clusters["east"].endpoints == 3
+    registry.put_service("east", ("shop", "web"), web("10.96.0.1", two[0]), now=2.0)
+    assert registry.clusters["east"].endpoints == 2
+    registry.put_service("east", ("data", "db"), None, now=3.0)
+    assert registry.clusters["east"].endpoints == 1
+    registry.put_service("east", ("data", "db"), db(*two), now=4.0)
+    snap = registry.clusters["east"].snapshot
+    assert snap is not None and registry.clusters["east"].endpoints == snap.endpoint_count == 3
+    registry.restore(ClusterSnapshot.from_services("west", [db(*two)]), now=5.0, age=1.0)
+    assert registry.clusters["west"].endpoints == 2

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import yaml
 from feddns.errors import ConfigError
 from feddns.model.registry import ClusterState, Registry
 from feddns.model.services import Endpoint, Port, Protocol, Service, ServiceType
+from feddns.sources import static as static_module
 from feddns.sources.static import StaticSource, load_static, parse_static
 from tests.support import eventually
 
@@ -365,3 +368,56 @@ def test_a_bad_policy_is_reported_with_its_key_path() -> None:
         }]}}}, "data.yaml")
     assert any(p.startswith("clusters.east.services[0].policy.none_healthy:")
                for p in err.value.problems)
+
+
+class FrozenStat:
+    """``os.stat`` results that never change: the stamp alone cannot tell edits apart."""
+
+    def __init__(self, *, mtime: float) -> None:
+        self.st_mtime_ns = self.st_ctime_ns = int(mtime * 1e9)
+        self.st_size, self.st_ino, self.st_dev = 100, 1, 1
+
+
+async def test_a_poll_of_a_settled_unchanged_file_only_stats_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Polling used to read and SHA-256 the whole file on the event loop every interval.
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    real_stat = os.stat
+    settled = FrozenStat(mtime=time.time() - 60)  # written and changed a minute ago
+    monkeypatch.setattr(static_module.os, "stat", lambda p, **kw: settled
+                        if Path(p) == path else real_stat(p, **kw))
+    registry = Registry.for_clusters(["east"])
+    src = source(path, ["east"], registry)
+    assert await src.load_once()
+
+    def no_reading(self: Path) -> bytes:
+        raise AssertionError(f"{self} read although its stat did not change")
+
+    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    fresh = registry.clusters["east"].last_fresh
+    assert await src.load_once() is False
+    assert registry.clusters["east"].last_fresh > fresh  # still confirmed as healthy
+
+
+async def test_an_edit_within_one_timestamp_tick_of_the_last_read_is_still_seen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    real_stat = os.stat
+    frozen = FrozenStat(mtime=time.time())
+
+    def stat(p: Any, **kwargs: Any) -> Any:
+        return frozen if Path(p) == path else real_stat(p, **kwargs)
+
+    monkeypatch.setattr(static_module.os, "stat", stat)
+    registry = Registry.for_clusters(["east"])
+    src = source(path, ["east"], registry)
+    assert await src.load_once()
+    path.write_text(yaml.safe_dump(one(cluster_ips=["10.96.0.2"])))
+    assert await src.load_once()  # same stamp, but read too soon after it to trust it
+    assert web_ips(registry) == ("10.96.0.2",)
+    frozen = FrozenStat(mtime=time.time() - 60)
+    assert await src.load_once() is False  # read once more: now settled
+    path.write_text(yaml.safe_dump(GOOD))
+    assert await src.load_once() is False  # a settled, unchanged stamp is trusted

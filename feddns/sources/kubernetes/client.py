@@ -5,7 +5,11 @@ and caches it for ever (kubernetes-client/python #1768, #741), and bound
 service-account tokens expire; a DNS server must not need a restart for a
 token rotation. This wrapper re-reads the kubeconfig (and the token file it
 names) whenever either file changes, before every list or watch request, and
-on any 401. TLS verification stays on unless the kubeconfig itself says
+on any 401. A change is noticed by the files' stat (their contents are read,
+parsed and hashed only when a stat moved, or while a file is younger than
+``RACY_SECONDS``: re-parsing the kubeconfig's YAML before every request and
+every liveness probe was a quarter of the CPU of an initial sync, and went on
+every two seconds per cluster after it). TLS verification stays on unless the kubeconfig itself says
 ``insecure-skip-tls-verify``. A kubeconfig that turns unreadable or broken
 after start (a botched rotation) keeps the last good client, and the error
 names the file. This module is the only importer of the ``kubernetes`` package.
@@ -25,8 +29,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,22 @@ from feddns.errors import FeddnsError
 log = logging.getLogger(__name__)
 
 INCLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""LibYAML's safe loader when PyYAML has it (ten times faster than the pure-Python one)."""
+RACY_SECONDS = 2.0
+"""A credential file modified this recently may change again within one timestamp tick:
+its contents are read again on every request until it is older than that."""
+
+Stamp = tuple[int, int, int, int, int] | None
+"""A file's modification and change times (ns), size, inode and device; None: missing."""
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
 
 __all__ = ["ApiException", "ClusterClient", "CredentialError", "Resource", "describe_error"]
 
@@ -129,6 +151,10 @@ class ClusterClient:
         self._api: k8s_client.ApiClient | None = None
         self._probe_api: k8s_client.ApiClient | None = None
         self._fingerprint: bytes | None = None
+        self._files: list[Path] = []
+        self._stamps: tuple[Stamp, ...] = ()
+        self._digest = b""
+        """The credential files' digest as of :attr:`_stamps` (when those are settled)."""
         self._connections = _Connections()
         self.credential_error: str | None = None
         """Why the current credentials could not be loaded (None: they could), naming
@@ -140,7 +166,7 @@ class ClusterClient:
         assert self.kubeconfig is not None
         files = [self.kubeconfig]
         try:
-            doc = yaml.safe_load(self.kubeconfig.read_text()) or {}
+            doc = yaml.load(self.kubeconfig.read_text(), Loader=_SafeLoader) or {}  # noqa: S506 (a safe loader)
             ctx_name = self.context or doc.get("current-context")
             ctx = next(c["context"] for c in doc.get("contexts", []) if c["name"] == ctx_name)
             user = next(u["user"] for u in doc.get("users", []) if u["name"] == ctx.get("user"))
@@ -153,12 +179,21 @@ class ClusterClient:
         return files
 
     def _current_fingerprint(self) -> bytes:
+        """A digest of the credential files; re-read only when their stat moved."""
+        if self._digest and tuple(_stamp(p) for p in self._files) == self._stamps:
+            return self._digest
+        files = self._credential_files()
+        stamps = tuple(_stamp(p) for p in files)  # before reading: a change after it shows
         digest = hashlib.sha256()
-        for path in self._credential_files():
+        for path in files:
             try:
                 digest.update(path.read_bytes())
             except OSError:
                 digest.update(b"<missing>")
+        now = time.time()
+        settled = all(s is None or now - max(s[0], s[1]) / 1e9 >= RACY_SECONDS for s in stamps)
+        self._files, self._stamps = files, stamps
+        self._digest = digest.digest() if settled else b""
         return digest.digest()
 
     def _configuration(self) -> k8s_client.Configuration:
@@ -240,7 +275,9 @@ class ClusterClient:
             api = self._probe_api
         assert api is not None
         try:
-            k8s_client.VersionApi(api).get_code(_request_timeout=timeout)
+            response = _get(api, "/version", [], timeout)
+            response.read()
+            response.release_conn()
         except ApiException as exc:
             if (exc.status or 0) >= 500 or not exc.status:
                 return f"HTTP {exc.status} {exc.reason}"
@@ -266,23 +303,58 @@ class ClusterClient:
             self._api = self._probe_api = None
 
     def list_call(self, resource: str, namespace: str | None) -> Callable[..., Any]:
-        """The generated list function for ``resource`` (all namespaces when None)."""
+        """A list (or watch) function for ``resource`` (all namespaces when None).
+
+        It takes the keyword arguments of the generated ``list_*`` functions (``limit``,
+        ``_continue``, ``watch``, ``resource_version``, ``allow_watch_bookmarks``,
+        ``timeout_seconds``, ``_request_timeout``) and returns the raw response,
+        unread, as they do with ``_preload_content=False``; a status other than 2xx
+        raises :class:`ApiException`, as theirs does. The request itself is built and
+        sent by the official client (``ApiClient.param_serialize`` and ``call_api``:
+        its authentication, TLS and kubeconfig handling); only the generated API
+        classes are skipped, whose argument validation (pydantic, per request) and
+        lazy imports (a megabyte of code, imported under a lock by twenty watch threads
+        at start) cost more than the LIST pages of a small cluster.
+        """
         api = self.api()
-        if resource == Resource.SERVICES:
-            core = k8s_client.CoreV1Api(api)
-            if namespace is None:
-                return core.list_service_for_all_namespaces
-            return lambda **kw: core.list_namespaced_service(namespace, **kw)
-        if resource == Resource.ENDPOINTSLICES:
-            disc = k8s_client.DiscoveryV1Api(api)
-            if namespace is None:
-                return disc.list_endpoint_slice_for_all_namespaces
-            return lambda **kw: disc.list_namespaced_endpoint_slice(namespace, **kw)
-        if resource == Resource.SERVICEEXPORTS:
-            custom = k8s_client.CustomObjectsApi(api)
-            if namespace is None:
-                return lambda **kw: custom.list_cluster_custom_object(
-                    MCS_GROUP, MCS_VERSION, "serviceexports", **kw)
-            return lambda **kw: custom.list_namespaced_custom_object(
-                MCS_GROUP, MCS_VERSION, namespace, "serviceexports", **kw)
-        raise ValueError(f"unknown resource {resource!r}")
+        path = _PATHS[resource] if namespace is None else _NAMESPACED_PATHS[resource].format(
+            namespace=namespace)
+
+        def call(**kwargs: Any) -> Any:
+            timeout = kwargs.pop("_request_timeout", None)
+            kwargs.pop("_preload_content", None)
+            query = [(_QUERY[k], v) for k, v in kwargs.items() if v is not None]
+            return _get(api, path, query, timeout)
+
+        return call
+
+
+_PATHS = {
+    Resource.SERVICES: "/api/v1/services",
+    Resource.ENDPOINTSLICES: "/apis/discovery.k8s.io/v1/endpointslices",
+    Resource.SERVICEEXPORTS: f"/apis/{MCS_GROUP}/{MCS_VERSION}/serviceexports",
+}
+_NAMESPACED_PATHS = {
+    Resource.SERVICES: "/api/v1/namespaces/{namespace}/services",
+    Resource.ENDPOINTSLICES: "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+    Resource.SERVICEEXPORTS: f"/apis/{MCS_GROUP}/{MCS_VERSION}/namespaces/{{namespace}}"
+                             "/serviceexports",
+}
+_QUERY = {"limit": "limit", "_continue": "continue", "watch": "watch",
+          "resource_version": "resourceVersion", "allow_watch_bookmarks": "allowWatchBookmarks",
+          "timeout_seconds": "timeoutSeconds", "label_selector": "labelSelector",
+          "field_selector": "fieldSelector"}
+"""The generated functions' argument names -> the API's query parameters."""
+
+
+def _get(api: k8s_client.ApiClient, path: str, query: list[tuple[str, Any]],
+         timeout: Any) -> Any:
+    """GET ``path`` as the generated functions do with ``_preload_content=False``."""
+    request = api.param_serialize(method="GET", resource_path=path, query_params=query,
+                                  header_params={"Accept": "application/json"},
+                                  auth_settings=["BearerToken"])
+    response = api.call_api(*request, _request_timeout=timeout)
+    if not 200 <= response.status <= 299:
+        response.read()
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return response.response

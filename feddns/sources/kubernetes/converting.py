@@ -2,15 +2,23 @@
 
 Why it exists: API objects are large and loosely typed; the rest of feddns
 wants small frozen values. Conversion happens in the watch threads on the raw
-JSON (``json.loads`` is far cheaper than the client's ``V1*`` deserializer),
-and applies the EndpointSlice v1 nil rules: ``ready`` nil means true,
-``serving`` nil means true, ``terminating`` nil means false. FQDN slices are
-ignored (they carry no addresses DNS can answer).
+JSON (parsed by orjson when installed, else ``json.loads``: both far cheaper
+than the client's ``V1*`` deserializer), and applies the EndpointSlice v1 nil
+rules: ``ready`` nil means true, ``serving`` nil means true, ``terminating``
+nil means false. FQDN slices are ignored (they carry no addresses DNS can
+answer).
+
+It runs once per endpoint on every (re-)list, in a thread that shares the GIL
+with the serving loop, so the per-endpoint work is kept to C calls: an address
+already in canonical form (what the API server writes) is checked with
+``inet_pton``/``inet_ntop`` and kept as is; only another spelling goes through
+``ipaddress`` to be normalised.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -113,17 +121,38 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta
 
 
+_pton = socket.inet_pton
+_ntop = socket.inet_ntop
+_V4, _V6 = socket.AF_INET, socket.AF_INET6
+
+
+def canonical_address(value: str) -> str | None:
+    """``value`` as ``ipaddress`` would print it, or None if it is no IP address.
+
+    The usual case, an address already in that form, costs two C calls.
+    """
+    family = _V6 if ":" in value else _V4
+    try:
+        if _ntop(family, _pton(family, value)) == value:
+            return value
+    except (OSError, ValueError):  # not an address of that family (or a NUL in it)
+        pass
+    try:
+        # Not interned: addresses are unique, interning them only costs memory.
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
 def _ip_list(values: Iterable[Any]) -> tuple[str, ...]:
     out = []
     for v in values:
         if not isinstance(v, str) or not v or v == "None":
             continue
-        try:
-            # Not interned: addresses are unique, interning them only costs memory.
-            out.append(str(ipaddress.ip_address(v)))
-        except ValueError:
-            continue
-    return tuple(dict.fromkeys(out))
+        address = canonical_address(v)
+        if address is not None:
+            out.append(address)
+    return tuple(dict.fromkeys(out)) if len(out) > 1 else tuple(out)
 
 
 def _protocol(value: Any) -> Protocol:
@@ -167,11 +196,6 @@ def service_info(obj: Mapping[str, Any]) -> ServiceInfo | None:
     )
 
 
-def _cond(conditions: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = conditions.get(name)
-    return default if value is None else bool(value)
-
-
 def slice_info(obj: Mapping[str, Any]) -> SliceInfo | None:
     """An EndpointSlice as :class:`SliceInfo`; None for FQDN or unowned slices."""
     meta = _meta(obj)
@@ -180,28 +204,34 @@ def slice_info(obj: Mapping[str, Any]) -> SliceInfo | None:
     if not service or obj.get("addressType") not in ("IPv4", "IPv6"):
         return None
     intern = sys.intern
+    make = Endpoint._make
     endpoints = []
+    # Parsed JSON objects are dicts: isinstance(x, dict) is a C check, Mapping an ABC's.
     for ep in obj.get("endpoints") or []:
-        if not isinstance(ep, Mapping):
+        if not isinstance(ep, dict):
             continue
         conditions = ep.get("conditions") or {}
-        target = ep.get("targetRef") or {}
+        if not isinstance(conditions, dict):
+            conditions = {}
+        ready = conditions.get("ready")
+        serving = conditions.get("serving")
+        terminating = conditions.get("terminating")
+        target = ep.get("targetRef")
         hostname = ep.get("hostname")
         zone = ep.get("zone")
         node = ep.get("nodeName")
+        # Endpoint's fields, in order (positional: a keyword call costs twice as much).
+        rest = (
+            True if ready is None else bool(ready),
+            True if serving is None else bool(serving),
+            False if terminating is None else bool(terminating),
+            hostname if isinstance(hostname, str) and hostname else None,
+            intern(zone) if isinstance(zone, str) and zone else None,
+            intern(node) if isinstance(node, str) and node else None,
+            target.get("name") if isinstance(target, dict) else None,
+        )
         for address in _ip_list(ep.get("addresses") or []):
-            endpoints.append(
-                Endpoint(
-                    address=address,
-                    ready=_cond(conditions, "ready", True),
-                    serving=_cond(conditions, "serving", True),
-                    terminating=_cond(conditions, "terminating", False),
-                    hostname=hostname if isinstance(hostname, str) and hostname else None,
-                    zone=intern(zone) if isinstance(zone, str) and zone else None,
-                    node=intern(node) if isinstance(node, str) and node else None,
-                    target=target.get("name") if isinstance(target, Mapping) else None,
-                )
-            )
+            endpoints.append(make((address, *rest)))
     ports = tuple(
         Port(str(p.get("name") or ""), int(p["port"]), _protocol(p.get("protocol")))
         for p in obj.get("ports") or []

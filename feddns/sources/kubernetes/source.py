@@ -83,6 +83,8 @@ class KubernetesSource:
         self.slices: dict[tuple[str, str], SliceInfo] = {}
         self.by_service: dict[ServiceKey, set[tuple[str, str]]] = {}
         self.exports: set[ServiceKey] = set()
+        self._built: dict[ServiceKey, tuple[ServiceInfo, tuple[SliceInfo, ...], Service]] = {}
+        """The last Service built per key, with its inputs (see :meth:`service`)."""
         self.synced: set[tuple[str, str | None]] = set()
         self.lost: dict[str, str] = {}
         self.relists = 0
@@ -298,11 +300,25 @@ class KubernetesSource:
         return not self.settings.exported_only or key in self.exports
 
     def service(self, key: ServiceKey) -> Service | None:
-        """The model Service for ``key`` as this cluster currently has it (None: absent)."""
+        """The model Service for ``key`` as this cluster currently has it (None: absent).
+
+        The last one built is kept with what it was built from: a re-list (every 410,
+        every reconnect after an outage) converts every object again, mostly into
+        equal ones, and comparing them is cheaper than building the service again;
+        the registry then finds the very same object and compares nothing more. That
+        keeps the re-list's work on the event loop short (bench/RESULTS.md).
+        """
         info = self.services.get(key)
         if info is None or not self._included(key):
+            self._built.pop(key, None)
             return None
-        return build_service(info, (self.slices[k] for k in self.by_service.get(key, ())))
+        slices = tuple(self.slices[k] for k in self.by_service.get(key, ()))
+        built = self._built.get(key)
+        if built is not None and built[0] == info and built[1] == slices:
+            return built[2]
+        service = build_service(info, slices)
+        self._built[key] = (info, slices, service)
+        return service
 
     def snapshot(self) -> ClusterSnapshot:
         """The cluster's full snapshot."""
@@ -311,4 +327,6 @@ class KubernetesSource:
             svc = self.service(key)
             if svc is not None:
                 services[key] = svc
+        for gone in self._built.keys() - services.keys():
+            del self._built[gone]
         return ClusterSnapshot(self.cluster, services)

@@ -31,6 +31,8 @@ the watch then waits, which is the back-pressure we want.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import random
@@ -52,12 +54,26 @@ from feddns.sources.kubernetes.client import (
 )
 from feddns.sources.kubernetes.converting import service_info, slice_info
 
+json_loads: Callable[[bytes], Any] = json.loads
+"""The JSON parser: orjson's when installed (the "fast" extra; several times faster on
+LIST pages, see bench/RESULTS.md), else the standard library's."""
+with contextlib.suppress(ImportError):
+    import orjson
+
+    json_loads = orjson.loads
+
 log = logging.getLogger(__name__)
 
-LIST_PAGE = 50
-"""Objects per LIST page. Small pages keep each json.loads short (it holds the GIL) and
-stop a re-list's temporary dicts from fragmenting the heap around long-lived objects
-(measured: 671 instead of 1478 bytes of RSS per endpoint at 200,000 endpoints)."""
+LIST_PAGE = 20
+"""EndpointSlices per LIST page. A slice holds up to 100 endpoints (some 25 KB of JSON),
+and a page is parsed in one C call that holds the GIL: every query waits for it. At 50
+slices a page took 3-9 ms to parse (a re-list's query p99); at 20, 1-4 ms. Small pages
+also stop a re-list's temporary dicts from fragmenting the heap around long-lived
+objects (measured: 671 instead of 1478 bytes of RSS per endpoint at 200,000 endpoints
+when going from 500 to 50)."""
+LIST_PAGE_SMALL = 10
+"""Services and ServiceExports (about a kilobyte each) per LIST page, as a multiple of
+:data:`LIST_PAGE`."""
 YIELD_EVERY = 64
 """Objects converted between yields of the GIL to the event loop (query latency)."""
 
@@ -106,6 +122,43 @@ class Alive:
 
 
 Event = Relisted | Changed | Lost | Healthy | Alive
+
+
+class _CollectorPause:
+    """Keeps the cyclic garbage collector off while any watch thread converts a LIST page.
+
+    A parsed page is some 50,000 dicts and lists that live only while it is
+    converted and are freed by reference counting (JSON has no cycles); the
+    collector would traverse them in the young generations and, promoted, in full
+    collections of the whole growing heap, each holding the GIL: measured, a third
+    to half of an initial sync's CPU (bench/RESULTS.md), and pauses of up to 18 ms
+    for every query during a re-list. Pauses nest across threads; the collector
+    runs again once the last page is converted (and freed), with only the
+    endpoints made meanwhile left to look at.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.was_enabled = True
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self.lock:
+            if self.depth == 0:
+                self.was_enabled = gc.isenabled()
+                gc.disable()
+            self.depth += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.depth -= 1
+                if self.depth == 0 and self.was_enabled:
+                    gc.enable()
+
+
+collector_paused = _CollectorPause()
 
 
 class Gone(FeddnsError):
@@ -170,6 +223,16 @@ class ResourceWatcher:
         """True while a watch stream is open (read by the prober's thread)."""
         self._kicked = threading.Event()
         self._retry_now = threading.Event()
+        self.known: dict[tuple[str, str], Any] = {}
+        """The last conversion handed on per object: an equal new one is replaced by it,
+        so the event loop finds identical objects after a re-list and compares nothing
+        (the comparison is done here, in this thread, off the serving loop)."""
+
+    def _same(self, converted: Any) -> Any:
+        """``converted``, or the equal object handed on before for the same key."""
+        key = converted if isinstance(converted, tuple) else converted.key
+        old = self.known.get(key)
+        return old if old is not None and old == converted else converted
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -271,31 +334,38 @@ class ResourceWatcher:
     def _list(self) -> str:
         call = self.client.list_call(self.resource, self.namespace)
         items: list[Any] = []
+        same = self._same
         token: str | None = None
         rv = ""
         while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False,
+            limit = LIST_PAGE if self.resource == Resource.ENDPOINTSLICES else \
+                LIST_PAGE * LIST_PAGE_SMALL
+            kwargs: dict[str, Any] = {"limit": limit, "_preload_content": False,
                                       "_request_timeout": self._timeout()}
             if token:
                 kwargs["_continue"] = token
             resp = call(**kwargs)
             try:
-                body = json.loads(resp.data)
+                data = resp.data
             finally:
                 resp.release_conn()
-            for n, obj in enumerate(body.get("items") or []):
-                converted = _convert(self.resource, obj)
-                if converted is not None:
-                    items.append(converted)
-                if n % YIELD_EVERY == 0:
-                    time.sleep(0)  # let the event loop take the GIL (query latency)
-            meta = body.get("metadata") or {}
-            rv = str(meta.get("resourceVersion") or rv)
-            token = meta.get("continue") or None
+            with collector_paused():
+                body = json_loads(data)
+                for n, obj in enumerate(body.get("items") or []):
+                    converted = _convert(self.resource, obj)
+                    if converted is not None:
+                        items.append(same(converted))
+                    if n % YIELD_EVERY == 0:
+                        time.sleep(0)  # let the event loop take the GIL (query latency)
+                meta = body.get("metadata") or {}
+                rv = str(meta.get("resourceVersion") or rv)
+                token = meta.get("continue") or None
+                del body, data  # freed by reference counting, before the collector is back
             if not token:
                 break
         self.lists += 1
         self.backoff.healthy(time.monotonic())
+        self.known = {item if isinstance(item, tuple) else item.key: item for item in items}
         self.emit(Relisted(self.resource, self.namespace, tuple(items), rv))
         return rv
 
@@ -317,7 +387,7 @@ class ResourceWatcher:
         on_established()
         try:
             for line in _lines(resp, self.stopping):
-                event = json.loads(line)
+                event = json_loads(line)
                 kind = event.get("type")
                 obj = event.get("object") or {}
                 if kind == "ERROR":
@@ -334,11 +404,16 @@ class ResourceWatcher:
                     converted = _convert(self.resource, obj)
                     if converted is None:
                         # e.g. a slice that became FQDN-only: forget the old version of it.
+                        self.known.pop(_identity(self.resource, obj), None)
                         self.emit(Changed(self.resource, Deleted(_identity(self.resource, obj)),
                                           deleted=True))
                     else:
+                        converted = self._same(converted)
+                        self.known[converted if isinstance(converted, tuple)
+                                   else converted.key] = converted
                         self.emit(Changed(self.resource, converted, deleted=False))
                 elif kind == "DELETED":
+                    self.known.pop(_identity(self.resource, obj), None)
                     self.emit(Changed(self.resource, Deleted(_identity(self.resource, obj)),
                                       deleted=True))
                 if new_rv:
