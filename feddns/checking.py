@@ -93,13 +93,18 @@ def file_problems(data: dict[str, Any], context: dict[str, Any]) -> list[str]:
 
 
 def bus_file_problems(bus: BusConfig) -> list[str]:
-    """Key, password and TLS files of the bus that are missing or unusable."""
+    """Key, password and TLS files of the bus that are missing or unusable.
+
+    The keys are read exactly as the bus reads them: HMAC secrets, each private and
+    public key file (Ed25519, PEM), the public keys directory, and whether one key is
+    given for two clusters or an own private key is missing from its cluster's list.
+    """
     # Loaded only with a bus: the package brings aiomqtt along.
-    from feddns.sources.mqtt.keys import KeyRing  # noqa: PLC0415
+    from feddns.sources.mqtt.sealing import BusKeys  # noqa: PLC0415
 
     out: list[str] = []
     try:
-        KeyRing.from_config(bus)
+        BusKeys.from_config(bus)
     except ConfigError as exc:
         out += exc.problems
     if bus.password_file is not None and not bus.password_file.is_file():

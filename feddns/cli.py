@@ -1,4 +1,4 @@
-"""Command-line entry points: ``serve``, ``check-config``, ``status``, ``corefile``, ``soak``.
+"""Command-line entry points: ``serve``, ``check-config``, ``status``, ``keygen`` and more.
 
 Why it exists: operators meet feddns here first, so every failure a user can
 cause (a bad file, a busy port) ends in a one-paragraph explanation and a
@@ -129,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --nodelocal: addresses to bind (default 169.254.20.10; add"
                            " the kube-dns service IP in iptables mode)")
 
+    keygen = sub.add_parser(
+        "keygen", help="write an Ed25519 key pair that signs one cluster's bus messages",
+        description="Writes CLUSTER.key (the private key, mode 0600: for the instances that"
+                    " source CLUSTER only, e.g. a Secret, named in bus.private_keys) and"
+                    " CLUSTER.pub (the public key: for every instance that accepts CLUSTER,"
+                    " e.g. a ConfigMap mounted as bus.public_keys_dir). Never overwrites a"
+                    " file. For a key roll, write the new pair with --label.")
+    keygen.add_argument("cluster", help="the cluster id the key signs for (clusters[].name)")
+    keygen.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
+                        help="where to write the two files (default: the current folder;"
+                             " created with mode 0700 if missing)")
+    keygen.add_argument("--label", default=None,
+                        help="name the pair CLUSTER_LABEL.key/.pub (a second key while"
+                             " rolling, e.g. --label 2027-06)")
+
     soak = sub.add_parser(
         "soak", help="verify a running instance's answers against its /debug view, in rounds",
         description="Resolves every service and headless endpoint name of a running feddns"
@@ -218,6 +233,23 @@ def check_config(path: Path, *, schema_only: bool = False) -> int:
     return EXIT_OK
 
 
+def keygen(args: argparse.Namespace) -> int:
+    """``feddns keygen``: write a key pair for one cluster (never overwriting a file)."""
+    from feddns.sources.mqtt.signatures import KeyFileError, write_key_pair
+
+    try:
+        private, public, key_id = write_key_pair(args.out_dir, args.cluster, label=args.label)
+    except KeyFileError as exc:
+        print(f"feddns keygen: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote {private} (private, mode 0600: only on the instances that source"
+          f" {args.cluster}, listed in their bus.private_keys)\n"
+          f"wrote {public} (public: on every instance that accepts {args.cluster}, in"
+          f" bus.public_keys or bus.public_keys_dir)\n"
+          f"key id {key_id}")
+    return EXIT_OK
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -263,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status(args)
     if args.command == "corefile":
         return corefile(args)
+    if args.command == "keygen":
+        return keygen(args)
     if args.command == "soak":
         from feddns.soak import run as run_soak
 

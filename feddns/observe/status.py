@@ -127,12 +127,13 @@ def render(view: dict[str, Any], url: str) -> str:
         out += "\n"
         peers = bus.get("peers") or {}
         if peers:
-            peer_rows = [["PEER", "ONLINE", "HEARTBEAT", "REJECTED SERVICES"]]
+            peer_rows = [["PEER", "ONLINE", "HEARTBEAT", "SIGNED WITH", "REJECTED SERVICES"]]
             for name, peer in peers.items():
                 online = peer.get("online")
                 refused = peer.get("rejected_services") or {}
                 peer_rows.append([name, "-" if online is None else ("yes" if online else "no"),
                                   duration(peer.get("heartbeat_age_seconds")),
+                                  str(peer.get("signed_with") or "-"),
                                   ", ".join(f"{svc} ({why})" for svc, why in refused.items())
                                   or "-"])
             out += table(peer_rows)

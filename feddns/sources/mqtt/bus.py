@@ -68,6 +68,7 @@ from feddns.sources.mqtt.keys import KeyRing
 from feddns.sources.mqtt.merging import Merger
 from feddns.sources.mqtt.publishing import Generations, Outbox, Publisher
 from feddns.sources.mqtt.repairing import GapRepair
+from feddns.sources.mqtt.sealing import BusKeys
 from feddns.sources.mqtt.stats import BusStats, DropCounter, PeerStats
 from feddns.sources.mqtt.topics import Topics
 
@@ -104,8 +105,9 @@ class FederationBus:
             bus writes them only while their own source is not fresh.
         clock: Monotonic seconds, for freshness (never the sender's clock).
         wall: Wall-clock seconds, for signed timestamps, the replay window and generations.
-        keyring: The HMAC keys; default: read from the files or variables ``settings``
-            names (raises :class:`~feddns.errors.ConfigError` when one is missing).
+        keyring: The keys (HMAC ring, per-cluster Ed25519 keys); default: read from the
+            files or variables ``settings`` names (raises
+            :class:`~feddns.errors.ConfigError` when one is missing or unusable).
     """
 
     def __init__(
@@ -117,7 +119,7 @@ class FederationBus:
         own_clusters: Iterable[str],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        keyring: KeyRing | None = None,
+        keyring: KeyRing | BusKeys | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -125,7 +127,7 @@ class FederationBus:
         self.wall = wall
         self.own_clusters = tuple(sorted(set(own_clusters)))
         self.topics = Topics(settings.topic_prefix, federation)
-        self.codec = Codec(self.topics, keyring or KeyRing.from_config(settings),
+        self.codec = Codec(self.topics, keyring or BusKeys.from_config(settings),
                            AddressPolicy.from_config(settings),
                            max_payload_size=settings.max_payload_size)
         slug = (self.own_clusters[0] if self.own_clusters else "peer")[:40]
@@ -175,13 +177,13 @@ class FederationBus:
         """Own data may have changed: publish the difference soon (call on the loop)."""
         self._wake.set()
 
-    def set_keyring(self, keyring: KeyRing) -> None:
-        """Swap the key ring (a reload).
+    def set_keyring(self, keyring: KeyRing | BusKeys) -> None:
+        """Swap the keys (a reload: a key added, switched or retired).
 
-        It verifies from now on, signs from the next message, and signs the last will
+        They verify from now on, sign from the next message, and sign the last will
         from the next connection.
         """
-        self.codec.keyring = keyring
+        self.codec.keys = BusKeys.of(keyring)
 
     @property
     def gap_requests(self) -> int:
@@ -218,6 +220,7 @@ class FederationBus:
                     heartbeat_age=None if p.last_heartbeat is None else now - p.last_heartbeat,
                     rejected_services={f"{ns}/{n}": str(r.reason)
                                        for (ns, n), r in sorted(p.rejected.items())},
+                    signed_with=p.signed_with,
                 )
                 for name, p in self.merger.peers.items()
             },
