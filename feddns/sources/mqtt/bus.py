@@ -130,6 +130,7 @@ class FederationBus:
         self.codec = Codec(self.topics, keyring or BusKeys.from_config(settings),
                            AddressPolicy.from_config(settings),
                            max_payload_size=settings.max_payload_size)
+        log.info("bus keys: %s", self.codec.keys.describe())
         slug = (self.own_clusters[0] if self.own_clusters else "peer")[:40]
         self.instance = f"{slug}-{secrets.token_hex(4)}"
         """Unique per process: tells own echoes apart and names the MQTT client."""
@@ -180,10 +181,20 @@ class FederationBus:
     def set_keyring(self, keyring: KeyRing | BusKeys) -> None:
         """Swap the keys (a reload: a key added, switched or retired).
 
-        They verify from now on, sign from the next message, and sign the last will
-        from the next connection.
+        They verify from now on and sign from the next message. When this instance
+        signs with another key than before, its whole state is republished at once, so
+        the retained messages carry the new signature before the old key is retired
+        anywhere (else a peer joining later would refuse them). The last will keeps the
+        signature it had at connection until the next one.
         """
-        self.codec.keys = BusKeys.of(keyring)
+        keys = BusKeys.of(keyring)
+        switched = keys.signer_ids() != self.codec.keys.signer_ids()
+        self.codec.keys = keys
+        if switched:
+            log.info("bus: the signer changed (%s); republishing own state now",
+                     keys.describe())
+            self.publisher.reset()
+            self._wake.set()
 
     @property
     def gap_requests(self) -> int:

@@ -284,6 +284,22 @@ class BusKeys:
         return Rejected(Reason.UNKNOWN_KEY, f"Ed25519 key id(s) {shown!r} not accepted for"
                         f" {cluster[:64]}")
 
+    def signer_ids(self) -> tuple[str, ...]:
+        """What this instance signs with (key ids): a change is a switch of signer."""
+        own = tuple(f"{c}:{k.key_id}" for c, k in sorted(self.private.items()))
+        if own or self.hmac is None:
+            return own
+        return (f"hmac:{self.hmac.signing_id}",)
+
+    def describe(self) -> str:
+        """One log line: what signs and what is accepted (key ids, never a secret)."""
+        signs = ", ".join(f"{c} {k.key_id}" for c, k in sorted(self.private.items()))
+        accepts = "; ".join(f"{c}: {', '.join(self.public.ids(c))}"
+                            for c in sorted(self.public.clusters))
+        hmac_ids = ", ".join(self.hmac.ids) if self.hmac is not None else "off"
+        return (f"signing with {signs or 'HMAC'}; Ed25519 accepted for {accepts or 'none'};"
+                f" HMAC {hmac_ids}")
+
     def __repr__(self) -> str:
         return (f"BusKeys(hmac={self.hmac!r}, public={self.public!r},"
                 f" private={list(self.private.values())!r})")
