@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, default=None,
                         help="take the URL from this config's observe.listen")
     status.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    status.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                        help="the bearer token /debug requires off loopback (default: the"
+                             " config's observe.token_file with -c)")
 
     core = sub.add_parser(
         "corefile", help="print the CoreDNS server block that forwards the origins to feddns",
@@ -157,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 " 127.0.0.1:53; IPv6 as [ADDR]:PORT)")
     soak.add_argument("--url", default="http://127.0.0.1:9154",
                       help="the instance's observe.listen URL (default http://127.0.0.1:9154)")
+    soak.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                      help="the bearer token of observe.token_file (needed off loopback)")
     soak.add_argument("--duration", type=_positive, default=None, metavar="S",
                       help="seconds to run (default: until interrupted)")
     soak.add_argument("--churn", type=Path, default=None, metavar="FILE",
@@ -180,17 +185,21 @@ def status(args: argparse.Namespace) -> int:
     from feddns.observe.status import DEFAULT_URL, EXIT_UNREACHABLE, run_status, url_from_listen
 
     url = args.url
-    if url is None and args.config is not None:
+    token_file = args.token_file
+    if args.config is not None:
         try:
             settings = load_settings(args.config)
         except ConfigError as exc:
             print(exc.render(), file=sys.stderr)
             return EXIT_UNREACHABLE
-        if settings.observe.listen is None:
+        token_file = token_file or settings.observe.token_file
+        if url is None and settings.observe.listen is None:
             print(f"{args.config}: observe.listen is off; nothing to ask", file=sys.stderr)
             return EXIT_UNREACHABLE
-        url = url_from_listen(settings.observe.listen)
-    return run_status(url or DEFAULT_URL, sys.stdout, sys.stderr, timeout=args.timeout)
+        if url is None and settings.observe.listen is not None:
+            url = url_from_listen(settings.observe.listen)
+    return run_status(url or DEFAULT_URL, sys.stdout, sys.stderr, timeout=args.timeout,
+                      token_file=token_file)
 
 
 def corefile(args: argparse.Namespace) -> int:

@@ -884,6 +884,17 @@ class ObserveConfig(_Model):
     """Log every query (client, name, type, rcode): for debugging only, it costs
     throughput. Off: nothing is logged per query."""
 
+    token_file: Path | None = None
+    """A file holding the bearer token (``openssl rand -hex 32``; at least 16 characters)
+    that ``/metrics``, ``/debug`` and ``/`` require (``Authorization: Bearer <token>``);
+    re-read when the file changes. ``/healthz`` and ``/readyz`` never need it. Unset: those
+    pages are open on a loopback ``listen`` and closed (401) on any other address."""
+
+    @field_validator("token_file")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_relative(value, info)
+
 
 class Settings(_Model):
     """The whole feddns configuration file."""
