@@ -868,6 +868,12 @@ class NamesConfig(_Model):
     """Serve ``_explain.<svc>.<ns>.svc.<origin>`` TXT: per cluster, its freshness,
     health, tier for the asking client and why it was or was not chosen."""
 
+    explain_allow: list[Cidr] = Field(default_factory=list)
+    """Source networks (CIDRs) that may ask ``_explain`` names; any other source gets
+    REFUSED for them (counted with ``dns.allow``'s refusals). Behind CoreDNS or NodeLocal
+    DNSCache the source is the forwarder (list the nodes' or the operators' networks).
+    Empty: every client that may query (SECURITY.md says why that is the default)."""
+
 
 class ObserveConfig(_Model):
     """Metrics, health and debug endpoints, and logging (see docs/operations.md)."""
