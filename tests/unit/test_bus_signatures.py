@@ -344,3 +344,28 @@ def test_check_config_accepts_a_signed_federation_and_names_each_bad_key_file(
     assert info.value.problems == [f"bus.public_keys_dir (west): {public / 'west.pub'} is not"
                                    " a PEM public key (expected '-----BEGIN PUBLIC KEY-----',"
                                    " as written by `feddns keygen`)"]
+
+
+class CountingKeys(BusKeys):
+    """Keys that remember every topic whose seal they were asked to check."""
+
+    verified: list[str] = []
+
+    def open(self, topic: str, cluster: str, payload: bytes) -> Any:
+        self.verified.append(topic)
+        return super().open(topic, cluster, payload)
+
+
+def test_an_instances_own_echo_is_recognised_by_its_bytes_and_never_verified() -> None:
+    east = codec(CountingKeys(private={"east": EAST}))
+    verified = CountingKeys.verified = []
+    merger = Merger(Registry.for_clusters(["east", "west"]), east, own_clusters=("east",),
+                    instance="east-1", peer_timeout=90.0, replay_window=300.0,
+                    retained_age=330.0)
+    topic, payload = east.service("east", web(), instance="east-1", gen=1, ts=WALL)
+    merger.receive(topic, payload, retained=False, now=NOW, wall_now=WALL)
+    assert (merger.counts["own"], verified) == (1, [])
+    # Anything else on that topic (a replica's message, a forgery) is verified as ever.
+    replica = signer(EAST).service("east", web("10.1.0.2"), instance="east-2", gen=2, ts=WALL)
+    merger.receive(*replica, retained=False, now=NOW, wall_now=WALL)
+    assert verified == [topic] and merger.counts["own"] == 1
