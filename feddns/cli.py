@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate a config file and every file it names",
         description="Validates the config and the files it names (static data files,"
                     " kubeconfigs and the token, certificate and CA files they name, the bus's"
-                    " key, password and TLS files) and prints every problem at once. `serve`"
+                    " key, password and TLS files, the observe token file) and prints every"
+                    " problem at once. `serve`"
                     " and a reload run the same checks and refuse what fails them.")
     check.add_argument("config", type=Path, help="the config file to check")
     check.add_argument("--schema-only", action="store_true",

@@ -19,6 +19,9 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from feddns.checking import load_checked
@@ -369,3 +372,16 @@ def test_an_instances_own_echo_is_recognised_by_its_bytes_and_never_verified() -
     replica = signer(EAST).service("east", web("10.1.0.2"), instance="east-2", gen=2, ts=WALL)
     merger.receive(*replica, retained=False, now=NOW, wall_now=WALL)
     assert verified == [topic] and merger.counts["own"] == 1
+
+
+@settings_h(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.sampled_from([b"fd2 ", b"fd2 j ", b"fd2 z a:", b"fd1 "]))
+def test_any_bytes_after_a_seal_header_are_rejected_never_raised(tail: bytes,
+                                                                  head: bytes) -> None:
+    topic = TOPICS.service("east", ("shop", "web"))
+    payload = head + tail
+    try:
+        receiver().decode(topic, payload)
+    except Rejected:
+        return
+    pytest.fail(f"accepted {payload!r}")

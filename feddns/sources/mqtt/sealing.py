@@ -234,13 +234,14 @@ class BusKeys:
             raise Rejected(Reason.MALFORMED, "no bus header")
         encoding = fields[1]
         body = payload[newline + 1:]
+        items = fields[2].split(b",")
+        if len(items) > MAX_SIGNATURES:
+            raise Rejected(Reason.MALFORMED, f"more than {MAX_SIGNATURES} signatures")
         try:
             sigs = [(k.decode("ascii"), _unb64(s))
-                    for k, _, s in (item.partition(b":") for item in fields[2].split(b","))]
+                    for k, _, s in (item.partition(b":") for item in items)]
         except (UnicodeDecodeError, binascii.Error, ValueError) as exc:
             raise Rejected(Reason.MALFORMED, "bad header encoding") from exc
-        if len(sigs) > MAX_SIGNATURES:
-            raise Rejected(Reason.MALFORMED, f"more than {MAX_SIGNATURES} signatures")
         data = _signed_input(MAGIC_SIGNED, topic, encoding, body)
         public = self.public
         accepted: str | None = None
