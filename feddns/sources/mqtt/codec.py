@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,6 @@ from feddns.model.services import (
     ServiceKey,
     ServiceType,
     dedupe_endpoints,
-    normalise_address,
 )
 from feddns.sources.mqtt.addresses import AddressPolicy
 from feddns.sources.mqtt.keys import KeyRing
@@ -166,16 +166,21 @@ Decoded = ServiceMessage | SnapshotMessage | StatusMessage
 
 
 def service_from_data(data: ServiceData) -> Service:
-    """Convert a validated wire service into the model (addresses canonical, deduped)."""
+    """Convert a validated wire service into the model (addresses canonical, deduped).
+
+    The schema's ``IpAddress`` already gave every address its canonical text form, so
+    it is only interned here, not parsed a third time (the address policy parses it
+    too): a receiver checks 10,000 services in a join (issue #17).
+    """
     return Service(
         namespace=data.namespace,
         name=data.name,
         type=data.type,
-        cluster_ips=tuple(normalise_address(a) for a in data.cluster_ips),
-        load_balancer_ips=tuple(normalise_address(a) for a in data.load_balancer_ips),
+        cluster_ips=tuple(sys.intern(a) for a in data.cluster_ips),
+        load_balancer_ips=tuple(sys.intern(a) for a in data.load_balancer_ips),
         ports=tuple(Port(p.name, p.port, p.protocol) for p in data.ports),
         endpoints=dedupe_endpoints(
-            Endpoint(normalise_address(e.address), ready=e.ready, serving=e.serving,
+            Endpoint(sys.intern(e.address), ready=e.ready, serving=e.serving,
                      terminating=e.terminating, hostname=e.hostname, zone=e.zone,
                      node=e.node, target=e.target)
             for e in data.endpoints
