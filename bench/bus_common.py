@@ -2,12 +2,13 @@
 
 Why it exists: ``bench.bus_latency`` and ``bench.bus_publish`` set the bus up
 the same way as ``tests/integration/test_federation.py``: one real mosquitto
-on a free loopback port (``tests.mosquitto``), one shared HMAC key file, and
-one config per feddns instance in which the instance's own cluster has a
-``kubernetes`` source (a context of the fake API's kubeconfig) and every
-other member has ``source: {type: bus}``. Short bus intervals make peers'
-freshness follow the bus within seconds; ``hold_down``/``readmit_after`` 0
-make every change visible at once.
+on a free loopback port (``tests.mosquitto``), one shared HMAC key file (or,
+with :func:`signed`, a key pair per publishing cluster and a directory of
+their public keys, issue #17), and one config per feddns instance in which
+the instance's own cluster has a ``kubernetes`` source (a context of the fake
+API's kubeconfig) and every other member has ``source: {type: bus}``. Short
+bus intervals make peers' freshness follow the bus within seconds;
+``hold_down``/``readmit_after`` 0 make every change visible at once.
 """
 
 from __future__ import annotations
@@ -72,6 +73,25 @@ def write_key(directory: Path) -> Path:
     path.write_text(SECRET)
     path.chmod(0o600)
     return path
+
+
+def signed(directory: Path, own: Sequence[str]) -> dict[str, Any]:
+    """``bus`` settings signing with per-cluster Ed25519 keys instead of the HMAC key.
+
+    Writes a key pair for each cluster of ``own`` (``feddns keygen``'s files) and their
+    public keys into ``directory/public``; the result replaces ``keys`` (HMAC off). An
+    empty ``own``: a receiver, which holds the public keys only.
+    """
+    from feddns.sources.mqtt.signatures import write_key_pair
+
+    public = directory / "public"
+    public.mkdir(parents=True, exist_ok=True)
+    private = []
+    for cluster in own:
+        key, pub, _ = write_key_pair(directory / "secret", cluster)
+        (public / pub.name).write_bytes(pub.read_bytes())
+        private.append({"cluster": cluster, "file": str(key)})
+    return {"keys": [], "private_keys": private, "public_keys_dir": str(public)}
 
 
 def bus_section(port: int, key: Path, **overrides: Any) -> dict[str, Any]:

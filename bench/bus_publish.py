@@ -34,7 +34,8 @@ Per run, in order:
 
 The UDP client's worst answer time from A during the load and the republish
 shows whether publishing blocks A's DNS. ``--runs`` repetitions, each with a
-fresh broker, fake API and instance; medians printed as figures.
+fresh broker, fake API and instance; medians printed as figures. Messages are
+signed with the cluster's own Ed25519 key (issue #17; ``--hmac``: the shared key).
 
     .venv/bin/python -m bench.bus_publish [--runs 3] [--services 10000]
 """
@@ -61,6 +62,7 @@ from bench.bus_common import (
     bus_metrics,
     bus_section,
     rejected,
+    signed,
     write_instance_config,
     write_key,
 )
@@ -212,8 +214,12 @@ async def one_run(args: argparse.Namespace) -> dict[str, float]:
         api.call("populate", cluster=SOURCE, services=n, endpoints=args.endpoints,
                  per_slice=100, headless=False, prefix="svc", first_ip=1)
         print(f"# populated {n} services in {time.monotonic() - started:.1f} s", flush=True)
-        bus = {"republish_interval": args.republish}
-        settings = BusConfig(**bus_section(mqtt.port, key, **bus))
+        bus: dict[str, Any] = {"republish_interval": args.republish}
+        peer_bus = dict(bus)
+        if not args.hmac:  # each cluster signs with its own key; peers hold public keys
+            bus.update(signed(tmp / "keys", [SOURCE]))
+            peer_bus.update(keys=[], public_keys_dir=bus["public_keys_dir"])
+        settings = BusConfig(**bus_section(mqtt.port, key, **peer_bus))
         peer = Peer(settings)
         peer.start()
         try:
@@ -324,6 +330,9 @@ def main() -> None:
                         help="A's republish_interval (the republish burst is measured)")
     parser.add_argument("--join-timeout", type=float, default=15.0,
                         help="bound on the join (an incomplete join is reported as such)")
+    parser.add_argument("--hmac", action="store_true",
+                        help="what-if: the shared HMAC key instead of per-cluster Ed25519"
+                             " signatures")
     parser.add_argument("--broker-nodelay", action="store_true",
                         help="what-if: set_tcp_nodelay true in mosquitto (default false)")
     parser.add_argument("--broker-max-queued", type=int, default=None,
@@ -333,7 +342,8 @@ def main() -> None:
     print(environment(), flush=True)
     print(f"# publisher: feddns watching 1 cluster of {args.services} ClusterIP services x "
           f"{args.endpoints} endpoints; peers: in-process FederationBus + Registry; "
-          f"republish_interval {args.republish:.0f} s; {args.runs} runs"
+          f"republish_interval {args.republish:.0f} s; {args.runs} runs; "
+          f"{'HMAC (shared key)' if args.hmac else 'per-cluster Ed25519 signatures'}"
           f"{'; what-if: mosquitto set_tcp_nodelay true' if args.broker_nodelay else ''}"
           + ("" if args.broker_max_queued is None else
              f"; what-if: mosquitto max_queued_messages {args.broker_max_queued}"),
@@ -366,7 +376,8 @@ def main() -> None:
               f"dropped at peer {res['dropped_peer']}; peer 1 saw east turn stale "
               f"{res['peer_stale']:.0f} time(s)", flush=True)
 
-    tag = "-broker-nodelay" if args.broker_nodelay else ""
+    tag = "-hmac" if args.hmac else ""
+    tag += "-broker-nodelay" if args.broker_nodelay else ""
     if args.broker_max_queued is not None:
         tag += f"-broker-max-queued-{args.broker_max_queued}"
 

@@ -185,6 +185,22 @@ class App:
         self.compiler.start_gate(added, timeout=settings.freshness.sync_timeout)
         if self.supervisor.watches_threads:
             tuning.for_watch_threads()
+        if self.bus is not None and settings.bus is not None:
+            self._reload_bus_keys(settings)
+
+    def _reload_bus_keys(self, settings: Settings) -> None:
+        """Re-read the bus's key files (a key added, switched or retired; issue #17)."""
+        from feddns.errors import ConfigError
+        from feddns.sources.mqtt.sealing import BusKeys
+
+        assert self.bus is not None and settings.bus is not None
+        try:
+            keys = BusKeys.from_config(settings.bus)
+        except ConfigError as exc:  # changed since the reload's check: keep the running keys
+            log.error("reload: bus keys unchanged: %s", exc.render().replace("\n", "; "))
+            return
+        self.bus.set_keyring(keys)
+        log.info("bus keys: %s", keys.describe())
 
     def compile_now(self, *, limit: int | None = None) -> int:
         """Apply pending registry changes to the answer table (tests call it directly)."""

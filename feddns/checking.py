@@ -9,7 +9,8 @@ at once, not one per attempt. So the schema is validated, and, whatever it says,
 each file the raw config names is checked on its own (a static data file loads
 and holds data for its clusters; a kubeconfig parses and names a usable context
 whose token, certificate and CA files exist; the bus's key, password and TLS
-files exist): schema problems and file problems are reported together, each
+files exist and hold what they should; the observe token file holds a token):
+schema problems and file problems are reported together, each
 with its key path and the file. ``schema_only`` skips the files, for validating
 a config away from the machine it will run on.
 """
@@ -25,6 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 from feddns.config import (
     BusConfig,
     KubernetesSourceConfig,
+    ObserveConfig,
     Settings,
     SourceConfig,
     StaticSourceConfig,
@@ -36,6 +38,9 @@ from feddns.sources.kubernetes.kubeconfig import in_cluster_problems, kubeconfig
 from feddns.sources.static import load_static
 
 _SOURCE: TypeAdapter[Any] = TypeAdapter(SourceConfig)
+MIN_TOKEN_LENGTH = 16
+"""Shortest observe token accepted (a shorter file is refused here and never matches):
+``openssl rand -hex 32`` makes a good one."""
 
 
 def load_checked(path: Path | str, *, schema_only: bool = False) -> Settings:
@@ -85,6 +90,13 @@ def file_problems(data: dict[str, Any], context: dict[str, Any]) -> list[str]:
             continue
         out += [f"{where}.file: {file} has no data for cluster {name!r}"
                 for where, name in users if name not in loaded]
+    observe = data.get("observe")
+    if isinstance(observe, dict) and isinstance(observe.get("token_file"), str):
+        with contextlib.suppress(ValidationError):  # the schema check reports it
+            token_file = ObserveConfig.model_validate(observe, context=context).token_file
+            problem = token_problem(token_file) if token_file is not None else None
+            if problem is not None:
+                out.append(f"observe.token_file: {problem}")
     bus = data.get("bus")
     if isinstance(bus, dict):
         with contextlib.suppress(ValidationError):  # the schema check reports it
@@ -93,13 +105,18 @@ def file_problems(data: dict[str, Any], context: dict[str, Any]) -> list[str]:
 
 
 def bus_file_problems(bus: BusConfig) -> list[str]:
-    """Key, password and TLS files of the bus that are missing or unusable."""
+    """Key, password and TLS files of the bus that are missing or unusable.
+
+    The keys are read exactly as the bus reads them: HMAC secrets, each private and
+    public key file (Ed25519, PEM), the public keys directory, and whether one key is
+    given for two clusters or an own private key is missing from its cluster's list.
+    """
     # Loaded only with a bus: the package brings aiomqtt along.
-    from feddns.sources.mqtt.keys import KeyRing  # noqa: PLC0415
+    from feddns.sources.mqtt.sealing import BusKeys  # noqa: PLC0415
 
     out: list[str] = []
     try:
-        KeyRing.from_config(bus)
+        BusKeys.from_config(bus)
     except ConfigError as exc:
         out += exc.problems
     if bus.password_file is not None and not bus.password_file.is_file():
@@ -110,3 +127,18 @@ def bus_file_problems(bus: BusConfig) -> list[str]:
             if file is not None and not file.is_file():
                 out.append(f"bus.tls.{key}: {file} does not exist")
     return out
+
+
+def token_problem(path: Path) -> str | None:
+    """What is wrong with the observe token file (None: usable); ``observe.access`` agrees."""
+    try:
+        token = path.read_bytes().strip()
+    except FileNotFoundError:
+        return f"{path} does not exist (expected a bearer token, e.g. `openssl rand -hex 32`)"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"{path}: the token is shorter than {MIN_TOKEN_LENGTH} characters"
+    if not token.isascii() or any(c in token for c in b" \t\r\n"):
+        return f"{path}: the token must be one word of printable ASCII"
+    return None

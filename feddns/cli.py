@@ -1,4 +1,4 @@
-"""Command-line entry points: ``serve``, ``check-config``, ``status``, ``corefile``, ``soak``.
+"""Command-line entry points: ``serve``, ``check-config``, ``status``, ``keygen`` and more.
 
 Why it exists: operators meet feddns here first, so every failure a user can
 cause (a bad file, a busy port) ends in a one-paragraph explanation and a
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate a config file and every file it names",
         description="Validates the config and the files it names (static data files,"
                     " kubeconfigs and the token, certificate and CA files they name, the bus's"
-                    " key, password and TLS files) and prints every problem at once. `serve`"
+                    " key, password and TLS files, the observe token file) and prints every"
+                    " problem at once. `serve`"
                     " and a reload run the same checks and refuse what fails them.")
     check.add_argument("config", type=Path, help="the config file to check")
     check.add_argument("--schema-only", action="store_true",
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, default=None,
                         help="take the URL from this config's observe.listen")
     status.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    status.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                        help="the bearer token /debug requires off loopback (default: the"
+                             " config's observe.token_file with -c)")
 
     core = sub.add_parser(
         "corefile", help="print the CoreDNS server block that forwards the origins to feddns",
@@ -129,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --nodelocal: addresses to bind (default 169.254.20.10; add"
                            " the kube-dns service IP in iptables mode)")
 
+    keygen = sub.add_parser(
+        "keygen", help="write an Ed25519 key pair that signs one cluster's bus messages",
+        description="Writes CLUSTER.key (the private key, mode 0600: for the instances that"
+                    " source CLUSTER only, e.g. a Secret, named in bus.private_keys) and"
+                    " CLUSTER.pub (the public key: for every instance that accepts CLUSTER,"
+                    " e.g. a ConfigMap mounted as bus.public_keys_dir). Never overwrites a"
+                    " file. For a key roll, write the new pair with --label.")
+    keygen.add_argument("cluster", help="the cluster id the key signs for (clusters[].name)")
+    keygen.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
+                        help="where to write the two files (default: the current folder;"
+                             " created with mode 0700 if missing)")
+    keygen.add_argument("--label", default=None,
+                        help="name the pair CLUSTER_LABEL.key/.pub (a second key while"
+                             " rolling, e.g. --label 2027-06)")
+
     soak = sub.add_parser(
         "soak", help="verify a running instance's answers against its /debug view, in rounds",
         description="Resolves every service and headless endpoint name of a running feddns"
@@ -142,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 " 127.0.0.1:53; IPv6 as [ADDR]:PORT)")
     soak.add_argument("--url", default="http://127.0.0.1:9154",
                       help="the instance's observe.listen URL (default http://127.0.0.1:9154)")
+    soak.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                      help="the bearer token of observe.token_file (needed off loopback)")
     soak.add_argument("--duration", type=_positive, default=None, metavar="S",
                       help="seconds to run (default: until interrupted)")
     soak.add_argument("--churn", type=Path, default=None, metavar="FILE",
@@ -165,17 +186,21 @@ def status(args: argparse.Namespace) -> int:
     from feddns.observe.status import DEFAULT_URL, EXIT_UNREACHABLE, run_status, url_from_listen
 
     url = args.url
-    if url is None and args.config is not None:
+    token_file = args.token_file
+    if args.config is not None:
         try:
             settings = load_settings(args.config)
         except ConfigError as exc:
             print(exc.render(), file=sys.stderr)
             return EXIT_UNREACHABLE
-        if settings.observe.listen is None:
+        token_file = token_file or settings.observe.token_file
+        if url is None and settings.observe.listen is None:
             print(f"{args.config}: observe.listen is off; nothing to ask", file=sys.stderr)
             return EXIT_UNREACHABLE
-        url = url_from_listen(settings.observe.listen)
-    return run_status(url or DEFAULT_URL, sys.stdout, sys.stderr, timeout=args.timeout)
+        if url is None and settings.observe.listen is not None:
+            url = url_from_listen(settings.observe.listen)
+    return run_status(url or DEFAULT_URL, sys.stdout, sys.stderr, timeout=args.timeout,
+                      token_file=token_file)
 
 
 def corefile(args: argparse.Namespace) -> int:
@@ -215,6 +240,23 @@ def check_config(path: Path, *, schema_only: bool = False) -> int:
     print(f"{path}: OK ({len(settings.clusters)} cluster(s), "
           f"origins {', '.join(o.name for o in settings.origins)}"
           f"{'; files not checked' if schema_only else ''})")
+    return EXIT_OK
+
+
+def keygen(args: argparse.Namespace) -> int:
+    """``feddns keygen``: write a key pair for one cluster (never overwriting a file)."""
+    from feddns.sources.mqtt.signatures import KeyFileError, write_key_pair
+
+    try:
+        private, public, key_id = write_key_pair(args.out_dir, args.cluster, label=args.label)
+    except KeyFileError as exc:
+        print(f"feddns keygen: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote {private} (private, mode 0600: only on the instances that source"
+          f" {args.cluster}, listed in their bus.private_keys)\n"
+          f"wrote {public} (public: on every instance that accepts {args.cluster}, in"
+          f" bus.public_keys or bus.public_keys_dir)\n"
+          f"key id {key_id}")
     return EXIT_OK
 
 
@@ -263,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status(args)
     if args.command == "corefile":
         return corefile(args)
+    if args.command == "keygen":
+        return keygen(args)
     if args.command == "soak":
         from feddns.soak import run as run_soak
 

@@ -483,6 +483,42 @@ class BusKeyConfig(_Model):
         return self
 
 
+class BusPrivateKeyConfig(_Model):
+    """An Ed25519 private key of this instance, for one cluster it publishes (``keygen``)."""
+
+    cluster: ClusterId
+    """The cluster it signs for: one this instance sources itself."""
+
+    file: Path
+    """The private key (PKCS#8 PEM, unencrypted), e.g. a mounted Kubernetes Secret readable
+    by feddns only; relative paths are resolved against the config's folder."""
+
+    @field_validator("file")
+    @classmethod
+    def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
+        resolved = _resolve_relative(value, info)
+        assert resolved is not None
+        return resolved
+
+
+class BusPublicKeyConfig(_Model):
+    """One cluster's Ed25519 public key: messages for that cluster signed by it are accepted."""
+
+    cluster: ClusterId
+    """The cluster whose messages this key may sign (and no other cluster's)."""
+
+    file: Path
+    """The public key (``-----BEGIN PUBLIC KEY-----``, the ``.pub`` of ``feddns keygen``);
+    relative paths are resolved against the config's folder."""
+
+    @field_validator("file")
+    @classmethod
+    def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
+        resolved = _resolve_relative(value, info)
+        assert resolved is not None
+        return resolved
+
+
 class BusTlsConfig(_Model):
     """TLS towards the broker (mosquitto ``cafile``/``require_certificate``)."""
 
@@ -581,12 +617,28 @@ class BusConfig(_Model):
     tls: BusTlsConfig | None = None
     """TLS settings; absent: plain TCP (only for a broker on a trusted network)."""
 
-    keys: list[BusKeyConfig] = Field(min_length=1)
-    """The key ring: every key listed is accepted, so a new key is added everywhere first,
-    then used for signing, then the old one removed (a key roll without an outage)."""
+    keys: list[BusKeyConfig] = Field(default_factory=list)
+    """The shared HMAC key ring, for small setups: every member can speak for every other
+    (whoever holds the secret can sign any cluster's data). Every key listed is accepted,
+    so a new key is added everywhere first, then used for signing, then the old one removed.
+    Empty: HMAC is off and only ``private_keys``/``public_keys`` signatures are accepted."""
 
     signing_key: str | None = None
-    """The id of the key this instance signs with; default: the first key."""
+    """The id of the HMAC key this instance signs with; default: the first key."""
+
+    private_keys: list[BusPrivateKeyConfig] = Field(default_factory=list)
+    """Per-cluster signatures (Ed25519): this instance's private key for each cluster it
+    publishes (all of them, or none to sign with ``keys``). Its public half is accepted
+    for that cluster here too. Peers accept the messages only with the public key."""
+
+    public_keys: list[BusPublicKeyConfig] = Field(default_factory=list)
+    """Public keys of the clusters this instance accepts, each for one cluster: a message
+    for cluster X is accepted only when signed by one of X's keys (two while X rolls)."""
+
+    public_keys_dir: Path | None = None
+    """A directory of public keys (a mounted ConfigMap), named ``<cluster>.pub`` or
+    ``<cluster>_<label>.pub``; read at start and at every reload (SIGHUP). Adds to
+    ``public_keys``."""
 
     keepalive: int = Field(default=30, ge=5, le=3600)
     """MQTT keepalive in seconds: the broker fires the last will ("offline") after about
@@ -644,10 +696,22 @@ class BusConfig(_Model):
     def _prefix(cls, value: str) -> str:
         return _check_topic_prefix(value)
 
-    @field_validator("password_file")
+    @field_validator("password_file", "public_keys_dir")
     @classmethod
     def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve_relative(value, info)
+
+    @field_validator("private_keys")
+    @classmethod
+    def _one_private_key_per_cluster(cls, keys: list[BusPrivateKeyConfig]
+                                     ) -> list[BusPrivateKeyConfig]:
+        clusters = [k.cluster for k in keys]
+        for i, cluster in enumerate(clusters):
+            if cluster in clusters[:i]:
+                raise ValueError(f"two private keys for cluster {cluster!r}"
+                                 f" ([{clusters.index(cluster)}] and [{i}]): an instance signs"
+                                 " with one key per cluster (roll it by switching the file)")
+        return keys
 
     @field_validator("brokers", mode="before")
     @classmethod
@@ -701,6 +765,12 @@ class BusConfig(_Model):
                              " own 'port'")
         if self.signing_key is not None and self.signing_key not in {k.id for k in self.keys}:
             raise ValueError(f"signing_key {self.signing_key!r} is not one of 'keys'")
+        if not (self.keys or self.private_keys or self.public_keys
+                or self.public_keys_dir is not None):
+            raise ValueError("no keys: give 'private_keys' with 'public_keys' or"
+                             " 'public_keys_dir' (Ed25519, one key pair per cluster: `feddns"
+                             " keygen`), or 'keys' (one shared HMAC secret: every member can"
+                             " speak for every other)")
         if self.peer_timeout < 2 * self.heartbeat_interval:
             raise ValueError("peer_timeout must be at least twice heartbeat_interval")
         if self.password_file is not None and self.password_env is not None:
@@ -798,6 +868,12 @@ class NamesConfig(_Model):
     """Serve ``_explain.<svc>.<ns>.svc.<origin>`` TXT: per cluster, its freshness,
     health, tier for the asking client and why it was or was not chosen."""
 
+    explain_allow: list[Cidr] = Field(default_factory=list)
+    """Source networks (CIDRs) that may ask ``_explain`` names; any other source gets
+    REFUSED for them (counted with ``dns.allow``'s refusals). Behind CoreDNS or NodeLocal
+    DNSCache the source is the forwarder (list the nodes' or the operators' networks).
+    Empty: every client that may query (SECURITY.md says why that is the default)."""
+
 
 class ObserveConfig(_Model):
     """Metrics, health and debug endpoints, and logging (see docs/operations.md)."""
@@ -813,6 +889,17 @@ class ObserveConfig(_Model):
     query_log: bool = False
     """Log every query (client, name, type, rcode): for debugging only, it costs
     throughput. Off: nothing is logged per query."""
+
+    token_file: Path | None = None
+    """A file holding the bearer token (``openssl rand -hex 32``; at least 16 characters)
+    that ``/metrics``, ``/debug`` and ``/`` require (``Authorization: Bearer <token>``);
+    re-read when the file changes. ``/healthz`` and ``/readyz`` never need it. Unset: those
+    pages are open on a loopback ``listen`` and closed (401) on any other address."""
+
+    @field_validator("token_file")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_relative(value, info)
 
 
 class Settings(_Model):
@@ -879,6 +966,8 @@ class Settings(_Model):
         if needing and bus is None:
             raise ValueError(f"clusters[{needing[0]}] has source type 'bus': configure the"
                              " bus section (broker, keys)")
+        if bus is not None:
+            _check_bus_signers(bus, clusters)
         return bus
 
     @field_validator("locality")
@@ -890,6 +979,27 @@ class Settings(_Model):
             raise ValueError(f"local_cluster {locality.local_cluster!r} is not one of the"
                              " configured clusters")
         return locality
+
+
+def _check_bus_signers(bus: BusConfig, clusters: list[ClusterConfig]) -> None:
+    """Every cluster this instance publishes is signed, and the same way (issue #17)."""
+    own = [c.name for c in clusters if not isinstance(c.source, BusSourceConfig)]
+    signed = [k.cluster for k in bus.private_keys]
+    for i, cluster in enumerate(signed):
+        if cluster not in own:
+            what = ("has source type 'bus' (another instance publishes it)"
+                    if cluster in {c.name for c in clusters} else "is not in clusters")
+            raise ValueError(f"private_keys[{i}].cluster {cluster!r} {what}: an instance holds"
+                             " private keys only for the clusters it sources itself")
+    missing = [c for c in own if c not in signed]
+    if signed and missing:
+        raise ValueError(f"private_keys has no key for {', '.join(missing)}, which this instance"
+                         " publishes too: give a key for every cluster it sources (its last"
+                         " will speaks for all of them), or none to sign with 'keys' (HMAC)")
+    if own and not signed and not bus.keys:
+        raise ValueError(f"nothing to sign with: this instance publishes {', '.join(own)};"
+                         " give private_keys (one per cluster it sources, `feddns keygen`) or"
+                         " keys (HMAC)")
 
 
 def format_location(loc: tuple[int | str, ...]) -> str:

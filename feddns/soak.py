@@ -30,6 +30,7 @@ import random
 import socket
 import statistics
 import struct
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -66,21 +67,27 @@ class Round:
 class Target:
     """A running feddns: its DNS address and its observability URL."""
 
-    def __init__(self, dns_host: str, dns_port: int, url: str, *, timeout: float = 2.0) -> None:
+    def __init__(self, dns_host: str, dns_port: int, url: str, *, timeout: float = 2.0,
+                 token: str | None = None) -> None:
         self.dns_host = dns_host
         self.dns_port = dns_port
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        """The observe token (``observe.token_file``), needed off loopback."""
+
+    def _get(self, path: str) -> urllib.request.Request:
+        return urllib.request.Request(self.url + path, headers=self.headers)  # noqa: S310
 
     def get_json(self, path: str) -> Any:
         """GET ``path`` and decode it as JSON."""
-        with urllib.request.urlopen(self.url + path, timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(self._get(path), timeout=10) as resp:  # noqa: S310
             return json.loads(resp.read())
 
     def metrics(self) -> dict[str, float]:
         """Unlabelled samples of ``/metrics`` (RSS, fds, tasks)."""
         out: dict[str, float] = {}
-        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(self._get("/metrics"), timeout=10) as resp:  # noqa: S310
             for line in resp.read().decode().splitlines():
                 if line.startswith("#") or "{" in line:
                     continue
@@ -380,7 +387,14 @@ def summarize(rounds: list[tuple[float, Round]], mismatches: int, *,
 def run(args: argparse.Namespace) -> int:
     """``feddns soak`` with its parsed arguments (see ``feddns.cli``)."""
     host, port = args.server
-    target = Target(host, port, args.url, timeout=args.timeout)
+    token = None
+    if getattr(args, "token_file", None) is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"feddns soak: cannot read the token file: {exc}", file=sys.stderr)
+            return 2
+    target = Target(host, port, args.url, timeout=args.timeout, token=token)
     try:
         return soak(target, duration=args.duration, origin=args.origin, churn_file=args.churn,
                     rss_growth_percent=args.max_rss_growth,

@@ -39,6 +39,7 @@ class Mosquitto:
                  max_packet_size: int | None = None,
                  tls: tuple[Path, Path, Path] | None = None,
                  password_file: Path | None = None,
+                 acl_file: Path | None = None,
                  max_queued_messages: int | None = 100_000,
                  tcp_nodelay: bool = True) -> None:
         self.folder = folder
@@ -54,6 +55,8 @@ class Mosquitto:
         """(CA file, certificate file, key file) for a TLS-only listener."""
         self.password_file = password_file
         """A ``mosquitto_passwd`` file; anonymous clients are refused when set."""
+        self.acl_file = acl_file
+        """A mosquitto ACL file (``acl_file``); refused publishes are logged ("Denied")."""
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
@@ -86,6 +89,9 @@ class Mosquitto:
             lines.append(f"max_packet_size {self.max_packet_size}")
         if self.password_file is not None:
             lines.append(f"password_file {self.password_file}")
+        if self.acl_file is not None:
+            # "Denied PUBLISH" is logged at the debug level only.
+            lines += [f"acl_file {self.acl_file}", "log_type debug"]
         if self.tls is not None:
             ca, cert, key = self.tls
             lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
@@ -172,23 +178,27 @@ def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-def make_password_file(path: Path, user: str, password: str) -> Path:
-    """A mosquitto password file with one user (via ``mosquitto_passwd``)."""
+def make_password_file(path: Path, user: str, password: str,
+                       *more: tuple[str, str]) -> Path:
+    """A mosquitto password file with one user, or more (via ``mosquitto_passwd``)."""
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), user, password], check=True,
                    capture_output=True)
+    for other, secret in more:
+        subprocess.run(["mosquitto_passwd", "-b", str(path), other, secret], check=True,
+                       capture_output=True)
     return path
 
 
 @contextlib.contextmanager
 def mosquitto(folder: Path, *, persistence: bool = False, max_packet_size: int | None = None,
               tls: tuple[Path, Path, Path] | None = None,
-              password_file: Path | None = None,
+              password_file: Path | None = None, acl_file: Path | None = None,
               max_queued_messages: int | None = 100_000) -> Iterator[Mosquitto]:
     """A started broker, stopped on exit whatever happened."""
     if not Path(MOSQUITTO).exists():
         raise RuntimeError("mosquitto is not installed (Debian package mosquitto)")
     broker = Mosquitto(folder, persistence=persistence, max_packet_size=max_packet_size,
-                       tls=tls, password_file=password_file,
+                       tls=tls, password_file=password_file, acl_file=acl_file,
                        max_queued_messages=max_queued_messages)
     broker.start()
     try:

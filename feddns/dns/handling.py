@@ -17,7 +17,9 @@ lives here once:
 * admission (``feddns.dns.limiting``): sources outside ``dns.allow`` get
   REFUSED; over UDP, responses beyond a prefix's rate (``dns.rrl``) are
   dropped or, every ``slip``-th, sent empty with TC=1 (so the client retries
-  over TCP). With both off, the whole cost is one attribute check per query.
+  over TCP). With both off, the whole cost is one attribute check per query;
+* ``_explain`` names (``names.explain_allow``) never enter the front memo: it is
+  per client class, not per source, and an explain record shows ages (TTL 0).
 
 A fast path serves ordinary queries (one question, no EDNS or a plain OPT)
 by slicing the question out of the packet and copying pre-encoded pieces
@@ -61,6 +63,7 @@ from feddns.dns.front import FrontEntry, FrontMemo
 from feddns.dns.limiting import DROP, REFUSE, SLIP, Limits
 from feddns.policy.locality import Locator
 from feddns.table.answers import REFUSED, CompiledAnswer, FastMemo
+from feddns.table.names import EXPLAIN
 from feddns.table.table import AnswerTable
 
 log = logging.getLogger(__name__)
@@ -281,8 +284,12 @@ class Handler:
                     if ans is None and _plain_name(data, end):
                         qtype = (data[end + 1] << 8) | data[end + 2]
                         qclass = (data[end + 3] << 8) | data[end + 4]
-                        ans = table.resolve(name + data[end + 1 : qend], name, qtype, qclass,
-                                            cls, now=self.clock())
+                        if name.startswith(EXPLAIN) and not limits.may_explain(
+                                table.options.explain_allow, addr):
+                            ans = REFUSED
+                        else:
+                            ans = table.resolve(name + data[end + 1 : qend], name, qtype,
+                                                qclass, cls, now=self.clock())
                     if ans is not None:
                         return self._answer_fast(data, tcp, ans, front=front,
                                                  variant=variant, name=name, qend=qend,
@@ -317,7 +324,7 @@ class Handler:
                 part, region = memo.truncated, TRUNCATED
             made.append((part[0] + question + part[1], memo.slot + region + qslot))
         pick = data[1] % len(made)
-        if len({slot for _, slot in made}) == 1:
+        if len({slot for _, slot in made}) == 1 and not name.startswith(EXPLAIN):
             # Every variant is cut the same way (the usual case): remember it.
             tails = tuple(tail for tail, _ in made)
             entry = (tails[0] if len(tails) == 1 else tails, made[0][1])
@@ -411,7 +418,10 @@ class Handler:
                     return _header_only(data, flags, wire.FORMERR)
                 if located is not None:
                     cls, ecs_option = located
-            ans = table.lookup(q.qname_lower, q.qtype, q.qclass, cls, now=self.clock())
+            refused = q.qname_lower.startswith(EXPLAIN) and not self.limits.may_explain(
+                table.options.explain_allow, addr)
+            ans = REFUSED if refused else table.lookup(q.qname_lower, q.qtype, q.qclass, cls,
+                                                       now=self.clock())
             if ans.variants is not None:
                 ans = ans.variants[(q.qid & 0xFF) % len(ans.variants)]
         full, lean, truncated = pieces(

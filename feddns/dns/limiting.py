@@ -17,6 +17,9 @@ these are the knobs that keep it useful under abuse (dns-protocol.md §5, §10):
   bucket table is bounded: when it is full, buckets idle long enough to have
   refilled (a new bucket would be the same) are evicted, and if that frees
   too little the oldest go.
+* ``names.explain_allow``: the ``_explain`` names, which show cluster names,
+  regions and health, only for sources in these CIDRs (:meth:`Limits.may_explain`);
+  asked only on a memo miss, since explain answers are never memoized.
 * ``dns.max_tcp_clients`` and ``dns.tcp_handshake_timeout``: read by the TCP
   transport (``feddns.dns.server``) on every accepted connection.
 
@@ -193,7 +196,8 @@ class Limits:
         self.rrl: Rrl | None = None
         self.active = False
         self.refused = 0
-        """Queries answered REFUSED because their source is outside ``dns.allow``."""
+        """Queries answered REFUSED: the source is outside ``dns.allow`` (or, for an
+        ``_explain`` name, outside ``names.explain_allow``)."""
         self.slipped = 0
         """Rate-limited UDP responses sent truncated (TC=1)."""
         self.dropped = 0
@@ -215,6 +219,22 @@ class Limits:
             self._rrl_config = dns.rrl
             self.rrl = Rrl.from_config(dns.rrl) if dns.rrl is not None else None
         self.active = self.acl is not None or self.rrl is not None
+
+    def may_explain(self, allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+                    addr: tuple[str, int] | None) -> bool:
+        """True when ``addr`` may ask ``_explain`` names (``allow`` empty: everyone).
+
+        A refusal is counted with the ACL's. The networks come from the answer table's
+        options, so a reload changes them with the table.
+        """
+        if not allow or addr is None:
+            return True
+        address = _parse(addr[0])
+        if address is not None and any(address.version == n.version and address in n
+                                       for n in allow):
+            return True
+        self.refused += 1
+        return False
 
     def admit(self, data: bytes, host: str, tcp: bool) -> int:
         """The verdict for one message from ``host``: ``ANSWER`` or a mix of the bits.

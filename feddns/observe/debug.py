@@ -143,7 +143,8 @@ def bus_view(bus: BusStatsLike) -> dict[str, Any]:
                                              else round(peer.heartbeat_age, 3)),
                    "services": peer.services,
                    "complete": peer.complete,
-                   "rejected_services": dict(peer.rejected_services)}
+                   "rejected_services": dict(peer.rejected_services),
+                   "signed_with": peer.signed_with}
             for name, peer in sorted(bus.peers.items())
         },
     }

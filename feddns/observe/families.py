@@ -67,8 +67,9 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("feddns_dns_rrl_prefixes", "gauge", (),
               "Client prefixes holding a rate-limit bucket (bounded; idle ones are evicted)."),
     MetricDef("feddns_dns_acl_refused_total", "counter", (),
-              "Queries answered REFUSED because their source is outside dns.allow (also"
-              " counted in feddns_dns_queries_total)."),
+              "Queries answered REFUSED because their source is outside dns.allow, or asked"
+              " an _explain name from outside names.explain_allow (also counted in"
+              " feddns_dns_queries_total)."),
     # --- clusters and sources ------------------------------------------------------
     MetricDef("feddns_cluster_state", "gauge", ("cluster", "state"),
               "1 for the cluster's current state (syncing, fresh, stale, expired, or unsynced:"

@@ -15,7 +15,8 @@ warm-start snapshot, or ``freshness.sync_timeout`` passed for those that did
 not), then 200 for good (a cluster lost later does not make the instance
 unready: it still answers, from stale data). A 200 names the clusters that
 are *unsynced* (past the gate without data), so a probe's log shows them. No
-request is logged.
+request is logged. Off loopback, everything but the probes needs the bearer
+token of ``observe.token_file`` (``observe.access``); a refusal is a bare 401.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from feddns.observe.access import Access
 from feddns.observe.debug import debug_view, parse_service, service_view, services_view
 from feddns.observe.metrics import CONTENT_TYPE, build_registry, exposition_in_slices
 
@@ -51,9 +54,22 @@ class ObserveServer:
         self.registry = build_registry(app)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
+        self.access = Access(host)
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """Serve only what ``observe.access`` allows; otherwise 401 and nothing else."""
+        if self.access.allows(request.path, request.headers.get("Authorization"),
+                              self.app.settings.observe.token_file):
+            return await handler(request)
+        # RFC 6750 §3: the scheme in WWW-Authenticate; no body beyond one word, no hint.
+        return web.Response(status=401, text="unauthorized\n",
+                            headers={"WWW-Authenticate": 'Bearer realm="feddns"'})
 
     def _routes(self) -> web.Application:
-        webapp = web.Application()
+        webapp = web.Application(middlewares=[self._guard])
         webapp.router.add_get("/metrics", self.metrics)
         webapp.router.add_get("/healthz", self.healthz)
         webapp.router.add_get("/readyz", self.readyz)
@@ -78,6 +94,10 @@ class ObserveServer:
         await site.start()
         self._runner = runner
         self.address = (self.host, sock.getsockname()[1])
+        if self.access.closed_without_token(self.app.settings.observe.token_file):
+            log.warning("observe: listening on %s without observe.token_file: /metrics, /debug"
+                        " and / answer 401 until a token is set (/healthz and /readyz stay"
+                        " open)", self.host)
         return self.address
 
     async def stop(self) -> None:

@@ -73,6 +73,9 @@ class PeerStatsLike(Protocol):
     @property
     def rejected_services(self) -> Mapping[str, str]:
         """``NAMESPACE/NAME`` -> reason, for services whose latest message was refused."""
+    @property
+    def signed_with(self) -> str | None:
+        """How its last accepted message was sealed (``ed25519 <id>``, ``hmac <id>``)."""
 
 
 class BusStatsLike(Protocol):

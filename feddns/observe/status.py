@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, TextIO
 
 from feddns.errors import FeddnsError
@@ -36,15 +37,30 @@ def url_from_listen(listen: str) -> str:
     return f"http://{host}:{port}"
 
 
-def fetch(url: str, *, timeout: float = 3.0) -> dict[str, Any]:
-    """GET ``<url>/debug`` and parse it."""
+def read_token(path: Path | None) -> str | None:
+    """The bearer token in ``path`` (``observe.token_file``), or None without one."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StatusError(f"cannot read the token file {path}: {exc}") from exc
+
+
+def fetch(url: str, *, timeout: float = 3.0, token: str | None = None) -> dict[str, Any]:
+    """GET ``<url>/debug`` (with the bearer ``token``, if any) and parse it."""
     if not url.startswith(("http://", "https://")):
         raise StatusError(f"{url}: only http:// and https:// URLs are supported")
     target = url.rstrip("/") + "/debug"
+    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
+        target, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        # The scheme is checked above (no file:// or custom schemes).
-        with urllib.request.urlopen(target, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             body = resp.read()
+    except urllib.error.HTTPError as exc:
+        hint = (" (observe.token_file: give --token-file, or -c with the config)"
+                if exc.code == 401 else "")
+        raise StatusError(f"{target} answered {exc.code} {exc.reason}{hint}") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise StatusError(f"cannot reach {target}: {getattr(exc, 'reason', exc)}") from exc
     try:
@@ -127,12 +143,13 @@ def render(view: dict[str, Any], url: str) -> str:
         out += "\n"
         peers = bus.get("peers") or {}
         if peers:
-            peer_rows = [["PEER", "ONLINE", "HEARTBEAT", "REJECTED SERVICES"]]
+            peer_rows = [["PEER", "ONLINE", "HEARTBEAT", "SIGNED WITH", "REJECTED SERVICES"]]
             for name, peer in peers.items():
                 online = peer.get("online")
                 refused = peer.get("rejected_services") or {}
                 peer_rows.append([name, "-" if online is None else ("yes" if online else "no"),
                                   duration(peer.get("heartbeat_age_seconds")),
+                                  str(peer.get("signed_with") or "-"),
                                   ", ".join(f"{svc} ({why})" for svc, why in refused.items())
                                   or "-"])
             out += table(peer_rows)
@@ -142,10 +159,11 @@ def render(view: dict[str, Any], url: str) -> str:
     return out
 
 
-def run_status(url: str, out: TextIO, err: TextIO, *, timeout: float = 3.0) -> int:
+def run_status(url: str, out: TextIO, err: TextIO, *, timeout: float = 3.0,
+               token_file: Path | None = None) -> int:
     """Print the report for the instance at ``url``; return the exit code."""
     try:
-        view = fetch(url, timeout=timeout)
+        view = fetch(url, timeout=timeout, token=read_token(token_file))
     except StatusError as exc:
         print(f"feddns status: {exc}", file=err)
         return EXIT_UNREACHABLE

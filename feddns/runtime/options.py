@@ -47,6 +47,7 @@ def table_options(settings: Settings) -> TableOptions:
                             o.none_healthy)
             for o in settings.services),
         explain=settings.names.explain,
+        explain_allow=tuple(ipaddress.ip_network(c) for c in settings.names.explain_allow),
         cluster_pinned=settings.names.cluster_pinned,
         federation_v1=settings.names.federation_v1,
         federation=settings.federation,

@@ -10,7 +10,9 @@ expect, a new answer table is compiled from the new options in batches while
 the old one keeps answering, and then the handler, the limits, the front
 memo, the transports' timeouts and the query log switch over in one turn of
 the event loop. Listen addresses, the federation name, the snapshot path and
-the bus section take a restart (logged).
+the bus section take a restart (logged), except the bus's keys: a key roll adds
+a public key everywhere, switches a signer, retires the old key, and none of
+these steps may cost a restart (the app re-reads every key file on each reload).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ log = logging.getLogger("feddns.app")
 RESTART_KEYS = ("federation", "snapshot.path", "observe.listen", "dns.udp_receive_buffer",
                 "bus")
 """Settings a reload cannot apply to a running instance (besides the listen addresses)."""
+BUS_KEY_FIELDS = frozenset({"keys", "signing_key", "private_keys", "public_keys",
+                            "public_keys_dir"})
+"""The bus settings a reload applies (the app swaps the bus's keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,8 @@ def restart_changes(old: Settings, new: Settings, *, listen_fixed: bool = False,
         a, b = getattr(old, section), getattr(new, section)
         if field:
             a, b = getattr(a, field), getattr(b, field)
+        elif section == "bus" and a is not None and b is not None:
+            a, b = a.model_dump(exclude=BUS_KEY_FIELDS), b.model_dump(exclude=BUS_KEY_FIELDS)
         if a != b:
             changed.append(key)
     return changed

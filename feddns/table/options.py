@@ -10,6 +10,7 @@ under it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -79,6 +80,8 @@ class TableOptions:
     isolation: Isolation = field(default_factory=Isolation)
     overrides: tuple[ServiceOverride, ...] = ()
     explain: bool = True
+    explain_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Sources that may ask ``_explain`` names (empty: all); the handler enforces it."""
     cluster_pinned: bool = False
     federation_v1: bool = False
     federation: str = "federation"

@@ -83,6 +83,12 @@ def test_the_broker_failover_benchmark_prints_its_figures() -> None:
     assert figures["broker-failover-runs"] == "1"
 
 
+def test_the_bus_verification_benchmark_prints_both_schemes() -> None:
+    figures = run_bench("bench.bus_verify", "--runs", "1", "--services", "50")
+    assert float(figures["bus-verify-us-per-message"]) > 0
+    assert float(figures["bus-verify-us-per-message-hmac"]) > 0
+
+
 def test_make_bench_runs_as_the_readme_says() -> None:
     proc = subprocess.run(["make", "-s", "bench", "BENCH_ARGS=--seconds 1 --runs 1"], cwd=REPO,
                           capture_output=True, text=True, timeout=240, check=False)

@@ -31,6 +31,7 @@ from feddns.sources.mqtt import FederationBus, KeyRing, Reason
 from feddns.sources.mqtt.addresses import AddressPolicy
 from feddns.sources.mqtt.codec import Codec
 from feddns.sources.mqtt.publishing import Outbox
+from feddns.sources.mqtt.sealing import BusKeys
 from feddns.sources.mqtt.topics import Topics
 from feddns.table.compiler import sync_table
 from tests.mosquitto import (
@@ -75,16 +76,17 @@ class Instance:
 
     def __init__(self, broker: Mosquitto, prefix: str, *, own: str, clusters: tuple[str, ...],
                  services: list[Service] | None = None, keys: dict[str, bytes] | None = None,
-                 signing: str = "k1", **overrides: Any) -> None:
+                 signing: str = "k1", keyring: KeyRing | BusKeys | None = None,
+                 federation: str = "fed", **overrides: Any) -> None:
         self.own = own
         self.registry = Registry.for_clusters(clusters)
         if services is not None:
             self.registry.replace(ClusterSnapshot.from_services(own, services),
                                   now=time.monotonic())
         self.bus = FederationBus(
-            bus_settings(broker.port, prefix, **overrides), federation="fed",
+            bus_settings(broker.port, prefix, **overrides), federation=federation,
             registry=self.registry, own_clusters={own},
-            keyring=KeyRing(keys or {"k1": K1}, signing_id=signing),
+            keyring=keyring or KeyRing(keys or {"k1": K1}, signing_id=signing),
         )
         # What the lead wires in app.py: compile, then tell the bus.
         self.registry.on_change = self.bus.notify

@@ -163,6 +163,7 @@ class Peer:
     services: int = 3
     complete: bool = True
     rejected_services: dict[str, str] = field(default_factory=dict)
+    signed_with: str | None = None
 
 
 @dataclass(frozen=True)

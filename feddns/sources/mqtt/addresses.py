@@ -6,12 +6,18 @@ link-local and cloud metadata, multicast, the unspecified address), and an IPv6
 address that embeds an IPv4 one must not smuggle those in. SECURITY.md explains
 the default (every public and private address allowed, the never-valid ranges
 refused whatever is configured) and how to narrow it.
+
+Every address of every received service is checked, so the check is integer
+arithmetic on precomputed (network, mask) pairs, the address parsed once with
+``inet_pton``: with ``ipaddress`` objects it cost more than the message's Ed25519
+signature (issue #17, ``bench/bus_verify.py``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Sequence
 
 from feddns.config import BUS_DENIED_CIDRS, BusConfig
 from feddns.model.services import Service
@@ -34,6 +40,8 @@ class AddressPolicy:
         self.allowed = tuple(ipaddress.ip_network(c, strict=False) for c in allowed)
         self.denied = tuple(ipaddress.ip_network(c, strict=False)
                             for c in (*BUS_DENIED_CIDRS, *denied))
+        self._allowed = _ranges(self.allowed)
+        self._denied = _ranges(self.denied)
 
     @classmethod
     def from_config(cls, settings: BusConfig) -> AddressPolicy:
@@ -42,19 +50,16 @@ class AddressPolicy:
 
     def is_allowed(self, address: str) -> bool:
         """True when ``address`` is inside an allowed block and outside every denied one."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        parsed = _parse(address)
+        if parsed is None:
             return False
-        if self._is_denied(ip):
+        version, value = parsed
+        if _inside(value, self._denied[version]):
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and any(
-                self._is_denied(v4) for v4 in _embedded_ipv4(ip)):
+        if version == 6 and any(_inside(int(v4), self._denied[4])
+                                for v4 in _embedded_ipv4(ipaddress.IPv6Address(value))):
             return False
-        return any(ip.version == n.version and ip in n for n in self.allowed)
-
-    def _is_denied(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(ip.version == n.version and ip in n for n in self.denied)
+        return _inside(value, self._allowed[version])
 
     def first_violation(self, service: Service) -> str | None:
         """The first address of ``service`` that is not allowed, or None."""
@@ -63,6 +68,29 @@ class AddressPolicy:
             if not self.is_allowed(address):
                 return address
         return None
+
+
+Ranges = dict[int, tuple[tuple[int, int], ...]]
+"""IP version -> (network as an integer, netmask as an integer) of each block."""
+
+
+def _ranges(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Ranges:
+    return {v: tuple((int(n.network_address), int(n.netmask)) for n in networks
+                     if n.version == v) for v in (4, 6)}
+
+
+def _inside(value: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+    return any(value & mask == network for network, mask in ranges)
+
+
+def _parse(address: str) -> tuple[int, int] | None:
+    """(IP version, the address as an integer), or None for anything but an address."""
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return version, int.from_bytes(socket.inet_pton(family, address), "big")
+        except (OSError, ValueError):  # not this family (or not text inet_pton takes)
+            continue
+    return None
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:

@@ -68,6 +68,7 @@ from feddns.sources.mqtt.keys import KeyRing
 from feddns.sources.mqtt.merging import Merger
 from feddns.sources.mqtt.publishing import Generations, Outbox, Publisher
 from feddns.sources.mqtt.repairing import GapRepair
+from feddns.sources.mqtt.sealing import BusKeys
 from feddns.sources.mqtt.stats import BusStats, DropCounter, PeerStats
 from feddns.sources.mqtt.topics import Topics
 
@@ -104,8 +105,9 @@ class FederationBus:
             bus writes them only while their own source is not fresh.
         clock: Monotonic seconds, for freshness (never the sender's clock).
         wall: Wall-clock seconds, for signed timestamps, the replay window and generations.
-        keyring: The HMAC keys; default: read from the files or variables ``settings``
-            names (raises :class:`~feddns.errors.ConfigError` when one is missing).
+        keyring: The keys (HMAC ring, per-cluster Ed25519 keys); default: read from the
+            files or variables ``settings`` names (raises
+            :class:`~feddns.errors.ConfigError` when one is missing or unusable).
     """
 
     def __init__(
@@ -117,7 +119,7 @@ class FederationBus:
         own_clusters: Iterable[str],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        keyring: KeyRing | None = None,
+        keyring: KeyRing | BusKeys | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -125,9 +127,10 @@ class FederationBus:
         self.wall = wall
         self.own_clusters = tuple(sorted(set(own_clusters)))
         self.topics = Topics(settings.topic_prefix, federation)
-        self.codec = Codec(self.topics, keyring or KeyRing.from_config(settings),
+        self.codec = Codec(self.topics, keyring or BusKeys.from_config(settings),
                            AddressPolicy.from_config(settings),
                            max_payload_size=settings.max_payload_size)
+        log.info("bus keys: %s", self.codec.keys.describe())
         slug = (self.own_clusters[0] if self.own_clusters else "peer")[:40]
         self.instance = f"{slug}-{secrets.token_hex(4)}"
         """Unique per process: tells own echoes apart and names the MQTT client."""
@@ -175,13 +178,23 @@ class FederationBus:
         """Own data may have changed: publish the difference soon (call on the loop)."""
         self._wake.set()
 
-    def set_keyring(self, keyring: KeyRing) -> None:
-        """Swap the key ring (a reload).
+    def set_keyring(self, keyring: KeyRing | BusKeys) -> None:
+        """Swap the keys (a reload: a key added, switched or retired).
 
-        It verifies from now on, signs from the next message, and signs the last will
-        from the next connection.
+        They verify from now on and sign from the next message. When this instance
+        signs with another key than before, its whole state is republished at once, so
+        the retained messages carry the new signature before the old key is retired
+        anywhere (else a peer joining later would refuse them). The last will keeps the
+        signature it had at connection until the next one.
         """
-        self.codec.keyring = keyring
+        keys = BusKeys.of(keyring)
+        switched = keys.signer_ids() != self.codec.keys.signer_ids()
+        self.codec.keys = keys
+        if switched:
+            log.info("bus: the signer changed (%s); republishing own state now",
+                     keys.describe())
+            self.publisher.reset()
+            self._wake.set()
 
     @property
     def gap_requests(self) -> int:
@@ -218,6 +231,7 @@ class FederationBus:
                     heartbeat_age=None if p.last_heartbeat is None else now - p.last_heartbeat,
                     rejected_services={f"{ns}/{n}": str(r.reason)
                                        for (ns, n), r in sorted(p.rejected.items())},
+                    signed_with=p.signed_with,
                 )
                 for name, p in self.merger.peers.items()
             },

@@ -1,33 +1,26 @@
-"""Signed bus payloads: encoding own data, and verifying and converting peers' data.
+"""Bus payloads: encoding own data, and verifying and converting peers' data.
 
 Why it exists: the broker is shared infrastructure, so nothing received from
 it is trusted until this module says so. Every payload is a one-line header
-plus a JSON body (zlib-compressed when large)::
-
-    fd1 <key id> <j|z> <base64url HMAC-SHA256> LF <body>
-
-The MAC covers the topic, the key id, the encoding and the body bytes exactly
-as sent (HiveMQ "MQTT Security Fundamentals: Message Data Integrity": topic
-and payload, never QoS or message id, which change in transit), so a message
-cannot be altered or moved to another topic. The body carries the origin
-cluster, the sending instance, a generation and a timestamp; the receiver
-checks the timestamp against a replay window (TSIG's fudge, RFC 8945) and the
-generation against the last one it applied. Checks run cheapest first: the
-size cap before anything, the MAC before parsing or inflating a byte, the
-schema (pydantic) before conversion, the address policy before the data can
-reach the registry. What leaves this module is either a model object or a
-:class:`Rejected` carrying a reason that is counted.
+(the seal: an HMAC or per-cluster Ed25519 signatures, see ``sealing``) plus a
+JSON body, zlib-compressed when large. The seal covers the topic and the body
+bytes exactly as sent, so a message cannot be altered or moved to another
+topic. The body carries the origin cluster, the sending instance, a generation
+and a timestamp; the receiver checks the timestamp against a replay window
+(TSIG's fudge, RFC 8945) and the generation against the last one it applied.
+Checks run cheapest first: the size cap before anything, the seal before
+parsing or inflating a byte, the schema (pydantic) before conversion, the
+address policy before the data can reach the registry. What leaves this
+module is either a model object or a :class:`Rejected` carrying a reason that
+is counted.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import enum
 import hashlib
-import hmac
 import json
 import math
+import sys
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +29,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from feddns.config import ClusterId, IpAddress, Label
-from feddns.errors import FeddnsError
 from feddns.model.registry import ClusterState
 from feddns.model.services import (
     Endpoint,
@@ -46,58 +38,18 @@ from feddns.model.services import (
     ServiceKey,
     ServiceType,
     dedupe_endpoints,
-    normalise_address,
 )
 from feddns.sources.mqtt.addresses import AddressPolicy
 from feddns.sources.mqtt.keys import KeyRing
+from feddns.sources.mqtt.sealing import BusKeys
 from feddns.sources.mqtt.topics import ParsedTopic, Topics
+from feddns.sources.mqtt.verdicts import Header, Reason, Rejected
 
-MAGIC = b"fd1"
 COMPRESS_ABOVE = 1024
 """Bodies larger than this many bytes are zlib-compressed (names and addresses compress
 well, so 10,000 service keys fit in one manifest)."""
 INFLATE_FACTOR = 32
 """A compressed body may inflate to at most this many times ``max_payload_size``."""
-
-
-class Reason(enum.StrEnum):
-    """Why a received message was rejected (a label of the rejection counter)."""
-
-    OVERSIZED = "oversized"
-    """Larger than ``max_payload_size`` (or inflating beyond its bound)."""
-    MALFORMED = "malformed"
-    """Not a bus payload: bad header, bad JSON, or a body that fails the schema."""
-    UNKNOWN_KEY = "unknown_key"
-    """Signed with a key id that is not in the key ring (not yet added, or retired)."""
-    BAD_MAC = "bad_mac"
-    """The MAC does not match: forged, altered, or signed with another secret."""
-    TOPIC_MISMATCH = "topic_mismatch"
-    """The signed body names another cluster, kind or service than its topic."""
-    REPLAY = "replay"
-    """The signed timestamp is outside the replay window of the local wall clock."""
-    OLD_GENERATION = "old_generation"
-    """Older than data already applied from that origin (replayed or reordered)."""
-    ADDRESS = "address"
-    """An address outside ``allowed_cidrs`` or inside ``denied_cidrs``."""
-    UNKNOWN_CLUSTER = "unknown_cluster"
-    """A cluster not in the configuration (``accept_unknown_clusters`` is off)."""
-
-
-class Rejected(FeddnsError):
-    """A received message failed a check; ``reason`` says which.
-
-    ``header`` is set when the failing check came after the MAC was verified and the
-    body parsed: the message is then known to come from a key holder, for the origin,
-    instance and generation it names (the merger orders such a rejection against the
-    data it holds). Before that point nothing in the message can be believed.
-    """
-
-    def __init__(self, reason: Reason, detail: str = "", *,
-                 header: Header | None = None) -> None:
-        self.reason = reason
-        self.detail = detail
-        self.header = header
-        super().__init__(f"{reason}: {detail}" if detail else str(reason))
 
 
 # --- the wire schema -----------------------------------------------------------
@@ -184,17 +136,6 @@ _BODY: TypeAdapter[ServiceBody | SnapshotBody | StatusBody] = TypeAdapter(
 
 
 @dataclass(frozen=True, slots=True)
-class Header:
-    """What every verified message says about itself."""
-
-    origin: str
-    instance: str
-    gen: int
-    ts: float
-    key_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class ServiceMessage:
     """A verified service of a peer cluster."""
 
@@ -225,16 +166,21 @@ Decoded = ServiceMessage | SnapshotMessage | StatusMessage
 
 
 def service_from_data(data: ServiceData) -> Service:
-    """Convert a validated wire service into the model (addresses canonical, deduped)."""
+    """Convert a validated wire service into the model (addresses canonical, deduped).
+
+    The schema's ``IpAddress`` already gave every address its canonical text form, so
+    it is only interned here, not parsed a third time (the address policy parses it
+    too): a receiver checks 10,000 services in a join (issue #17).
+    """
     return Service(
         namespace=data.namespace,
         name=data.name,
         type=data.type,
-        cluster_ips=tuple(normalise_address(a) for a in data.cluster_ips),
-        load_balancer_ips=tuple(normalise_address(a) for a in data.load_balancer_ips),
+        cluster_ips=tuple(sys.intern(a) for a in data.cluster_ips),
+        load_balancer_ips=tuple(sys.intern(a) for a in data.load_balancer_ips),
         ports=tuple(Port(p.name, p.port, p.protocol) for p in data.ports),
         endpoints=dedupe_endpoints(
-            Endpoint(normalise_address(e.address), ready=e.ready, serving=e.serving,
+            Endpoint(sys.intern(e.address), ready=e.ready, serving=e.serving,
                      terminating=e.terminating, hostname=e.hostname, zone=e.zone,
                      node=e.node, target=e.target)
             for e in data.endpoints
@@ -285,34 +231,49 @@ def _endpoint_data(ep: Endpoint) -> dict[str, Any]:
 # --- the codec -----------------------------------------------------------------
 
 
-def _mac_input(topic: str, key_id: bytes, encoding: bytes, body: bytes) -> bytes:
-    return b"\0".join((MAGIC, topic.encode(), key_id, encoding, body))
-
-
 class Codec:
-    """Signs own messages and verifies peers' ones for one federation's topics."""
+    """Seals own messages and verifies peers' ones for one federation's topics."""
 
-    def __init__(self, topics: Topics, keyring: KeyRing, policy: AddressPolicy, *,
+    def __init__(self, topics: Topics, keys: BusKeys | KeyRing, policy: AddressPolicy, *,
                  max_payload_size: int) -> None:
         self.topics = topics
-        self.keyring = keyring
+        self.keys = BusKeys.of(keys)
         self.policy = policy
         self.max_payload_size = max_payload_size
+        self._sealed: dict[str, bytes] = {}
+        """Own topic -> digest of the payload last sealed for it (see :meth:`is_own`)."""
 
     # --- encoding ------------------------------------------------------------
 
-    def seal(self, topic: str, body: dict[str, Any]) -> bytes:
-        """Serialise, maybe compress, and sign ``body`` for ``topic``."""
+    def seal(self, topic: str, body: dict[str, Any], *, cluster: str | None = None,
+             also: Sequence[str] = ()) -> bytes:
+        """Serialise, maybe compress, and seal ``body`` for ``cluster``'s ``topic``.
+
+        ``cluster`` defaults to the topic's. ``also``: more clusters the message speaks
+        for (a last will), signed by their keys too when this instance signs per cluster.
+        """
+        if cluster is None:
+            parsed = self.topics.parse(topic)
+            cluster = parsed.cluster if parsed is not None else ""
         raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         encoding = b"j"
         if len(raw) > COMPRESS_ABOVE:
             raw, encoding = zlib.compress(raw, 6), b"z"
-        key_id = self.keyring.signing_id.encode()
-        secret = self.keyring.secret(self.keyring.signing_id)
-        assert secret is not None  # the ring's constructor guarantees it
-        mac = hmac.digest(secret, _mac_input(topic, key_id, encoding, raw), hashlib.sha256)
-        tag = base64.urlsafe_b64encode(mac).rstrip(b"=")
-        return b"%s %s %s %s\n%s" % (MAGIC, key_id, encoding, tag, raw)
+        payload = self.keys.seal(topic, encoding, raw, cluster=cluster, also=also)
+        self._sealed[topic] = hashlib.blake2b(payload, digest_size=16).digest()
+        return payload
+
+    def is_own(self, topic: str, payload: bytes) -> bool:
+        """True when ``payload`` is what this instance last sealed for ``topic`` (its echo).
+
+        The broker sends every own message back; checking an Ed25519 signature costs
+        ~100 µs, so a 10,000-service publish would cost its publisher a second or two
+        of verifying itself. Identical bytes are this instance's own message (a replay
+        of it is harmless: it is the current one), so the echo is skipped unverified.
+        """
+        digest = self._sealed.get(topic)
+        return digest is not None and digest == hashlib.blake2b(payload,
+                                                                 digest_size=16).digest()
 
     @staticmethod
     def _head(cluster: str, kind: str, *, instance: str, gen: int,
@@ -326,7 +287,7 @@ class Codec:
         topic = self.topics.service(cluster, service.key)
         body = self._head(cluster, "service", instance=instance, gen=gen, ts=ts)
         body["service"] = data_from_service(service)
-        return topic, self.seal(topic, body)
+        return topic, self.seal(topic, body, cluster=cluster)
 
     def snapshot(self, cluster: str, keys: Iterable[ServiceKey], *, instance: str, gen: int,
                  ts: float) -> tuple[str, bytes]:
@@ -334,7 +295,7 @@ class Codec:
         topic = self.topics.snapshot(cluster)
         body = self._head(cluster, "snapshot", instance=instance, gen=gen, ts=ts)
         body["services"] = [list(k) for k in sorted(keys)]
-        return topic, self.seal(topic, body)
+        return topic, self.seal(topic, body, cluster=cluster)
 
     def status(self, cluster: str, *, online: bool, session: int, state: ClusterState,
                clusters: Sequence[str] = (), instance: str, gen: int,
@@ -344,7 +305,8 @@ class Codec:
         body = self._head(cluster, "status", instance=instance, gen=gen, ts=ts)
         body.update(online=online, session=session, state=state.value,
                     clusters=list(clusters))
-        return topic, self.seal(topic, body)
+        # Only an "offline" status (a last will) speaks for the other clusters it lists.
+        return topic, self.seal(topic, body, cluster=cluster, also=() if online else clusters)
 
     # --- decoding ------------------------------------------------------------
 
@@ -359,23 +321,8 @@ class Codec:
         parsed = self.topics.parse(topic)
         if parsed is None:
             raise Rejected(Reason.MALFORMED, "not a bus topic")
-        newline = payload.find(b"\n", 0, 200)
-        fields = payload[:newline].split(b" ") if newline > 0 else []
-        if len(fields) != 4 or fields[0] != MAGIC or fields[2] not in (b"j", b"z"):
-            raise Rejected(Reason.MALFORMED, "no bus header")
-        _, key_id, encoding, tag = fields
-        body = payload[newline + 1:]
-        try:
-            secret = self.keyring.secret(key_id.decode("ascii"))
-            mac = base64.urlsafe_b64decode(tag + b"=" * (-len(tag) % 4))
-        except (UnicodeDecodeError, binascii.Error, ValueError) as exc:
-            raise Rejected(Reason.MALFORMED, "bad header encoding") from exc
-        if secret is None:
-            raise Rejected(Reason.UNKNOWN_KEY, f"key id {key_id[:32]!r}")
-        expected = hmac.digest(secret, _mac_input(topic, key_id, encoding, body),
-                               hashlib.sha256)
-        if not hmac.compare_digest(mac, expected):
-            raise Rejected(Reason.BAD_MAC)
+        opened = self.keys.open(topic, parsed.cluster, payload)
+        body, encoding = opened.body, opened.encoding
         if encoding == b"z":
             body = self._inflate(body)
         try:
@@ -383,7 +330,7 @@ class Codec:
         except ValidationError as exc:
             raise Rejected(Reason.MALFORMED, _first_error(exc)) from exc
         header = Header(decoded.origin, decoded.instance, decoded.gen, decoded.ts,
-                        key_id.decode("ascii"))
+                        opened.key_id, opened.scheme, opened.signers)
         self._check_topic(parsed, decoded)
         if isinstance(decoded, ServiceBody):
             service = service_from_data(decoded.service)
@@ -442,6 +389,7 @@ def check_time(header: Header, *, wall_now: float, window: float,
 
 __all__ = [
     "AddressPolicy",
+    "BusKeys",
     "Codec",
     "Decoded",
     "Header",

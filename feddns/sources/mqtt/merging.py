@@ -139,6 +139,9 @@ class Merger:
             # A retained message being deleted; the manifest says what that means.
             self.counts["cleared"] += 1
             return
+        if self.codec.is_own(topic, payload):  # an echo, unverified: see Codec.is_own
+            self.counts["own"] += 1
+            return
         header: Header | None = None
         try:
             msg = self.codec.decode(topic, payload)
@@ -175,6 +178,7 @@ class Merger:
             self.counts["own"] += 1
             return
         peer = self._peer(h.origin)
+        peer.signed_with = f"{h.scheme} {h.key_id}"
         extra_age = self.retained_age if retained else 0.0
         if isinstance(msg, StatusMessage):
             self._status(peer, msg, now=now, wall_now=wall_now, extra_age=extra_age)
@@ -260,7 +264,14 @@ class Merger:
                 raise Rejected(Reason.OLD_GENERATION, "status")
             check_time(h, wall_now=wall_now, window=self.replay_window, extra_age=extra_age)
         self.counts["applied"] += 1
-        for name in {peer.name, *msg.clusters}:
+        # It ends sessions of the clusters it lists only where its seal speaks for them: a
+        # will signed by east's key alone cannot end west's session (issue #17).
+        foreign = [c for c in msg.clusters if not h.speaks_for(c)]
+        if foreign:
+            named = ", ".join(sorted(foreign)[:4])
+            self._reject(Rejected(Reason.WRONG_SIGNER, f"offline status also naming {named}"),
+                         self.codec.topics.status(peer.name))
+        for name in {peer.name, *(c for c in msg.clusters if h.speaks_for(c))}:
             other = self.peers.get(name)
             if other is None:
                 continue

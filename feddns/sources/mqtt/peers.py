@@ -72,6 +72,9 @@ class PeerCluster:
     """The instance that sent the last accepted status."""
     last_heartbeat: float | None = None
     """Local monotonic time of the last accepted "online" status."""
+    signed_with: str | None = None
+    """How its last accepted message was sealed: ``ed25519 <key id>`` or ``hmac <key id>``
+    (during a migration from HMAC, which peers still use it)."""
     last_change: float | None = None
     """Local monotonic time the shadow data last changed."""
     loaded: bool = False

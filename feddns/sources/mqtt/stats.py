@@ -24,6 +24,9 @@ class PeerStats:
     rejected_services: dict[str, str]
     """``NAMESPACE/NAME`` -> reason, for services whose latest message was refused (the
     last accepted version, if any, still answers; the cluster is not held back)."""
+    signed_with: str | None = None
+    """How its last accepted message was sealed: ``ed25519 <key id>`` or ``hmac <key id>``
+    (before removing HMAC, check that no peer still says ``hmac``)."""
 
 
 @dataclass(frozen=True, slots=True)
