@@ -11,7 +11,7 @@ the only module that imports ``prometheus_client``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from feddns import __version__
 from feddns.dns import handling
 from feddns.histogram import Buckets
-from feddns.observe.counting import qtype_label
+from feddns.observe.counting import RCODE_NAMES, qtype_label
 from feddns.observe.families import METRICS, STATE_VALUES
 
 if TYPE_CHECKING:
@@ -42,13 +42,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format served at ``/metrics``."""
 
 _BY_NAME = {m.name: m for m in METRICS}
-
-RCODE_NAMES: Mapping[int, str] = {
-    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-    handling.SLOT_STALE: "NOERROR", handling.SLOT_BADVERS: "BADVERS",
-    handling.SLOT_OTHER_RCODE: "other",
-}
-
 
 def name_from_wire(name: bytes) -> str:
     """A name in wire form as text with a trailing dot (``clusterset.local.``)."""
