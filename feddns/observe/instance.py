@@ -123,5 +123,8 @@ class BusStatsLike(Protocol):
     def rejected(self) -> Mapping[str, int]:
         """Rejected messages by reason."""
     @property
+    def reasons(self) -> Sequence[str]:
+        """Every rejection reason (exported at 0 until it happens)."""
+    @property
     def peers(self) -> Mapping[str, PeerStatsLike]:
         """What the bus knows of each cluster heard on it."""

@@ -261,8 +261,10 @@ def _bus(stats: BusStatsLike) -> Iterator[Metric]:
     yield _single("feddns_bus_gap_requests_total", stats.gap_requests)
     yield _single("feddns_bus_oversized_total", stats.oversized_own)
     rejected = _family("feddns_bus_rejected_total")
-    for reason, n in sorted(stats.rejected.items()):
-        rejected.add_metric([reason], n)
+    # Every reason from the start: a counter that appears at 1 is no increase to
+    # Prometheus, and the FeddnsBusRejections alert would miss the first rejection.
+    for reason in sorted({*stats.reasons, *stats.rejected}):
+        rejected.add_metric([reason], stats.rejected.get(reason, 0))
     yield rejected
     online = _family("feddns_bus_peer_online")
     heartbeat = _family("feddns_bus_peer_heartbeat_age_seconds")
