@@ -86,10 +86,10 @@ class Prometheus:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited: {self.log}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
+            with contextlib.suppress(OSError), \
+                    urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return self
             time.sleep(0.05)
         raise RuntimeError(f"prometheus not ready within {timeout} s: {self.log}")
 
