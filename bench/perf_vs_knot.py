@@ -13,9 +13,15 @@ itself), each server pinned to CPU 1 and dnsperf to CPU 0, and prints:
 * ``feddns-lost``, ``knot-lost``: queries lost (median);
 * ``p99-latency-ms-at-half-max`` (and p50/p95, for both servers): dnsperf -Q at half
   of feddns's maximum, per-query latencies;
-* ``resperf-max-qps-no-loss`` for both, with ``--resperf``.
+* ``resperf-max-qps-no-loss`` for both, with ``--resperf``;
+* with ``--with-page``, the cost of the federation page to the DNS path: ``--runs``
+  more pairs of runs on the same feddns process, alternately with no page and with
+  ``/ui`` open and updating in Debian's headless Chromium (on CPU 0, with dnsperf; a
+  service's decision shown, so every poll of the page runs), and
+  ``cpu-ratio-vs-knot-page-open`` / ``-page-closed`` and ``page-cost-percent`` (the
+  extra server CPU per query with the page open).
 
-    .venv/bin/python -m bench.perf_vs_knot [--seconds 15] [--runs 3] [--resperf]
+    .venv/bin/python -m bench.perf_vs_knot [--seconds 15] [--runs 3] [--resperf] [--with-page]
 """
 
 from __future__ import annotations
@@ -49,10 +55,11 @@ PROBE = "svc-1.ns-1.svc.clusterset.local"
 
 
 @contextlib.contextmanager
-def feddns(config: Path, port: int) -> Iterator[int]:
-    """Run feddns on ``config`` pinned to CPU 1; yield its pid."""
+def feddns(config: Path, port: int, http: int) -> Iterator[int]:
+    """Run feddns on ``config`` pinned to CPU 1 (its page on ``http``); yield its pid."""
     cmd = [*taskset(1), sys.executable, "-m", "feddns", "serve", "-c", str(config),
-           "--listen", f"127.0.0.1:{port}", "--log-level", "warning"]
+           "--listen", f"127.0.0.1:{port}", "--observe-listen", f"127.0.0.1:{http}",
+           "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=REPO)
     try:
         wait_for_dns(port, PROBE, timeout=120)
@@ -178,6 +185,36 @@ def measure(name: str, port: int, pid: int, queries: Path, *, seconds: float,
     return results
 
 
+def page_runs(port: int, http: int, pid: int, queries: Path, *, seconds: float,
+              runs: int) -> tuple[list[PerfResult], list[PerfResult]]:
+    """Alternate full-load runs without and with the page open; (closed, open)."""
+    from bench.ui import MATRIX_SHOWN, poll
+    from tests import browser
+
+    if (reason := browser.missing()) is not None:
+        raise SystemExit(f"--with-page: {reason}")
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {0})  # Chromium and its driver inherit CPU 0, with dnsperf
+    closed, opened = [], []
+    with browser.chromium() as driver:
+        for i in range(runs):
+            driver.get("about:blank")
+            r = run_dnsperf(port, queries, seconds=seconds, server_pid=pid)
+            closed.append(r)
+            print(f"# feddns page closed {i + 1}: {r.qps:.0f} qps, "
+                  f"{r.server_us_per_query or 0:.3f} us/query", flush=True)
+            driver.get(f"http://127.0.0.1:{http}/ui")
+            poll(driver, MATRIX_SHOWN, timeout=60)
+            driver.find_element("id", "decision-service").send_keys("ns-1/svc-1")
+            driver.find_element("id", "decision-go").click()
+            poll(driver, "return document.getElementById('explain-lines')", timeout=30)
+            r = run_dnsperf(port, queries, seconds=seconds, server_pid=pid)
+            opened.append(r)
+            print(f"# feddns page open {i + 1}: {r.qps:.0f} qps, "
+                  f"{r.server_us_per_query or 0:.3f} us/query", flush=True)
+    return closed, opened
+
+
 def main() -> None:
     """Run the comparison and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -188,14 +225,17 @@ def main() -> None:
     parser.add_argument("--resperf", action="store_true")
     parser.add_argument("--skip-knot", action="store_true",
                         help="feddns only (the CI smoke run)")
+    parser.add_argument("--with-page", action="store_true",
+                        help="also measure with the federation page open and updating")
     args = parser.parse_args()
     shape = dataset.Shape(clusters=args.clusters, services=args.services)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = dataset.write(folder, shape)
         queries = paths["queries"]
-        port = free_port()
-        with feddns(paths["config"], port) as pid:
+        port, http = free_port(), free_port()
+        page: tuple[list[PerfResult], list[PerfResult]] | None = None
+        with feddns(paths["config"], port, http) as pid:
             fed = measure("feddns", port, pid, queries, seconds=args.seconds, runs=args.runs)
             fed_qps = median([r.qps for r in fed])
             located = located_runs(port, queries, seconds=args.seconds, pid=pid)
@@ -203,6 +243,9 @@ def main() -> None:
             fed_lat = latency_run(port, queries, qps=half, seconds=min(args.seconds, 10))
             fed_resperf = resperf_max(port, queries, max_qps=int(fed_qps * 1.5)) \
                 if args.resperf else None
+            if args.with_page:
+                page = page_runs(port, http, pid, queries, seconds=args.seconds,
+                                 runs=args.runs)
             cpu_total = cpu_seconds(pid)
         figure("feddns-qps", fed_qps)
         figure("feddns-lost", int(median([float(r.lost) for r in fed])))
@@ -215,6 +258,15 @@ def main() -> None:
         if fed_resperf is not None:
             figure("feddns-resperf-max-qps-no-loss", fed_resperf)
         print(f"# feddns process CPU seconds in total: {cpu_total:.1f}")
+        closed_us = open_us = None
+        if page is not None:
+            closed_us = median([r.server_us_per_query or 0.0 for r in page[0]])
+            open_us = median([r.server_us_per_query or 0.0 for r in page[1]])
+            figure("feddns-server-us-per-query-page-closed", closed_us)
+            figure("feddns-server-us-per-query-page-open", open_us)
+            figure("feddns-qps-page-closed", median([r.qps for r in page[0]]))
+            figure("feddns-qps-page-open", median([r.qps for r in page[1]]))
+            figure("page-cost-percent", (open_us / closed_us - 1) * 100)
         if args.skip_knot:
             return
         kport = free_port()
@@ -231,6 +283,9 @@ def main() -> None:
         figure("knot-server-us-per-query", knot_us)
         figure("qps-ratio-vs-knot", fed_qps / knot_qps)
         figure("cpu-ratio-vs-knot", knot_us / fed_us if fed_us else float("nan"))
+        if closed_us and open_us:
+            figure("cpu-ratio-vs-knot-page-closed", knot_us / closed_us)
+            figure("cpu-ratio-vs-knot-page-open", knot_us / open_us)
         figure("knot-latency-p50-ms-at-half-max", pct(knot_lat, 50))
         figure("knot-latency-p95-ms-at-half-max", pct(knot_lat, 95))
         figure("knot-latency-p99-ms-at-half-max", pct(knot_lat, 99))
