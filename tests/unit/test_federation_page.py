@@ -200,3 +200,20 @@ async def test_a_malformed_question_is_refused(question: dict[str, str], status:
     with pytest.raises(DecisionError) as raised:
         decision_view(app, **question)
     assert raised.value.status == status
+
+
+def test_every_file_of_the_page_is_package_data_and_served() -> None:
+    """A wheel carries the page (pyproject's globs), and the server knows each file."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from feddns.observe.http import PAGE_FILES
+
+    repo = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["feddns.observe"]
+    files = sorted(p.name for p in (repo / "feddns" / "observe" / "page").iterdir())
+    for name in files:
+        assert any(fnmatch.fnmatch(f"page/{name}", g) for g in globs), name
+    assert sorted(PAGE_FILES) == files
