@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 MAX_PAGE = 200
 """Most matrix rows in one answer."""
+MAX_QUERY = 200
+"""Characters of a search kept (a search costs one pass over the names per word)."""
 
 LEVELS = {level: level.name.lower().replace("_", "-") for level in Level}
 """Health level -> its name on the page (``ready``, ``last-resort``, ``stale``, ...)."""
@@ -89,6 +91,7 @@ def matrix_view(app: Instance, index: ServiceIndex, *, query: str = "", offset: 
     shows), their weight, and whether the service's residency excludes the cluster.
     """
     index.refresh(app)
+    query = query[:MAX_QUERY]
     matches = index.search(query)
     limit = max(1, min(limit, MAX_PAGE))
     offset = max(0, min(offset, max(0, len(matches) - 1)))
