@@ -19,7 +19,13 @@ itself), each server pinned to CPU 1 and dnsperf to CPU 0, and prints:
   ``/ui`` open and updating in Debian's headless Chromium (on CPU 0, with dnsperf; a
   service's decision shown, so every poll of the page runs), and
   ``cpu-ratio-vs-knot-page-open`` / ``-page-closed`` and ``page-cost-percent`` (the
-  extra server CPU per query with the page open).
+  extra server CPU per query with the page open). On a busy machine that difference
+  drowns in noise, so the page's own cost is also measured where noise cannot hide
+  it: the server's CPU with no queries, page closed then open (``3 * --seconds``
+  each), as ``page-idle-cpu-ms-per-second``; at full load the server is one busy core,
+  of which the page takes ``page-share-of-a-core-percent``, hence
+  ``cpu-ratio-vs-knot-page-open-derived`` (``cpu-ratio-vs-knot`` times one minus that
+  share).
 
     .venv/bin/python -m bench.perf_vs_knot [--seconds 15] [--runs 3] [--resperf] [--with-page]
 """
@@ -36,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bench import dataset
 from bench.harness import (
@@ -185,10 +192,31 @@ def measure(name: str, port: int, pid: int, queries: Path, *, seconds: float,
     return results
 
 
-def page_runs(port: int, http: int, pid: int, queries: Path, *, seconds: float,
-              runs: int) -> tuple[list[PerfResult], list[PerfResult]]:
-    """Alternate full-load runs without and with the page open; (closed, open)."""
+def idle_cpu_ms_per_second(pid: int, seconds: float) -> float:
+    """The server's CPU milliseconds per second over ``seconds`` with no DNS load."""
+    before = cpu_seconds(pid)
+    started = time.monotonic()
+    time.sleep(seconds)  # measuring a rate over wall time, not waiting for an event
+    return (cpu_seconds(pid) - before) * 1000 / (time.monotonic() - started)
+
+
+def open_page(driver: Any, http: int) -> None:
+    """The page open and updating, with a service's decision shown (every poll runs)."""
     from bench.ui import MATRIX_SHOWN, poll
+
+    driver.get(f"http://127.0.0.1:{http}/ui")
+    poll(driver, MATRIX_SHOWN, timeout=60)
+    driver.find_element("id", "decision-service").send_keys("ns-1/svc-1")
+    driver.find_element("id", "decision-go").click()
+    poll(driver, "return document.getElementById('explain-lines')", timeout=30)
+
+
+def page_runs(port: int, http: int, pid: int, queries: Path, *, seconds: float,
+              runs: int) -> tuple[list[PerfResult], list[PerfResult], float, float]:
+    """Alternate full-load runs without and with the page open.
+
+    Returns (closed runs, open runs, idle CPU ms/s with the page closed, with it open).
+    """
     from tests import browser
 
     if (reason := browser.missing()) is not None:
@@ -197,22 +225,25 @@ def page_runs(port: int, http: int, pid: int, queries: Path, *, seconds: float,
         os.sched_setaffinity(0, {0})  # Chromium and its driver inherit CPU 0, with dnsperf
     closed, opened = [], []
     with browser.chromium() as driver:
+        # What the page costs the server by itself: CPU with no queries, page closed
+        # then open (robust to a busy machine, unlike throughput).
+        idle_closed = idle_cpu_ms_per_second(pid, 3 * seconds)
+        open_page(driver, http)
+        idle_open = idle_cpu_ms_per_second(pid, 3 * seconds)
+        print(f"# feddns idle: {idle_closed:.2f} ms CPU/s page closed, {idle_open:.2f} page open",
+              flush=True)
         for i in range(runs):
             driver.get("about:blank")
             r = run_dnsperf(port, queries, seconds=seconds, server_pid=pid)
             closed.append(r)
             print(f"# feddns page closed {i + 1}: {r.qps:.0f} qps, "
                   f"{r.server_us_per_query or 0:.3f} us/query", flush=True)
-            driver.get(f"http://127.0.0.1:{http}/ui")
-            poll(driver, MATRIX_SHOWN, timeout=60)
-            driver.find_element("id", "decision-service").send_keys("ns-1/svc-1")
-            driver.find_element("id", "decision-go").click()
-            poll(driver, "return document.getElementById('explain-lines')", timeout=30)
+            open_page(driver, http)
             r = run_dnsperf(port, queries, seconds=seconds, server_pid=pid)
             opened.append(r)
             print(f"# feddns page open {i + 1}: {r.qps:.0f} qps, "
                   f"{r.server_us_per_query or 0:.3f} us/query", flush=True)
-    return closed, opened
+    return closed, opened, idle_closed, idle_open
 
 
 def main() -> None:
@@ -234,7 +265,7 @@ def main() -> None:
         paths = dataset.write(folder, shape)
         queries = paths["queries"]
         port, http = free_port(), free_port()
-        page: tuple[list[PerfResult], list[PerfResult]] | None = None
+        page: tuple[list[PerfResult], list[PerfResult], float, float] | None = None
         with feddns(paths["config"], port, http) as pid:
             fed = measure("feddns", port, pid, queries, seconds=args.seconds, runs=args.runs)
             fed_qps = median([r.qps for r in fed])
@@ -267,6 +298,11 @@ def main() -> None:
             figure("feddns-qps-page-closed", median([r.qps for r in page[0]]))
             figure("feddns-qps-page-open", median([r.qps for r in page[1]]))
             figure("page-cost-percent", (open_us / closed_us - 1) * 100)
+            # The page's own cost (idle server): at full load the server is one busy core,
+            # and the page takes this share of it from the queries.
+            page_ms = page[3] - page[2]
+            figure("page-idle-cpu-ms-per-second", page_ms)
+            figure("page-share-of-a-core-percent", page_ms / 10)
         if args.skip_knot:
             return
         kport = free_port()
@@ -283,9 +319,12 @@ def main() -> None:
         figure("knot-server-us-per-query", knot_us)
         figure("qps-ratio-vs-knot", fed_qps / knot_qps)
         figure("cpu-ratio-vs-knot", knot_us / fed_us if fed_us else float("nan"))
-        if closed_us and open_us:
+        if closed_us and open_us and page is not None:
             figure("cpu-ratio-vs-knot-page-closed", knot_us / closed_us)
             figure("cpu-ratio-vs-knot-page-open", knot_us / open_us)
+            # The same from the page's idle cost: a saturated core gives the page its share.
+            figure("cpu-ratio-vs-knot-page-open-derived",
+                   knot_us / fed_us * (1 - (page[3] - page[2]) / 1000))
         figure("knot-latency-p50-ms-at-half-max", pct(knot_lat, 50))
         figure("knot-latency-p95-ms-at-half-max", pct(knot_lat, 95))
         figure("knot-latency-p99-ms-at-half-max", pct(knot_lat, 99))
