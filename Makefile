@@ -8,10 +8,15 @@ BIN    := $(VENV)/bin
 # unbound and dnsmasq (real resolvers in front of feddns), iproute2 (network namespaces),
 # gcc and musl-tools (getaddrinfo built against glibc and against musl, as in Alpine images).
 # dnsperf/resperf and knot (the reference server) run the benchmarks; the tests smoke-run them.
-TEST_DEBS  := bind9-dnsutils mosquitto unbound dnsmasq-base iproute2 gcc musl-tools dnsperf knot
+# chromium and chromium-driver run the federation page's browser tests (Selenium); prometheus
+# (with promtool) checks the alert rules and scrapes a running feddns in a test.
+TEST_DEBS  := bind9-dnsutils mosquitto unbound dnsmasq-base iproute2 gcc musl-tools dnsperf knot \
+              chromium chromium-driver prometheus
+# axe-core, the accessibility checker the browser tests run, from the npm registry.
+AXE_CORE   := axe-core@4.14.1
 BENCH_DEBS := dnsperf knot
 
-.PHONY: demo test venv system-deps bench-deps lint type fmt unit bench clean
+.PHONY: demo test venv system-deps test-assets bench-deps lint type fmt unit bench clean
 
 demo: venv
 	$(BIN)/feddns serve
@@ -27,6 +32,10 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	@PKGS="$(TEST_DEBS)" ./scripts/apt-install
 
+test-assets:
+	@[ -f .cache/axe-core/node_modules/axe-core/axe.min.js ] || npm install --silent --no-audit \
+		--no-fund --prefix .cache/axe-core $(AXE_CORE) >/dev/null
+
 bench-deps:
 	@PKGS="$(BENCH_DEBS)" ./scripts/apt-install
 
@@ -40,7 +49,7 @@ type: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-test: system-deps venv lint type
+test: system-deps test-assets venv lint type
 	$(BIN)/python -m pytest -q
 
 fmt: venv
@@ -52,4 +61,4 @@ bench: bench-deps venv
 	$(BIN)/python -m bench.demo_qps $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache

@@ -26,7 +26,19 @@ feddns, Knot...), so a busy moment on the shared machine hits both alike. It pri
   10 s of each run and at its end) during its full-load runs, UDP and TCP;
 * ``feddns-qps-located``: the UDP mix from clients in three zones (per-zone answers);
 * ``feddns-lost``, ``knot-lost``: UDP queries lost (median);
-* ``resperf-max-qps-no-loss`` for both, with ``--resperf``.
+* ``resperf-max-qps-no-loss`` for both, with ``--resperf``;
+* with ``--with-page``, the cost of the federation page to the DNS path: ``--runs``
+  more pairs of UDP runs on the same feddns process, alternately with no page and with
+  ``/ui`` open and updating in Debian's headless Chromium (on CPU 0, with dnsperf; a
+  service's decision shown, so every poll of the page runs), and
+  ``cpu-ratio-vs-knot-page-open`` / ``-page-closed`` and ``page-cost-percent`` (the
+  extra server CPU per query with the page open). On a busy machine that difference
+  drowns in noise, so the page's own cost is also measured where noise cannot hide
+  it: the server's CPU with no queries, page closed then open (``3 * --seconds``
+  each), as ``page-idle-cpu-ms-per-second``; at full load the server is one busy core,
+  of which the page takes ``page-share-of-a-core-percent``, hence
+  ``cpu-ratio-vs-knot-page-open-derived`` (``cpu-ratio-vs-knot`` times one minus that
+  share).
 
 Every figure is the median of ``--runs`` runs; each run's values are printed as
 ``#`` lines. ``--feddns-tree DIR`` runs feddns from another source tree;
@@ -34,7 +46,7 @@ Every figure is the median of ``--runs`` runs; each run's values are printed as
 every alternation of the full-load runs, and prints its figures and ratios too (a
 before/after comparison in the same run).
 
-    .venv/bin/python -m bench.perf_vs_knot [--seconds 10] [--runs 3] [--resperf]
+    .venv/bin/python -m bench.perf_vs_knot [--seconds 10] [--runs 3] [--resperf] [--with-page]
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import dataset
 from bench.harness import (
@@ -286,6 +299,67 @@ def ratio(knot_us: float, fed_us: float) -> float:
     return knot_us / fed_us if fed_us else float("nan")
 
 
+def idle_cpu_ms_per_second(pid: int, seconds: float) -> float:
+    """The server's CPU milliseconds per second over ``seconds`` with no DNS load."""
+    before = cpu_seconds(pid)
+    started = time.monotonic()
+    time.sleep(seconds)  # measuring a rate over wall time, not waiting for an event
+    return (cpu_seconds(pid) - before) * 1000 / (time.monotonic() - started)
+
+
+def open_page(driver: Any, http: str) -> None:
+    """The page open and updating, with a service's decision shown (every poll runs)."""
+    from bench.ui import MATRIX_SHOWN, poll
+
+    driver.get(f"{http}/ui")
+    poll(driver, MATRIX_SHOWN, timeout=60)
+    driver.find_element("id", "decision-service").send_keys("ns-1/svc-1")
+    driver.find_element("id", "decision-go").click()
+    poll(driver, "return document.getElementById('explain-lines')", timeout=30)
+
+
+def page_runs(server: Server, queries: Path, *, seconds: float,
+              runs: int) -> tuple[list[PerfResult], list[PerfResult], float, float]:
+    """Alternate full-load UDP runs without and with the page open.
+
+    Returns (closed runs, open runs, idle CPU ms/s with the page closed, with it open).
+    """
+    from tests import browser
+
+    if (reason := browser.missing()) is not None:
+        raise SystemExit(f"--with-page: {reason}")
+    assert server.metrics is not None
+    http = server.metrics.removesuffix("/metrics")
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if mine is not None and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {0})  # Chromium and its driver inherit CPU 0, with dnsperf
+    closed, opened = [], []
+    try:
+        with browser.chromium() as driver:
+            # What the page costs the server by itself: CPU with no queries, page closed
+            # then open (robust to a busy machine, unlike throughput).
+            idle_closed = idle_cpu_ms_per_second(server.pid, 3 * seconds)
+            open_page(driver, http)
+            idle_open = idle_cpu_ms_per_second(server.pid, 3 * seconds)
+            print(f"# feddns idle: {idle_closed:.2f} ms CPU/s page closed, "
+                  f"{idle_open:.2f} page open", flush=True)
+            for i in range(runs):
+                driver.get("about:blank")
+                r = run_dnsperf(server.port, queries, seconds=seconds, server_pid=server.pid)
+                closed.append(r)
+                print(f"# feddns page closed {i + 1}: {r.qps:.0f} qps, "
+                      f"{r.server_us_per_query or 0:.3f} us/query", flush=True)
+                open_page(driver, http)
+                r = run_dnsperf(server.port, queries, seconds=seconds, server_pid=server.pid)
+                opened.append(r)
+                print(f"# feddns page open {i + 1}: {r.qps:.0f} qps, "
+                      f"{r.server_us_per_query or 0:.3f} us/query", flush=True)
+    finally:
+        if mine is not None:
+            os.sched_setaffinity(0, mine)
+    return closed, opened, idle_closed, idle_open
+
+
 def main() -> None:
     """Run the comparison and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -303,6 +377,8 @@ def main() -> None:
                         help="run feddns from this source tree (a before/after comparison)")
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="also run feddns from this tree as 'before' in the full-load runs")
+    parser.add_argument("--with-page", action="store_true",
+                        help="also measure with the federation page open and updating")
     args = parser.parse_args()
     shape = dataset.Shape(clusters=args.clusters, services=args.services)
     load = os.getloadavg()
@@ -354,6 +430,8 @@ def main() -> None:
                           f" max {lat[-1] if lat else float('nan'):.3f} ms "
                           f"({len(lat)} answers)", flush=True)
             located = located_runs(fed.port, queries, seconds=args.seconds)
+            page = page_runs(fed, queries, seconds=args.seconds, runs=args.runs) \
+                if args.with_page else None
             resperf = {s.name: resperf_max(s.port, queries, max_qps=int(fed_qps * 2))
                        for s in servers if s.name != "before"} if args.resperf else {}
             print(f"# feddns process CPU seconds in total: {cpu_seconds(fed.pid):.1f}")
@@ -376,6 +454,18 @@ def main() -> None:
     figure("loop-lag-max-ms-under-load", max(lags["feddns"]))
     if "feddns" in resperf:
         figure("feddns-resperf-max-qps-no-loss", resperf["feddns"])
+    if page is not None:
+        closed_us, open_us = us(page[0]), us(page[1])
+        page_ms = page[3] - page[2]
+        figure("feddns-server-us-per-query-page-closed", closed_us)
+        figure("feddns-server-us-per-query-page-open", open_us)
+        figure("feddns-qps-page-closed", median([r.qps for r in page[0]]))
+        figure("feddns-qps-page-open", median([r.qps for r in page[1]]))
+        figure("page-cost-percent", (open_us / closed_us - 1) * 100)
+        # The page's own cost (idle server): at full load the server is one busy core,
+        # and the page takes this share of it from the queries.
+        figure("page-idle-cpu-ms-per-second", page_ms)
+        figure("page-share-of-a-core-percent", page_ms / 10)
     if args.skip_knot:
         return
     figure("knot-qps", median([r.qps for r in udp["knot"]]))
@@ -389,6 +479,13 @@ def main() -> None:
     figure("tcp-cpu-ratio-vs-knot", ratio(us(tcp["knot"]), us(tcp["feddns"])))
     figure("tcp-short-connections-cpu-ratio-vs-knot",
            ratio(us(short_runs["knot"]), us(short_runs["feddns"])))
+    if page is not None:
+        knot_us = us(udp["knot"])
+        figure("cpu-ratio-vs-knot-page-closed", ratio(knot_us, us(page[0])))
+        figure("cpu-ratio-vs-knot-page-open", ratio(knot_us, us(page[1])))
+        # The same from the page's idle cost: a saturated core gives the page its share.
+        figure("cpu-ratio-vs-knot-page-open-derived",
+               ratio(knot_us, us(udp["feddns"])) * (1 - (page[3] - page[2]) / 1000))
     figure("knot-latency-p50-ms-at-half-max", p("knot", 50))
     figure("knot-latency-p95-ms-at-half-max", p("knot", 95))
     figure("knot-latency-p99-ms-at-half-max", p("knot", 99))

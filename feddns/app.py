@@ -41,6 +41,7 @@ from feddns.dns.server import DnsServer
 from feddns.model.registry import Registry
 from feddns.observe.counting import AppStats
 from feddns.observe.monitoring import watch_loop
+from feddns.observe.timeline import Timeline
 from feddns.runtime import tuning
 from feddns.runtime.options import locator_from, table_options
 from feddns.runtime.reloader import Parts, Reloader, front_for, handler_for
@@ -124,6 +125,8 @@ class App:
             self.compiler.after_compile.append(self.bus.notify)  # publish own changes
         self.state_log = ClusterStateLog(self.registry)
         self.compiler.after_compile.append(self.state_log.note)
+        self.timeline = Timeline(self, wall=wall)
+        """State changes and counter samples of the last minutes (the federation page)."""
         self.compiler.on_loaded.append(self._loaded)
         self.loaded = asyncio.Event()
         self.reloader = Reloader(
@@ -181,6 +184,11 @@ class App:
                      " now", len(self.registry.clusters))
         self.loaded.set()
 
+    def _tick(self) -> None:
+        """The monitor's periodic checks: log state changes, keep the page's timeline."""
+        self.state_log.note()
+        self.timeline.note()
+
     def _reloaded(self, settings: Settings, added: list[str]) -> None:
         self.compiler.start_gate(added, timeout=settings.freshness.sync_timeout)
         if self.supervisor.watches_threads:
@@ -229,7 +237,7 @@ class App:
         self.compiler.start_gate(list(self.registry.clusters),
                                  timeout=settings.freshness.sync_timeout, since=self.started)
         self.background("expiry", self._expire)
-        self.background("monitor", lambda: watch_loop(self.stats, on_tick=self.state_log.note))
+        self.background("monitor", lambda: watch_loop(self.stats, on_tick=self._tick))
         if self.warm is not None:
             warm = self.warm
             self.background("snapshot",

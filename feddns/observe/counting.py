@@ -3,7 +3,9 @@
 Why it exists: :class:`AppStats` holds the instance's own counters (reloads,
 event-loop lag, isolation episodes) as plain values updated on the loop;
 ``observe.metrics`` turns them into Prometheus families only when ``/metrics``
-is read. Histograms are :class:`feddns.histogram.Buckets`.
+is read. Histograms are :class:`feddns.histogram.Buckets`. The folds of the
+handler's count slots that need no Prometheus client live here too, so the
+status page's timeline (loaded with the app) does not load it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from feddns.dns import handling
 
 LOOP_LAG_WINDOW = 40
 """Event-loop lag maxima kept (one every ``monitoring.TICK_INTERVAL`` s: ten seconds)."""
@@ -26,6 +30,8 @@ class AppStats:
     """Reloads by result: ``success`` or ``failure``."""
     last_reload_ok: bool = True
     last_reload_error: str | None = None
+    last_reload_wall: float | None = None
+    """Wall-clock time of the last reload, accepted or rejected (None: none yet)."""
     loop_lag: deque[float] = field(default_factory=lambda: deque(maxlen=LOOP_LAG_WINDOW))
 
 
@@ -40,3 +46,32 @@ QTYPE_NAMES: Mapping[int, str] = {
 def qtype_label(qtype: int) -> str:
     """The ``qtype`` label of a query type (bounded: unknown types are "other")."""
     return QTYPE_NAMES.get(qtype, "other")
+
+
+RCODE_NAMES: Mapping[int, str] = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+    handling.SLOT_STALE: "NOERROR", handling.SLOT_BADVERS: "BADVERS",
+    handling.SLOT_OTHER_RCODE: "other",
+}
+"""The ``rcode`` label of each rcode slot (stale answers are NOERROR)."""
+
+
+def rcode_totals(counts: list[int]) -> tuple[dict[str, int], int]:
+    """Answers sent so far by rcode name, and the stale ones among them.
+
+    One C-level ``sum`` per (region, origin, rcode) slice of query types: a few
+    hundred slices, cheap enough to run every few seconds on the event loop.
+    """
+    totals: dict[str, int] = {}
+    stale = 0
+    width = handling.QTYPE_SLOTS
+    for start in range(0, len(counts), width):
+        n = sum(counts[start:start + width])
+        if not n:
+            continue
+        rslot = (start % handling.COUNT_SLOTS) // width % handling.RCODE_SLOTS
+        name = RCODE_NAMES[rslot]
+        totals[name] = totals.get(name, 0) + n
+        if rslot == handling.SLOT_STALE:
+            stale += n
+    return totals, stale

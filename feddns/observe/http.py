@@ -17,6 +17,11 @@ unready: it still answers, from stale data). A 200 names the clusters that
 are *unsynced* (past the gate without data), so a probe's log shows them. No
 request is logged. Off loopback, everything but the probes needs the bearer
 token of ``observe.token_file`` (``observe.access``); a refusal is a bare 401.
+
+The federation page (``/ui``, the files of ``observe/page/``) is read-only and
+static: it polls ``/debug/federation``, ``/debug/matrix``, ``/debug/decision``
+and ``/debug/series``, whose JSON is built in ``observe.federation`` and
+``observe.decision``; this module only routes.
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from feddns.observe.access import Access
 from feddns.observe.debug import debug_view, parse_service, service_view, services_view
+from feddns.observe.decision import DecisionError, decision_view
+from feddns.observe.federation import ServiceIndex, matrix_view, overview_view, series_view
 from feddns.observe.metrics import CONTENT_TYPE, build_registry, exposition_in_slices
 
 if TYPE_CHECKING:
@@ -44,6 +52,33 @@ def _json(data: object, status: int = 200) -> web.Response:
                         status=status, content_type="application/json")
 
 
+PAGE_FILES = {"index.html": "text/html", "page.css": "text/css",
+              "page.js": "text/javascript"}
+"""The federation page's files (package data of ``feddns.observe``) and their types."""
+PAGE_HEADERS = {
+    # Nothing but this listener: no inline script, no outside resource, no framing.
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
+                               " img-src 'self' data:; connect-src 'self'; base-uri 'none';"
+                               " form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _page_json(data: object, status: int = 200) -> web.Response:
+    """Compact JSON for the page's polls (never cached)."""
+    return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
+                        content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
 class ObserveServer:
     """Serves the observability endpoints of one app on ``host:port``."""
 
@@ -54,6 +89,8 @@ class ObserveServer:
         self.registry = build_registry(app)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
+        self._services = ServiceIndex()
+        self._page: dict[str, bytes] = {}
         self.access = Access(host)
 
     @web.middleware
@@ -75,6 +112,13 @@ class ObserveServer:
         webapp.router.add_get("/readyz", self.readyz)
         webapp.router.add_get("/debug", self.debug)
         webapp.router.add_get("/", self.index)
+        # The federation page and its JSON (read-only).
+        webapp.router.add_get("/ui", self.page)
+        webapp.router.add_get("/ui/{file}", self.page)
+        webapp.router.add_get("/debug/federation", self.federation)
+        webapp.router.add_get("/debug/matrix", self.matrix)
+        webapp.router.add_get("/debug/decision", self.decision)
+        webapp.router.add_get("/debug/series", self.series)
         return webapp
 
     async def start(self) -> tuple[str, int]:
@@ -108,7 +152,7 @@ class ObserveServer:
 
     async def index(self, request: web.Request) -> web.Response:
         """A list of the endpoints."""
-        return web.Response(text="feddns: /metrics /healthz /readyz /debug"
+        return web.Response(text="feddns: /ui /metrics /healthz /readyz /debug"
                                  " /debug?services=1 /debug?service=NAMESPACE/NAME\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -148,3 +192,43 @@ class ObserveServer:
         if view is None:
             return _json({"error": f"service {service} is not known"}, 404)
         return _json(view)
+
+    # --- the federation page -----------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        """The page's files, read from the package once."""
+        name = request.match_info.get("file", "index.html")
+        kind = PAGE_FILES.get(name)
+        if kind is None:
+            raise web.HTTPNotFound()
+        body = self._page.get(name)
+        if body is None:
+            body = (resources.files("feddns.observe") / "page" / name).read_bytes()
+            self._page[name] = body
+        return web.Response(body=body, content_type=kind, charset="utf-8",
+                            headers=PAGE_HEADERS)
+
+    async def federation(self, request: web.Request) -> web.Response:
+        """The overview: clusters with their last state changes, bus, reloads, isolation."""
+        return _page_json(overview_view(self.app))
+
+    async def matrix(self, request: web.Request) -> web.Response:
+        """One page of the services x clusters matrix: ``?q=WORDS&offset=N&limit=N``."""
+        query = request.query
+        return _page_json(matrix_view(self.app, self._services, query=query.get("q", ""),
+                                      offset=_int(query.get("offset"), 0),
+                                      limit=_int(query.get("limit"), 50)))
+
+    async def decision(self, request: web.Request) -> web.Response:
+        """The answer and its explanation for ``?service=NS/NAME`` from a chosen place."""
+        query = request.query
+        try:
+            return _page_json(decision_view(
+                self.app, service=query.get("service", ""), cluster=query.get("cluster"),
+                zone=query.get("zone"), cidr=query.get("cidr"), origin=query.get("origin")))
+        except DecisionError as exc:
+            return _page_json({"error": str(exc)}, exc.status)
+
+    async def series(self, request: web.Request) -> web.Response:
+        """The plots' data: rates by rcode, stale answers, programming latency."""
+        return _page_json(series_view(self.app))

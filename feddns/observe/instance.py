@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from feddns.dns.server import DnsServer
     from feddns.model.registry import Registry
     from feddns.observe.counting import AppStats
+    from feddns.observe.timeline import Timeline
     from feddns.table.compiler import Compiler
 
 
@@ -32,6 +33,7 @@ class Instance(Protocol):
     handler: Handler
     server: DnsServer
     stats: AppStats
+    timeline: Timeline
     bus_stats: Callable[[], BusStatsLike | None] | None
     loop: asyncio.AbstractEventLoop | None
     clock: Callable[[], float]
@@ -123,6 +125,9 @@ class BusStatsLike(Protocol):
     @property
     def rejected(self) -> Mapping[str, int]:
         """Rejected messages by reason."""
+    @property
+    def reasons(self) -> Sequence[str]:
+        """Every rejection reason (exported at 0 until it happens)."""
     @property
     def peers(self) -> Mapping[str, PeerStatsLike]:
         """What the bus knows of each cluster heard on it."""

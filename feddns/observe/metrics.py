@@ -11,7 +11,7 @@ the only module that imports ``prometheus_client``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from itertools import compress
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from feddns import __version__
 from feddns.dns import handling
 from feddns.histogram import Buckets
-from feddns.observe.counting import qtype_label
+from feddns.observe.counting import RCODE_NAMES, qtype_label
 from feddns.observe.families import METRICS, STATE_VALUES
 
 if TYPE_CHECKING:
@@ -43,13 +43,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format served at ``/metrics``."""
 
 _BY_NAME = {m.name: m for m in METRICS}
-
-RCODE_NAMES: Mapping[int, str] = {
-    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-    handling.SLOT_STALE: "NOERROR", handling.SLOT_BADVERS: "BADVERS",
-    handling.SLOT_OTHER_RCODE: "other",
-}
-
 
 def name_from_wire(name: bytes) -> str:
     """A name in wire form as text with a trailing dot (``clusterset.local.``)."""
@@ -292,8 +285,10 @@ def _bus(stats: BusStatsLike) -> Iterator[Metric]:
     yield _single("feddns_bus_gap_requests_total", stats.gap_requests)
     yield _single("feddns_bus_oversized_total", stats.oversized_own)
     rejected = _family("feddns_bus_rejected_total")
-    for reason, n in sorted(stats.rejected.items()):
-        rejected.add_metric([reason], n)
+    # Every reason from the start: a counter that appears at 1 is no increase to
+    # Prometheus, and the FeddnsBusRejections alert would miss the first rejection.
+    for reason in sorted({*stats.reasons, *stats.rejected}):
+        rejected.add_metric([reason], stats.rejected.get(reason, 0))
     yield rejected
     online = _family("feddns_bus_peer_online")
     heartbeat = _family("feddns_bus_peer_heartbeat_age_seconds")

@@ -137,6 +137,7 @@ class Reloader:
             stats.reloads["success"] += 1
             stats.last_reload_ok = True
             stats.last_reload_error = None
+            stats.last_reload_wall = self.wall()
             log.info("reloaded %s in %.0f ms: %s", source,
                      (time.perf_counter() - started) * 1000, summary)
             return True
@@ -146,6 +147,7 @@ class Reloader:
         stats.reloads["failure"] += 1
         stats.last_reload_ok = False
         stats.last_reload_error = why
+        stats.last_reload_wall = self.wall()
         return False
 
     async def _apply(self, new: Settings) -> str:

@@ -6,7 +6,8 @@ service's policy (residency, weights, none-healthy). This module turns a
 :class:`~feddns.table.names.ServiceNode` and a question into an
 :class:`Outcome` (records, or NODATA/SERVFAIL/CNAME), which the answer table
 encodes and memoizes per client class. The explain record is rendered here
-too, from the same selection, so it cannot disagree with the answer. Pure:
+too, from the same selection, so it cannot disagree with the answer; :func:`decide`
+keeps it structured for the status page (the same decision, not a second copy of it). Pure:
 ``now`` (for the explain record's ages) is a parameter.
 """
 
@@ -228,34 +229,81 @@ def _srv(node: ServiceNode, place: Place, *, lb: bool) -> Outcome:
     return Outcome(variants=((tuple(recs), tuple(extra)),), stale=stale)
 
 
-def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcome:
+@dataclass(frozen=True, slots=True)
+class ClusterVerdict:
+    """One cluster's line of a decision: its freshness and what happened to it."""
+
+    cluster: str
+    region: str
+    freshness: str
+    """The cluster's state as the plan counted it (``fresh (readmitting)``, ``stale (in
+    hold-down, counted fresh)``, ...)."""
+    age: float | None
+    """Seconds since its data was last received; None: never."""
+    summary: str
+    """``chosen tier 0 level ready weight 3``, or why not."""
+
+    def line(self) -> str:
+        """The explain record's line for this cluster (at most 255 octets)."""
+        age = f"{self.age:.0f}s" if self.age is not None else "never"
+        return (f"{self.cluster} region={self.region or '?'} {self.freshness} synced {age}"
+                f" ago: {self.summary}")[:255]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Why a client at a place gets what it gets for one service.
+
+    The explain record's content, kept structured so that the federation page shows
+    the same decision as DNS.
+    """
+
+    place: Place
+    tier: int | None
+    """The tier the answer comes from; None: nothing answerable."""
+    none_healthy: str
+    clusters: tuple[ClusterVerdict, ...]
+
+    def lines(self) -> list[str]:
+        """The TXT strings of ``_explain.<service>``, in order."""
+        place = self.place
+        where = ", ".join(f"{k}={v}" for k, v in (("cluster", place.cluster),
+                                                  ("region", place.region),
+                                                  ("zone", place.zone)) if v) or "unknown"
+        head = (f"client {where}; answer from tier {self.tier} ({TIER_NAMES[self.tier]})"
+                if self.tier is not None else
+                f"client {where}; nothing answerable ({self.none_healthy})")
+        return [head, *(c.line() for c in self.clusters)]
+
+
+def decide(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Decision:
+    """The decision the explain record shows for ``node``'s service, from ``place``."""
     plan = node.plan
     sel, _ = address_selection(node, wire.A, place, lb=lb)
     if not sel.verdicts:
         sel, _ = address_selection(node, wire.AAAA, place, lb=lb)
-    where = ", ".join(f"{k}={v}" for k, v in (("cluster", place.cluster),
-                                              ("region", place.region),
-                                              ("zone", place.zone)) if v) or "unknown"
-    lines = [f"client {where}; answer from tier {sel.tier} ({TIER_NAMES[sel.tier]})"
-             if sel.tier is not None else f"client {where}; nothing answerable"
-             f" ({plan.none_healthy.value})"]
-    infos = {i.name: i for i in plan.clusters}
     per_cluster: dict[str, list[str]] = {}
     for v in sel.verdicts:
         per_cluster.setdefault(v.candidate.cluster, []).append(
             f"{'chosen' if v.chosen else 'not chosen: ' + v.reason} tier {v.tier}"
             f" level {v.candidate.level.name.lower()} weight {v.candidate.weight:g}")
-    for name, info in infos.items():
-        age = f"{now - info.last_sync:.0f}s" if info.last_sync is not None else "never"
-        verdicts = per_cluster.get(name) or ["no address of this family"]
+    clusters = []
+    for info in plan.clusters:
+        verdicts = per_cluster.get(info.name) or ["no address of this family"]
         summary = verdicts[0] if len(set(verdicts)) == 1 else "; ".join(sorted(set(verdicts)))
         freshness = info.state if info.fresh or info.state != ClusterState.FRESH.value \
             else "fresh (readmitting)"
         if info.state == ClusterState.STALE.value and info.fresh:
             freshness = ("stale (held: self-isolation suspected, counted fresh)" if info.held
                          else "stale (in hold-down, counted fresh)")
-        lines.append(f"{name} region={info.region or '?'} {freshness} synced {age} ago:"
-                     f" {summary}"[:255])
+        clusters.append(ClusterVerdict(
+            info.name, info.region, freshness,
+            now - info.last_sync if info.last_sync is not None else None, summary))
+    return Decision(place, sel.tier, plan.none_healthy.value, tuple(clusters))
+
+
+def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcome:
+    lines = decide(node, place, lb=lb, now=now).lines()
     records = tuple(Record(node.owner, wire.TXT, EXPLAIN_TTL, (wire.txt_rdata(line),))
                     for line in lines)
     return Outcome(variants=((records, ()),), memoize=False)

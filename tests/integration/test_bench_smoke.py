@@ -101,3 +101,20 @@ def test_make_unit_runs_the_unit_tests() -> None:
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert re.search(r"\d+ passed", proc.stdout)
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="chromium and chromium-driver are installed by make test")
+def test_the_page_benchmark_prints_its_figures() -> None:
+    figures = run_bench("bench.ui", "--runs", "1", "--services", "300")
+    assert float(figures["ui-first-paint-ms-300-services"]) > 0
+    assert float(figures["ui-update-seconds-after-cluster-loss"]) > 0
+
+
+@pytest.mark.skipif(shutil.which("dnsperf") is None or shutil.which("chromium") is None,
+                    reason="dnsperf and chromium are installed by make test")
+def test_the_knot_comparison_with_the_page_open_prints_the_page_cost() -> None:
+    figures = run_bench("bench.perf_vs_knot", "--seconds", "1", "--runs", "1",
+                        "--services", "100", "--clusters", "3", "--skip-knot", "--with-page")
+    assert float(figures["feddns-server-us-per-query-page-open"]) > 0
+    assert "page-cost-percent" in figures

@@ -303,6 +303,7 @@ class Bus:
     gap_requests: int = 5
     oversized_own: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: {"replayed": 2})
+    reasons: tuple[str, ...] = ("bad_signature", "replayed", "address")
     peers: dict[str, Any] = field(default_factory=dict)
 
 

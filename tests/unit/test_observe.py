@@ -181,6 +181,7 @@ class Bus:
     gap_requests: int = 4
     oversized_own: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: {"bad_signature": 3})
+    reasons: tuple[str, ...] = ("bad_signature", "replayed", "address")
     peers: dict[str, Peer] = field(default_factory=lambda: {"west": Peer(True, 1.5)})
 
 
@@ -228,7 +229,8 @@ def test_bus_metrics_come_from_the_bus_stats_callable() -> None:
     assert families["feddns_bus_connected"].samples[0].value == 0.0
     assert families["feddns_bus_gap_requests"].samples[0].value == 4.0
     rejected = {s.labels["reason"]: s.value for s in families["feddns_bus_rejected"].samples}
-    assert rejected == {"bad_signature": 3.0}
+    # Every known reason is exported from the start, at 0 until it happens.
+    assert rejected == {"bad_signature": 3.0, "replayed": 0.0, "address": 0.0}
     peers = families["feddns_bus_peer_heartbeat_age_seconds"].samples
     assert [(s.labels["cluster"], s.value) for s in peers] == [("west", 1.5)]
 

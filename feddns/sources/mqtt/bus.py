@@ -63,7 +63,7 @@ from feddns.config import BusBrokerConfig, BusConfig
 from feddns.model.registry import Registry
 from feddns.sources.mqtt.addresses import AddressPolicy
 from feddns.sources.mqtt.brokers import BrokerRounds
-from feddns.sources.mqtt.codec import Codec
+from feddns.sources.mqtt.codec import Codec, Reason
 from feddns.sources.mqtt.keys import KeyRing
 from feddns.sources.mqtt.merging import Merger
 from feddns.sources.mqtt.publishing import Generations, Outbox, Publisher
@@ -224,6 +224,7 @@ class FederationBus:
             gap_requests=self.gap_requests,
             oversized_own=self.publisher.oversized,
             rejected=dict(self.merger.rejected),
+            reasons=tuple(reason.value for reason in Reason),
             peers={
                 name: PeerStats(
                     online=p.online, instance=p.instance, services=len(p.services),

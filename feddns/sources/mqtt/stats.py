@@ -54,6 +54,9 @@ class BusStats:
     """Own messages not published because they exceed ``max_payload_size``."""
     rejected: dict[str, int]
     peers: dict[str, PeerStats]
+    reasons: tuple[str, ...] = ()
+    """Every reason a message can be rejected for: ``feddns_bus_rejected_total`` exports
+    each one from the start (at 0), so a first rejection is an increase Prometheus sees."""
 
 
 class DropCounter(logging.Filter):
