@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from feddns.errors import ConfigError
+from feddns.model.services import normalise_hostname
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -118,6 +119,8 @@ Label = Annotated[str, AfterValidator(_check_label)]
 ClusterId = Annotated[str, AfterValidator(_check_cluster_id)]
 HostPort = Annotated[str, AfterValidator(_check_host_port)]
 IpAddress = Annotated[str, AfterValidator(lambda v: str(ipaddress.ip_address(v)))]
+HostName = Annotated[str, AfterValidator(normalise_hostname)]
+"""A DNS host name from data (a load-balancer hostname, an ExternalName target)."""
 
 
 class OriginConfig(_Model):
