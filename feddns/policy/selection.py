@@ -70,6 +70,10 @@ class Candidate:
     held: bool = False
     """Its cluster counts as fresh only because self-isolation is suspected: answered as
     before, but signalled stale (stale TTL, EDE 3)."""
+    family_levels: tuple[Level, Level] | None = None
+    """A cluster-level candidate's level per address family (IPv4, IPv6): its IPv4 service
+    address answers only while it has a ready IPv4 endpoint, and likewise for IPv6
+    (EndpointSlices, and so kube-proxy's rules, are per family)."""
 
 
 @dataclass(frozen=True, slots=True)

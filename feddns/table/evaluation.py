@@ -56,12 +56,14 @@ class Outcome:
 
 
 def _family(c: Candidate, rtype: int, *, lb: bool) -> Candidate | None:
+    """``c`` with only its addresses of the asked family, at that family's level."""
     v6 = rtype == wire.AAAA
     source = c.lb_addresses if lb and c.lb_addresses else c.addresses
     addresses = tuple(a for a in source if (":" in a) == v6)
     if not addresses:
         return None
-    return replace(c, addresses=addresses)
+    level = c.level if c.family_levels is None else c.family_levels[v6]
+    return replace(c, addresses=addresses, level=level)
 
 
 def _address_records(owner: bytes, rtype: int, cands: Sequence[Candidate], ttl: int,
@@ -123,12 +125,14 @@ def evaluate(node: ServiceNode, qtype: int, place: Place, *, lb: bool,
     if qtype in (wire.A, wire.AAAA) and node.role in (Role.BASE, Role.PINNED, Role.FEDV1):
         sel, exists = address_selection(node, qtype, place, lb=lb)
         if not sel.variants:
-            if exists or not _other_family_answers(node, qtype, place, lb=lb):
-                return _none_outcome(plan) if exists or _any_family(node, lb=lb) else \
-                    Outcome(nodata=True)
-            # The service has no address of this family but answers the other one:
-            # plain NODATA, whatever the none-healthy choice (the service is healthy).
-            return Outcome(nodata=True)
+            if _other_family_answers(node, qtype, place, lb=lb):
+                # The service answers the other family (it has no address of this one, or
+                # none with a ready endpoint of this family): plain NODATA, whatever the
+                # none-healthy choice. The service is healthy, and musl's getaddrinfo
+                # fails a whole lookup when either half of it gets SERVFAIL.
+                return Outcome(nodata=True)
+            return _none_outcome(plan) if exists or _any_family(node, lb=lb) else \
+                Outcome(nodata=True)
         ttl = _ttl(plan, sel.stale)
         return Outcome(
             variants=tuple((_address_records(node.owner, qtype, v, ttl, plan.cap), ())

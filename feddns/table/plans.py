@@ -137,16 +137,25 @@ def plan_service(
 def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: Service, *,
                        fresh: bool, weights: dict[str, float] | None,
                        held: bool = False) -> Candidate:
-    ready = sum(1 for e in svc.endpoints if e.ready)
-    last_resort = sum(1 for e in svc.endpoints if not e.ready and e.serving and e.terminating)
+    # Counted per family: [IPv4 ready, IPv6 ready], [IPv4 last resort, IPv6 last resort].
+    ready_by = [0, 0]
+    last_by = [0, 0]
+    for e in svc.endpoints:
+        if e.ready:
+            ready_by[e.is_ipv6] += 1
+        elif e.serving and e.terminating:
+            last_by[e.is_ipv6] += 1
+    ready, last_resort = sum(ready_by), sum(last_by)
     level = level_of(ready=ready > 0, last_resort=last_resort > 0, fresh=fresh)
+    v4, v6 = (level_of(ready=ready_by[f] > 0, last_resort=last_by[f] > 0, fresh=fresh)
+              for f in (0, 1))
     weight = float(weights.get(cluster, 0.0)) if weights is not None else \
         float(ready or last_resort or 1)
     # Both address kinds are kept; the origin's service_address picks one when answering.
     return Candidate(
         cluster=cluster, region=region, zones=zones,
         addresses=svc.cluster_ips, level=level, weight=weight, ports=svc.ports,
-        lb_addresses=svc.load_balancer_ips, held=held,
+        lb_addresses=svc.load_balancer_ips, held=held, family_levels=(v4, v6),
     )
 
 
