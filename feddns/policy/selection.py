@@ -70,6 +70,8 @@ class Candidate:
     held: bool = False
     """Its cluster counts as fresh only because self-isolation is suspected: answered as
     before, but signalled stale (stale TTL, EDE 3)."""
+    external_name: bytes | None = None
+    """An ExternalName service's CNAME target in this cluster (wire form)."""
     family_levels: tuple[Level, Level] | None = None
     """A cluster-level candidate's level per address family (IPv4, IPv6): its IPv4 service
     address answers only while it has a ready IPv4 endpoint, and likewise for IPv6

@@ -118,6 +118,8 @@ def evaluate(node: ServiceNode, qtype: int, place: Place, *, lb: bool,
         return _explain(node, place, lb=lb, now=now)
     if node.role is Role.ENDPOINT:
         return _endpoint(node, qtype)
+    if plan.external:
+        return _external(node, place)
     if node.role is Role.FEDV1 and node.wider is not None and _spills(node, place, lb=lb):
         # A CNAME owns the whole name (RFC 1034 §3.6.2, RFC 2181 §10.1): every type
         # is sent on, or a cached CNAME would contradict this name's own records.
@@ -142,6 +144,27 @@ def evaluate(node: ServiceNode, qtype: int, place: Place, *, lb: bool,
     if qtype == wire.SRV and node.role in (Role.BASE, Role.PORT):
         return _srv(node, place, lb=lb)
     return Outcome(nodata=True)
+
+
+def external_selection(node: ServiceNode, place: Place) -> tuple[Selection, Candidate | None]:
+    """An ExternalName service's choice for ``place``: the nearest fresh cluster's name.
+
+    When clusters disagree on the name, the nearest tier decides, then the configured
+    order of the clusters (never a rotation: one name answers one target).
+    """
+    plan = node.plan
+    sel = choose(plan.candidates, place, cap=max(1, len(plan.candidates)),
+                 regions=plan.regions, none_healthy=plan.none_healthy)
+    chosen = {c for variant in sel.variants for c in variant}
+    return sel, next((c for c in plan.candidates if c in chosen), None)
+
+
+def _external(node: ServiceNode, place: Place) -> Outcome:
+    sel, chosen = external_selection(node, place)
+    if chosen is None or chosen.external_name is None:
+        return _none_outcome(node.plan)
+    return Outcome(cname=chosen.external_name, cname_ttl=_ttl(node.plan, sel.stale),
+                   stale=sel.stale)
 
 
 def _spills(node: ServiceNode, place: Place, *, lb: bool) -> bool:
@@ -234,9 +257,19 @@ def _srv(node: ServiceNode, place: Place, *, lb: bool) -> Outcome:
 
 def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcome:
     plan = node.plan
-    sel, _ = address_selection(node, wire.A, place, lb=lb)
-    if not sel.verdicts:
-        sel, _ = address_selection(node, wire.AAAA, place, lb=lb)
+    missing = "no address of this family"
+    if plan.external:
+        sel, chosen = external_selection(node, place)
+        # The whole nearest tier is chosen by the selection; the name answers one of them.
+        sel = replace(sel, verdicts=tuple(
+            v if not v.chosen or v.candidate == chosen else
+            replace(v, chosen=False, reason="a cluster listed earlier has the same tier")
+            for v in sel.verdicts))
+        missing = "not an ExternalName service there"
+    else:
+        sel, _ = address_selection(node, wire.A, place, lb=lb)
+        if not sel.verdicts:
+            sel, _ = address_selection(node, wire.AAAA, place, lb=lb)
     where = ", ".join(f"{k}={v}" for k, v in (("cluster", place.cluster),
                                               ("region", place.region),
                                               ("zone", place.zone)) if v) or "unknown"
@@ -246,12 +279,14 @@ def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcom
     infos = {i.name: i for i in plan.clusters}
     per_cluster: dict[str, list[str]] = {}
     for v in sel.verdicts:
+        target = v.candidate.external_name
+        what = f" CNAME {wire.wire_to_text(target)}" if target is not None else ""
         per_cluster.setdefault(v.candidate.cluster, []).append(
-            f"{'chosen' if v.chosen else 'not chosen: ' + v.reason} tier {v.tier}"
+            f"{'chosen' if v.chosen else 'not chosen: ' + v.reason}{what} tier {v.tier}"
             f" level {v.candidate.level.name.lower()} weight {v.candidate.weight:g}")
     for name, info in infos.items():
         age = f"{now - info.last_sync:.0f}s" if info.last_sync is not None else "never"
-        verdicts = per_cluster.get(name) or ["no address of this family"]
+        verdicts = per_cluster.get(name) or [missing]
         summary = verdicts[0] if len(set(verdicts)) == 1 else "; ".join(sorted(set(verdicts)))
         freshness = info.state if info.fresh or info.state != ClusterState.FRESH.value \
             else "fresh (readmitting)"

@@ -68,6 +68,11 @@ def service_nodes(plan: ServicePlan, origin: OriginZone,
     if not fits(base):
         return {}  # too long for DNS under this origin (a long custom origin)
     out: dict[bytes, ServiceNode] = {base: ServiceNode(plan, Role.BASE, base, base)}
+    if plan.external:
+        # A CNAME and nothing else at the name (RFC 1034 §3.6.2); no names below it.
+        if options.explain and fits(EXPLAIN + base):
+            out[EXPLAIN + base] = ServiceNode(plan, Role.EXPLAIN, EXPLAIN + base, base)
+        return out
     for port in plan.ports:
         if port.name:
             owner = port_name(base, port.name, port.protocol.value)

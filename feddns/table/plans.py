@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from feddns import wire
 from feddns.model.registry import ClusterEntry
-from feddns.model.services import Endpoint, Port, Service, ServiceKey, ServicePolicy
+from feddns.model.services import Endpoint, Port, Service, ServiceKey, ServicePolicy, ServiceType
 from feddns.policy.health import Freshness, Level, endpoint_level, is_fresh, level_of
 from feddns.policy.selection import Candidate, NoneHealthy
 from feddns.table.options import TableOptions
@@ -57,6 +57,8 @@ class ServicePlan:
     clusters: tuple[ClusterInfo, ...] = ()
     expired: bool = False
     """Known only from clusters whose data expired: every name answers SERVFAIL."""
+    external: bool = False
+    """An ExternalName service: its name is a CNAME to one cluster's external name."""
 
 
 def _policy_for(key: ServiceKey, views: Sequence[tuple[ClusterEntry, Service]],
@@ -97,8 +99,11 @@ def plan_service(
     policy = _policy_for(key, views, options)
     weights = dict(policy.weights) if policy.weights else None
     # KEP-1645: conflicting headlessness is settled by one cluster; here the first in
-    # configured order, which every replica agrees on.
+    # configured order, which every replica agrees on. The same cluster says whether the
+    # service is an ExternalName one: a CNAME owns its name (RFC 1034 §3.6.2), so the
+    # other kind's data of other clusters is left out, never mixed in.
     headless = views[0][1].is_headless
+    external = views[0][1].type is ServiceType.EXTERNAL_NAME
     candidates: list[Candidate] = []
     infos: list[ClusterInfo] = []
     ports: dict[Port, None] = {}
@@ -111,6 +116,11 @@ def plan_service(
         zones = options.zones.get(entry.name, ())
         infos.append(ClusterInfo(entry.name, region, entry.state.value, fresh, entry.last_sync,
                                  held))
+        if external or svc.type is ServiceType.EXTERNAL_NAME:
+            if external and svc.external_name:
+                candidates.append(_external_candidate(entry.name, region, zones, svc,
+                                                      fresh=fresh, held=held))
+            continue
         for p in svc.ports:
             ports.setdefault(p, None)
         if headless:
@@ -131,7 +141,17 @@ def plan_service(
         cap=options.max_records,
         clusters=tuple(infos),
         expired=expired,
+        external=external,
     )
+
+
+def _external_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: Service, *,
+                        fresh: bool, held: bool) -> Candidate:
+    # An ExternalName service has no endpoints: only its cluster's freshness counts.
+    assert svc.external_name is not None
+    return Candidate(cluster=cluster, region=region, zones=zones, addresses=(),
+                     level=level_of(ready=True, last_resort=False, fresh=fresh), weight=1.0,
+                     held=held, external_name=wire.name_to_wire(svc.external_name))
 
 
 def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: Service, *,

@@ -51,7 +51,7 @@ from feddns.wire import Name, Record
 Node = RRsets | ServiceNode
 """A name's content: fixed records (apex, empty non-terminals) or a service name."""
 
-_MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY)
+_MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY, wire.CNAME)
 MAX_CNAME_CHAIN = 4
 NEGATIVE_MEMO_SIZE = 65536
 ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
@@ -188,13 +188,14 @@ class AnswerTable:
                         origin: OriginZone, cls: int, now: float) -> CompiledAnswer:
         if node.plan.expired:
             return SERVFAIL  # known only from expired data: unknown, never NXDOMAIN
-        if qtype == wire.ANY:
+        external = node.plan.external and node.role is Role.BASE
+        if qtype == wire.ANY and not external:
             return self._memo(cls, key, self._hinfo(name))
         lb = origin.service_address == "load-balancer"
         types = self._rtypes.get(name)
         if types is None:
             types = self._rtypes[name] = record_types(node, lb=lb)
-        if qtype not in types and node.role is not Role.FEDV1:
+        if qtype not in types and node.role is not Role.FEDV1 and not external:
             # The name can never hold this type: NODATA without running the selection
             # (AAAA for an IPv4-only service is a tenth of real traffic). A name known
             # from any source answers NODATA even while the sync gate is closed.
@@ -204,16 +205,26 @@ class AnswerTable:
         outcome = evaluate(node, qtype, place, lb=lb, now=now)
         chain: list[Record] = []
         target = name
+        stale = outcome.stale
+        leaves = False
         for _ in range(MAX_CNAME_CHAIN):
             if outcome.cname is None:
                 break
             chain.append(Record(target, wire.CNAME, outcome.cname_ttl, (Name(outcome.cname),)))
             target = outcome.cname
+            if qtype == wire.CNAME or self.origin_of(target) is None:
+                # Asked for the CNAME itself, or a target outside our origins (an
+                # ExternalName's usual one): the resolver takes it from here, and no SOA
+                # of ours may speak for the target (RFC 1034 §4.3.2 step 3a).
+                outcome = Outcome()
+                leaves = True
+                break
             next_node = self.names.get(target)
             if not isinstance(next_node, ServiceNode):
                 outcome = Outcome(nodata=True)
                 break
             outcome = evaluate(next_node, qtype, place, lb=lb, now=now)
+            stale = stale or outcome.stale
         if outcome.rcode == wire.SERVFAIL:
             return SERVFAIL
         if not outcome.variants and not chain:
@@ -221,19 +232,21 @@ class AnswerTable:
         variants = outcome.variants or (((), ()),)
         # RFC 2308 §2.2: a CNAME chain ending in NODATA carries the SOA, so resolvers can
         # cache the denial.
-        authority = () if outcome.variants else (
+        authority = () if outcome.variants or leaves else (
             soa_record(self.options, origin, self.serial, ttl=self.options.soa.negative_ttl),)
         compiled = []
         for answer, additional in variants:
             ans = encode_answer(name, rcode=wire.NOERROR, answer=(*chain, *answer),
                                 authority=authority, additional=additional)
-            if outcome.stale:
+            if stale:
                 ans.ede = STALE_EDE
             compiled.append(ans)
         first = compiled[0]
         if len(compiled) > 1:
             first.variants = tuple(compiled)
-        if outcome.memoize:
+        if outcome.memoize and qtype in _MEMO_TYPES:
+            # Only the types a change forgets (_forget): a CNAME answers every type, and
+            # an MX answer memoized here would outlive the CNAME's next change.
             self._memo(cls, key, first)
         return first
 
