@@ -770,6 +770,39 @@ class SelectionConfig(_Model):
     Extended DNS Error 3, Stale Answer (RFC 8914), for EDNS clients."""
 
 
+class HostnamesConfig(_Model):
+    """How load-balancer ingress hostnames are resolved (by feddns itself).
+
+    EKS style: ``status.loadBalancer.ingress[].hostname``; their addresses are answered
+    like ingress IPs (see README, "Load-balancer hostnames").
+    """
+
+    nameservers: list[HostPort] = Field(default_factory=list)
+    """DNS servers to ask, as ``HOST:PORT``; empty: the system's (``/etc/resolv.conf``)."""
+
+    min_ttl: int = Field(default=5, ge=1, le=86400)
+    """The shortest time, in seconds, a resolution is kept (a TTL of 0 would ask again for
+    every compile); answers with a shorter TTL count as this long."""
+
+    max_ttl: int = Field(default=300, ge=1, le=86400)
+    """The longest time, in seconds, a resolution is kept before it is refreshed, whatever
+    its TTL: a load balancer's addresses change, and their TTLs are often long."""
+
+    max_stale: float = Field(default=900.0, ge=0)
+    """Seconds the last good addresses keep answering after their TTL ran out while every
+    refresh fails (timeouts, SERVFAIL, NXDOMAIN); then the hostname answers nothing until
+    it resolves again. Shown in ``/debug`` meanwhile."""
+
+    timeout: float = Field(default=2.0, gt=0)
+    """Seconds one resolution (A and AAAA) may take before it counts as failed."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HostnamesConfig:
+        if self.min_ttl > self.max_ttl:
+            raise ValueError("min_ttl is larger than max_ttl")
+        return self
+
+
 class ServicePolicyConfig(_Model):
     """Policy for one service (``name`` given) or every service of a namespace."""
 
@@ -835,6 +868,7 @@ class Settings(_Model):
     services: list[ServicePolicyConfig] = Field(default_factory=list)
     """Per-service (or per-namespace) policy; it overrides annotations on the Service."""
     names: NamesConfig = Field(default_factory=NamesConfig)
+    hostnames: HostnamesConfig = Field(default_factory=HostnamesConfig)
     nameservers: list[NameServerConfig] = Field(default_factory=list)
     """The NS RRset at each apex; defaults to ``ns.<origin>`` with no addresses."""
 

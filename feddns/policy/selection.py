@@ -66,7 +66,14 @@ class Candidate:
     endpoint: bool = False
     """True when the candidate is an endpoint (ranked by its own zone)."""
     lb_addresses: tuple[str, ...] = ()
-    """A cluster-level candidate's load-balancer ingress addresses."""
+    """A cluster-level candidate's load-balancer ingress IPs."""
+    lb_resolved: tuple[str, ...] = ()
+    """What its load-balancer ingress hostnames resolve to (the cloud load balancer's own
+    addresses: not subject to the per-family rule, the load balancer translates)."""
+    lb_only: bool = False
+    """It has load-balancer ingress hostnames: under a load-balancer origin only ingress
+    addresses answer for it, never its cluster IP (which other clusters seldom reach),
+    even while the hostnames are not resolved yet."""
     held: bool = False
     """Its cluster counts as fresh only because self-isolation is suspected: answered as
     before, but signalled stale (stale TTL, EDE 3)."""

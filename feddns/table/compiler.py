@@ -104,7 +104,7 @@ def compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: flo
         views = registry.views(key, expired=True)
         expired = bool(views)
     plan = plan_service(key, views, options=table.options, now=at, expired=expired,
-                        freshness=freshness)
+                        freshness=freshness, resolved=registry.resolved)
     nodes: dict[bytes, ServiceNode] = {}
     if plan is not None:
         for origin in table.origins:

@@ -56,10 +56,22 @@ class Outcome:
 
 
 def _family(c: Candidate, rtype: int, *, lb: bool) -> Candidate | None:
-    """``c`` with only its addresses of the asked family, at that family's level."""
+    """``c`` with only its addresses of the asked family, at that family's level.
+
+    Under a load-balancer origin a cluster with ingress answers its ingress addresses:
+    the IPs, and what its ingress hostnames resolve to (those are the cloud load
+    balancer's, which translates families: judged by the service's health as a whole).
+    """
     v6 = rtype == wire.AAAA
-    source = c.lb_addresses if lb and c.lb_addresses else c.addresses
+    external: tuple[str, ...] = ()
+    if lb and (c.lb_addresses or c.lb_resolved or c.lb_only):
+        source = c.lb_addresses
+        external = tuple(a for a in c.lb_resolved if (":" in a) == v6)
+    else:
+        source = c.addresses
     addresses = tuple(a for a in source if (":" in a) == v6)
+    if external:
+        return replace(c, addresses=tuple(dict.fromkeys(addresses + external)))
     if not addresses:
         return None
     level = c.level if c.family_levels is None else c.family_levels[v6]

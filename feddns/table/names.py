@@ -149,7 +149,8 @@ def record_types(node: ServiceNode, *, lb: bool) -> frozenset[int]:
         for c in cands:
             if c is None:
                 continue
-            for a in (c.lb_addresses if lb and c.lb_addresses else c.addresses):
+            ingress = lb and (c.lb_addresses or c.lb_resolved or c.lb_only)
+            for a in ((*c.lb_addresses, *c.lb_resolved) if ingress else c.addresses):
                 types.add(wire.AAAA if ":" in a else wire.A)
         if role is Role.BASE and node.plan.ports:
             types.add(wire.SRV)

@@ -84,11 +84,13 @@ def plan_service(
     now: float,
     expired: bool = False,
     freshness: Mapping[str, Freshness] | None = None,
+    resolved: Mapping[str, tuple[str, ...]] | None = None,
 ) -> ServicePlan | None:
     """The plan of one federated service (None when no cluster has it).
 
     ``freshness`` is how each cluster counts at ``now`` (computed once per compile
     batch: self-isolation looks at every cluster); None judges each alone.
+    ``resolved`` maps load-balancer hostnames to their addresses (the registry's).
     """
     if not views:
         if not expired:
@@ -128,7 +130,8 @@ def plan_service(
                                                    weights=weights, held=held))
         else:
             candidates.append(_cluster_candidate(entry.name, region, zones, svc, fresh=fresh,
-                                                 weights=weights, held=held))
+                                                 weights=weights, held=held,
+                                                 resolved=resolved or {}))
     return ServicePlan(
         key=key,
         headless=headless,
@@ -156,7 +159,8 @@ def _external_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: 
 
 def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: Service, *,
                        fresh: bool, weights: dict[str, float] | None,
-                       held: bool = False) -> Candidate:
+                       held: bool = False,
+                       resolved: Mapping[str, tuple[str, ...]]) -> Candidate:
     # Counted per family: [IPv4 ready, IPv6 ready], [IPv4 last resort, IPv6 last resort].
     ready_by = [0, 0]
     last_by = [0, 0]
@@ -176,6 +180,9 @@ def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: S
         cluster=cluster, region=region, zones=zones,
         addresses=svc.cluster_ips, level=level, weight=weight, ports=svc.ports,
         lb_addresses=svc.load_balancer_ips, held=held, family_levels=(v4, v6),
+        lb_resolved=tuple(dict.fromkeys(a for name in svc.load_balancer_hostnames
+                                        for a in resolved.get(name, ()))),
+        lb_only=bool(svc.load_balancer_hostnames),
     )
 
 
