@@ -42,6 +42,7 @@ from feddns.model.registry import Registry
 from feddns.observe.counting import AppStats
 from feddns.observe.monitoring import watch_loop
 from feddns.runtime import tuning
+from feddns.runtime.demand import DemandMeter
 from feddns.runtime.options import locator_from, table_options
 from feddns.runtime.reloader import Parts, Reloader, front_for, handler_for
 from feddns.runtime.statelog import ClusterStateLog
@@ -125,6 +126,10 @@ class App:
         self.hostnames = HostnameResolver(self.registry, settings.hostnames, clock=clock)
         """Resolves load-balancer ingress hostnames into the registry."""
         self.compiler.after_compile.append(self.hostnames.notify)
+        self.demand = DemandMeter(self.front, self.compiler.set_demand,
+                                  locator=lambda: self.compiler.table.locator,
+                                  window=lambda: self.settings.selection.demand_window)
+        """Where the queries come from, for capacity-aware locality."""
         self.state_log = ClusterStateLog(self.registry)
         self.compiler.after_compile.append(self.state_log.note)
         self.compiler.on_loaded.append(self._loaded)
@@ -222,6 +227,7 @@ class App:
                                  timeout=settings.freshness.sync_timeout, since=self.started)
         self.background("expiry", self._expire)
         self.background("hostnames", self.hostnames.run)
+        self.background("demand", self.demand.run)
         self.background("monitor", lambda: watch_loop(self.stats, on_tick=self.state_log.note))
         if self.warm is not None:
             warm = self.warm

@@ -769,6 +769,38 @@ class SelectionConfig(_Model):
     """TTL of answers built from stale data (RFC 8767 recommends 30 s); they also carry
     Extended DNS Error 3, Stale Answer (RFC 8914), for EDNS clients."""
 
+    answer_mode: Literal["ordered", "subset"] = "ordered"
+    """How an answer with several records follows the weights. ``ordered`` (default):
+    every record, rotated from query to query so that the first follows the weights; a
+    client that tries the records in turn fails over without asking again, and clients
+    asking feddns directly follow the weights. ``subset``: each answer holds only
+    ``subset_size`` records, picked by the weights, so that the caches in front of
+    feddns (which keep a whole RRset for its TTL and reshuffle it) still follow the
+    weights together; a client of a cache then has no other address until the TTL runs
+    out. Per service: ``services[].answer_mode``."""
+
+    subset_size: int = Field(default=1, ge=1, le=64)
+    """Records per answer in the ``subset`` answer mode (at most ``dns.max_records``)."""
+
+    capacity_aware: bool = False
+    """Capacity-aware locality: keep clients in their tier only while it has the ready
+    endpoints for them, and send the rest to the next tier in proportion to its capacity
+    (demand: this instance's queries per client place; capacity: ready endpoints). Off
+    by default: it sends clients across zones and regions while their own is healthy,
+    which costs latency and traffic, and feddns sees its clients' demand only through
+    their resolvers' caches. Per service: ``services[].capacity_aware``, the annotation
+    ``feddns.io/capacity-aware`` or ``service.kubernetes.io/topology-mode: Auto``; a
+    Service with ``trafficDistribution: PreferClose`` (or ``PreferSameZone``) keeps the
+    nearest tier."""
+
+    capacity_overload: float = Field(default=0.1, ge=0, le=10)
+    """How much more demand per ready endpoint than the federation as a whole a tier may
+    keep before the rest spills (0.1: 10 % more)."""
+
+    demand_window: float = Field(default=60.0, gt=0)
+    """Seconds of queries the demand of capacity-aware locality is measured over (an
+    average with this half-life, updated every sixth of it)."""
+
 
 class HostnamesConfig(_Model):
     """How load-balancer ingress hostnames are resolved (by feddns itself).
@@ -815,6 +847,21 @@ class ServicePolicyConfig(_Model):
     """Residency: only addresses in these regions are ever answered, even on failover."""
     none_healthy: Literal["fail-closed", "fail-open", "servfail"] | None = None
     """Overrides ``selection.none_healthy`` for this service."""
+    shares: dict[ClusterId, Annotated[float, Field(ge=0, le=100)]] | None = None
+    """Percent of every client's answers led by a cluster, whatever its tier for the
+    client ("10 % of every client's answers from west.prod": ``{west.prod: 10}``); the
+    rest follow locality and weights. The way to move part of a region's traffic."""
+    answer_mode: Literal["ordered", "subset"] | None = None
+    """Overrides ``selection.answer_mode`` for this service."""
+    capacity_aware: bool | None = None
+    """Overrides ``selection.capacity_aware`` for this service."""
+
+    @field_validator("shares")
+    @classmethod
+    def _shares_fit(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and sum(value.values()) > 100:
+            raise ValueError("shares add up to more than 100 percent")
+        return value
 
 
 class NamesConfig(_Model):

@@ -326,6 +326,10 @@ class Registry:
         if entry.snapshot is not None:
             self._changed(entry.snapshot.services)
 
+    def touch_services(self, keys: Iterable[ServiceKey]) -> None:
+        """Recompile these services (an input of their answers besides data changed)."""
+        self._changed(keys)
+
     def touch(self, cluster: str) -> None:
         """Recompile every service of ``cluster`` (its damped freshness changed by time)."""
         entry = self.clusters.get(cluster)

@@ -37,6 +37,10 @@ def table_options(settings: Settings) -> TableOptions:
         max_records=settings.dns.max_records,
         stale_ttl=sel.stale_ttl,
         none_healthy=sel.none_healthy,
+        answer_mode=sel.answer_mode,
+        subset_size=min(sel.subset_size, settings.dns.max_records),
+        capacity_aware=sel.capacity_aware,
+        capacity_overload=sel.capacity_overload,
         damping=Damping(sel.hold_down, sel.readmit_after),
         isolation=Isolation(sel.isolation.window, sel.isolation.fraction,
                             sel.isolation.max_hold),
@@ -44,7 +48,9 @@ def table_options(settings: Settings) -> TableOptions:
             ServiceOverride(o.namespace, o.name,
                             tuple(o.weights.items()) if o.weights is not None else None,
                             tuple(o.regions) if o.regions is not None else None,
-                            o.none_healthy)
+                            o.none_healthy,
+                            tuple(o.shares.items()) if o.shares is not None else None,
+                            o.answer_mode, o.capacity_aware)
             for o in settings.services),
         explain=settings.names.explain,
         cluster_pinned=settings.names.cluster_pinned,

@@ -113,8 +113,17 @@ def address_selection(node: ServiceNode, rtype: int, place: Place, *,
     """The selection for A or AAAA at ``node``; the flag says whether the family exists."""
     plan = node.plan
     family = [f for c in _pool(node) if (f := _family(c, rtype, lb=lb)) is not None]
-    sel = choose(family, place, cap=plan.cap, regions=plan.regions,
-                 none_healthy=plan.none_healthy)
+    if node.role in (Role.BASE, Role.EXPLAIN):
+        # Shares, capacity and the subset mode shape the service's own name (which the
+        # explain record explains); a pinned or Federation v1 name answers its cluster or
+        # scope only, as it says.
+        sel = choose(family, place, cap=plan.cap, regions=plan.regions,
+                     none_healthy=plan.none_healthy, shares=plan.shares,
+                     spread=plan.allocation_for(place) if plan.allocation else None,
+                     subset=plan.subset)
+    else:
+        sel = choose(family, place, cap=plan.cap, regions=plan.regions,
+                     none_healthy=plan.none_healthy)
     return sel, bool(family)
 
 
@@ -288,14 +297,19 @@ def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcom
     lines = [f"client {where}; answer from tier {sel.tier} ({TIER_NAMES[sel.tier]})"
              if sel.tier is not None else f"client {where}; nothing answerable"
              f" ({plan.none_healthy.value})"]
+    lines[0] += _policy_note(plan, place)
     infos = {i.name: i for i in plan.clusters}
     per_cluster: dict[str, list[str]] = {}
     for v in sel.verdicts:
         target = v.candidate.external_name
         what = f" CNAME {wire.wire_to_text(target)}" if target is not None else ""
+        share = f" share {v.share:.0%}" if v.chosen and v.share is not None and (
+            plan.shares or plan.allocation or plan.subset) else ""
+        capacity = f" capacity {v.candidate.capacity:g}" if plan.capacity_aware else ""
         per_cluster.setdefault(v.candidate.cluster, []).append(
             f"{'chosen' if v.chosen else 'not chosen: ' + v.reason}{what} tier {v.tier}"
-            f" level {v.candidate.level.name.lower()} weight {v.candidate.weight:g}")
+            f" level {v.candidate.level.name.lower()} weight {v.candidate.weight:g}"
+            f"{capacity}{share}")
     for name, info in infos.items():
         age = f"{now - info.last_sync:.0f}s" if info.last_sync is not None else "never"
         verdicts = per_cluster.get(name) or [missing]
@@ -310,3 +324,17 @@ def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcom
     records = tuple(Record(node.owner, wire.TXT, EXPLAIN_TTL, (wire.txt_rdata(line),))
                     for line in lines)
     return Outcome(variants=((records, ()),), memoize=False)
+
+
+def _policy_note(plan: ServicePlan, place: Place) -> str:
+    """What shapes the answer beyond locality and weights (the explain record's first line)."""
+    notes = []
+    if plan.shares:
+        notes.append("shares " + ",".join(f"{c}={p:g}%" for c, p in plan.shares))
+    if plan.capacity_aware:
+        notes.append("capacity-aware, " + ("spread by demand" if plan.allocation_for(place)
+                                           else "no demand measured for this client"))
+    if plan.subset is not None:
+        notes.append(f"answer mode subset ({plan.subset} record"
+                     f"{'s' if plan.subset > 1 else ''} per answer)")
+    return "; " + "; ".join(notes) if notes else ""

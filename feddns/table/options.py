@@ -61,6 +61,9 @@ class ServiceOverride:
     weights: tuple[tuple[str, float], ...] | None = None
     regions: tuple[str, ...] | None = None
     none_healthy: str | None = None
+    shares: tuple[tuple[str, float], ...] | None = None
+    answer_mode: str | None = None
+    capacity_aware: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,13 @@ class TableOptions:
     max_records: int = 16
     stale_ttl: int = 30
     none_healthy: str = "fail-closed"
+    answer_mode: str = "ordered"
+    """``ordered`` (every record, the first following the weights) or ``subset``."""
+    subset_size: int = 1
+    """Records in each answer of the ``subset`` mode."""
+    capacity_aware: bool = False
+    capacity_overload: float = 0.1
+    """How much more demand per capacity than the federation's a candidate may take."""
     damping: Damping = field(default_factory=Damping)
     isolation: Isolation = field(default_factory=Isolation)
     overrides: tuple[ServiceOverride, ...] = ()

@@ -20,7 +20,9 @@ from feddns import wire
 from feddns.model.registry import ClusterEntry
 from feddns.model.services import Endpoint, Port, Service, ServiceKey, ServicePolicy, ServiceType
 from feddns.policy.health import Freshness, Level, endpoint_level, is_fresh, level_of
+from feddns.policy.locality import Place
 from feddns.policy.selection import Candidate, NoneHealthy
+from feddns.policy.spreading import Allocation, Demand, allocate
 from feddns.table.options import TableOptions
 from feddns.table.origins import endpoint_label
 
@@ -59,21 +61,53 @@ class ServicePlan:
     """Known only from clusters whose data expired: every name answers SERVFAIL."""
     external: bool = False
     """An ExternalName service: its name is a CNAME to one cluster's external name."""
+    shares: tuple[tuple[str, float], ...] = ()
+    """(cluster, percent): the answers each cluster leads for every client, any tier."""
+    subset: int | None = None
+    """The ``subset`` answer mode: records per answer (None: ``ordered``, all of them)."""
+    capacity_aware: bool = False
+    allocation: tuple[tuple[Place, Allocation], ...] = ()
+    """Capacity-aware locality: per client place with demand, its candidates' shares."""
+
+    def allocation_for(self, place: Place) -> dict[tuple[str, bytes | None], float] | None:
+        """The capacity-aware allocation of ``place`` (None: plain locality)."""
+        for p, alloc in self.allocation:
+            if p == place:
+                return dict(alloc)
+        return None
+
+
+PREFER_CLOSE = frozenset({"PreferClose", "PreferSameZone", "PreferSameNode"})
+"""``spec.trafficDistribution`` values that ask for the nearest endpoints whatever the
+load: across clusters, the nearest tier without capacity spill (README, "How feddns
+chooses an answer")."""
 
 
 def _policy_for(key: ServiceKey, views: Sequence[tuple[ClusterEntry, Service]],
                 options: TableOptions) -> ServicePolicy:
-    """Config overrides (service, then namespace) win over data annotations."""
+    """Key by key: the service's config override, the namespace's, then annotations.
+
+    The annotations are those of the first cluster (in configured order) that has any.
+    """
     ns, name = key
-    for match_name in (name, None):
-        for o in options.overrides:
-            if o.namespace == ns and o.name == match_name:
-                return ServicePolicy(weights=o.weights or (), regions=o.regions,
-                                     none_healthy=o.none_healthy)
-    for _, svc in views:
-        if svc.policy is not None:
-            return svc.policy
-    return ServicePolicy()
+    layers = [ServicePolicy(weights=o.weights or (), regions=o.regions,
+                            none_healthy=o.none_healthy, shares=o.shares or (),
+                            answer_mode=o.answer_mode, capacity_aware=o.capacity_aware)
+              for match_name in (name, None) for o in options.overrides
+              if o.namespace == ns and o.name == match_name]
+    annotated = next((svc.policy for _, svc in views if svc.policy is not None), None)
+    if annotated is not None:
+        layers.append(annotated)
+    return ServicePolicy(
+        weights=next((p.weights for p in layers if p.weights), ()),
+        regions=next((p.regions for p in layers if p.regions is not None), None),
+        none_healthy=next((p.none_healthy for p in layers if p.none_healthy is not None),
+                          None),
+        shares=next((p.shares for p in layers if p.shares), ()),
+        answer_mode=next((p.answer_mode for p in layers if p.answer_mode is not None), None),
+        capacity_aware=next((p.capacity_aware for p in layers
+                             if p.capacity_aware is not None), None),
+    )
 
 
 def plan_service(
@@ -85,12 +119,14 @@ def plan_service(
     expired: bool = False,
     freshness: Mapping[str, Freshness] | None = None,
     resolved: Mapping[str, tuple[str, ...]] | None = None,
+    demand: Demand | None = None,
 ) -> ServicePlan | None:
     """The plan of one federated service (None when no cluster has it).
 
     ``freshness`` is how each cluster counts at ``now`` (computed once per compile
     batch: self-isolation looks at every cluster); None judges each alone.
-    ``resolved`` maps load-balancer hostnames to their addresses (the registry's).
+    ``resolved`` maps load-balancer hostnames to their addresses (the registry's);
+    ``demand`` is where the queries come from, for capacity-aware locality.
     """
     if not views:
         if not expired:
@@ -132,12 +168,16 @@ def plan_service(
             candidates.append(_cluster_candidate(entry.name, region, zones, svc, fresh=fresh,
                                                  weights=weights, held=held,
                                                  resolved=resolved or {}))
+    regions = frozenset(policy.regions) if policy.regions is not None else None
+    capacity = not external and _is_capacity_aware(policy, views, options)
+    allocation = _allocation(candidates, regions, demand, options) if capacity else ()
+    mode = policy.answer_mode or options.answer_mode
     return ServicePlan(
         key=key,
         headless=headless,
         candidates=tuple(candidates),
         ports=tuple(ports),
-        regions=frozenset(policy.regions) if policy.regions is not None else None,
+        regions=regions,
         none_healthy=NoneHealthy(policy.none_healthy or options.none_healthy),
         record_ttl=options.record_ttl,
         stale_ttl=options.stale_ttl,
@@ -145,7 +185,45 @@ def plan_service(
         clusters=tuple(infos),
         expired=expired,
         external=external,
+        shares=policy.shares,
+        subset=options.subset_size if mode == "subset" else None,
+        capacity_aware=capacity,
+        allocation=allocation,
     )
+
+
+def _is_capacity_aware(policy: ServicePolicy, views: Sequence[tuple[ClusterEntry, Service]],
+                       options: TableOptions) -> bool:
+    """Config or annotation first; then ``trafficDistribution``; then the global choice.
+
+    ``PreferClose`` (and ``PreferSameZone``, ``PreferSameNode``) ask for the nearest
+    endpoints whatever the load, which across clusters is the nearest tier without
+    spill. Like headlessness, the first cluster in configured order that sets it decides.
+    """
+    if policy.capacity_aware is not None:
+        return policy.capacity_aware
+    said = next((svc.traffic_distribution for _, svc in views if svc.traffic_distribution),
+                None)
+    if said in PREFER_CLOSE:
+        return False
+    return options.capacity_aware
+
+
+def _allocation(candidates: Sequence[Candidate], regions: frozenset[str] | None,
+                demand: Demand | None, options: TableOptions
+                ) -> tuple[tuple[Place, Allocation], ...]:
+    """Capacity-aware shares per client place, over the healthiest allowed candidates."""
+    if demand is None or not demand.places:
+        return ()
+    allowed = [c for c in candidates if (regions is None or c.region in regions)
+               and c.level is not Level.UNHEALTHY and c.weight > 0]
+    if not allowed:
+        return ()
+    best = min(int(c.level) for c in allowed)
+    pool = [c for c in allowed if int(c.level) == best]
+    return tuple(sorted(allocate(pool, demand, overload=options.capacity_overload).items(),
+                        key=lambda item: (item[0].cluster or "", item[0].region or "",
+                                          item[0].zone or "")))
 
 
 def _external_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: Service, *,
@@ -177,7 +255,7 @@ def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: S
         float(ready or last_resort or 1)
     # Both address kinds are kept; the origin's service_address picks one when answering.
     return Candidate(
-        cluster=cluster, region=region, zones=zones,
+        cluster=cluster, region=region, zones=zones, capacity=float(ready or last_resort),
         addresses=svc.cluster_ips, level=level, weight=weight, ports=svc.ports,
         lb_addresses=svc.load_balancer_ips, held=held, family_levels=(v4, v6),
         lb_resolved=tuple(dict.fromkeys(a for name in svc.load_balancer_hostnames
@@ -207,7 +285,7 @@ def _endpoint_candidates(cluster: str, region: str, svc: Service, *, fresh: bool
             cluster=cluster, region=region, zones=(zone,) if zone else (),
             addresses=tuple(dict.fromkeys(e.address for e in usable)), level=level, weight=1.0,
             owner=wire.labels(endpoint_label(eps[0]), cluster), ports=svc.ports,
-            endpoint=True, held=held,
+            endpoint=True, held=held, capacity=1.0,
         ))
     if weights is not None:
         # The cluster's share is split among its endpoints of the same level, so that

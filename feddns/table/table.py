@@ -40,6 +40,7 @@ from cachetools import LRUCache
 from feddns import wire
 from feddns.model.services import ServiceKey
 from feddns.policy.locality import Locator
+from feddns.policy.spreading import Demand
 from feddns.table.answers import REFUSED, SERVFAIL, STALE_EDE, CompiledAnswer, encode_answer
 from feddns.table.evaluation import Outcome, evaluate
 from feddns.table.names import Role, ServiceNode, record_types
@@ -89,6 +90,9 @@ class AnswerTable:
         # NXDOMAIN and NODATA for well-known types, per question, bounded: random names
         # (a random-subdomain flood) must not grow memory (cachetools LRU).
         self.negatives: LRUCache[bytes, CompiledAnswer] = LRUCache(NEGATIVE_MEMO_SIZE)
+        self.demand: Demand | None = None
+        """Where the queries come from (measured by the runtime): the input of
+        capacity-aware locality, like ``options`` is the config's."""
         self.pending: Pending | None = None
         """Asked about a name not in the table: its service may be waiting to be compiled
         (the compiler compiles it now, so a query never waits for its batch)."""
