@@ -417,6 +417,10 @@ class ClusterConfig(_Model):
     """Client networks of this cluster (pod and node CIDRs): a query from an address
     inside one is placed in this cluster, and in ``zone`` when the entry names one."""
 
+    service_cidrs: list[Cidr] = Field(default_factory=list)
+    """The cluster's service (ClusterIP) ranges. Used for reverse zones only: with
+    ``reverse.derive``, their PTRs are served (as are those of ``networks``)."""
+
     @model_validator(mode="after")
     def _network_zones_known(self) -> ClusterConfig:
         for i, net in enumerate(self.networks):
@@ -835,6 +839,20 @@ class HostnamesConfig(_Model):
         return self
 
 
+class ReverseConfig(_Model):
+    """Reverse zones: PTR records for every address feddns answers (README, "Names served")."""
+
+    zones: list[Cidr] = Field(default_factory=list)
+    """Networks whose reverse zones are served (``10.96.0.0/12``: the sixteen zones
+    ``96.10.in-addr.arpa.`` to ``111.10.in-addr.arpa.``); a network is rounded in to whole
+    octets (IPv4) or nibbles (IPv6), so no zone claims an address outside it."""
+
+    derive: bool = True
+    """Also serve the reverse zones of every cluster's ``networks`` (pod and node
+    addresses: headless endpoints) and ``service_cidrs`` (cluster IPs). Names outside
+    every reverse zone are REFUSED, as any name outside the origins."""
+
+
 class ServicePolicyConfig(_Model):
     """Policy for one service (``name`` given) or every service of a namespace."""
 
@@ -916,6 +934,7 @@ class Settings(_Model):
     """Per-service (or per-namespace) policy; it overrides annotations on the Service."""
     names: NamesConfig = Field(default_factory=NamesConfig)
     hostnames: HostnamesConfig = Field(default_factory=HostnamesConfig)
+    reverse: ReverseConfig = Field(default_factory=ReverseConfig)
     nameservers: list[NameServerConfig] = Field(default_factory=list)
     """The NS RRset at each apex; defaults to ``ns.<origin>`` with no addresses."""
 

@@ -20,6 +20,7 @@ from feddns.table.options import (
     SoaOptions,
     TableOptions,
 )
+from feddns.table.reverse import zone_names
 
 
 def table_options(settings: Settings) -> TableOptions:
@@ -58,7 +59,18 @@ def table_options(settings: Settings) -> TableOptions:
         federation=settings.federation,
         regions={c.name: c.region for c in settings.clusters},
         zones={c.name: tuple(c.zones) for c in settings.clusters},
+        reverse_zones=reverse_zones(settings),
     )
+
+
+def reverse_zones(settings: Settings) -> tuple[str, ...]:
+    """The reverse zones served: the configured networks, and the derived ones."""
+    networks = list(settings.reverse.zones)
+    if settings.reverse.derive:
+        for cluster in settings.clusters:
+            networks += [n.cidr for n in cluster.networks]
+            networks += list(cluster.service_cidrs)
+    return zone_names(networks)
 
 
 def locator_from(settings: Settings) -> Locator:

@@ -45,6 +45,7 @@ from feddns.table.names import ServiceNode, service_key_of, service_nodes
 from feddns.table.options import TableOptions
 from feddns.table.origins import OriginZone
 from feddns.table.plans import plan_service
+from feddns.table.reverse import pointers
 from feddns.table.table import AnswerTable
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,15 @@ def compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: flo
     plan = plan_service(key, views, options=table.options, now=at, expired=expired,
                         freshness=freshness, resolved=registry.resolved, demand=table.demand)
     nodes: dict[bytes, ServiceNode] = {}
+    ptrs = None
     if plan is not None:
-        for origin in table.origins:
+        for origin in table.forward_origins:
             nodes.update(service_nodes(plan, origin, table.options))
-    return table.apply_service(key, plan, nodes)
+        if table.reverse_wires:
+            bases = [origin.child(key[1], key[0], "svc") for origin in table.forward_origins]
+            ptrs = pointers(plan, bases, table.reverse_wires,
+                            pinned=table.options.cluster_pinned)
+    return table.apply_service(key, plan, nodes, ptrs)
 
 
 def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,

@@ -96,3 +96,5 @@ class TableOptions:
     """Cluster -> its region (the configured clusters)."""
     zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Cluster -> its zones."""
+    reverse_zones: tuple[str, ...] = ()
+    """Reverse zones served (``1.96.10.in-addr.arpa.``): PTRs for the addresses in them."""

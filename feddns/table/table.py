@@ -52,7 +52,8 @@ from feddns.wire import Name, Record
 Node = RRsets | ServiceNode
 """A name's content: fixed records (apex, empty non-terminals) or a service name."""
 
-_MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY, wire.CNAME)
+_MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY, wire.CNAME,
+               wire.PTR)
 MAX_CNAME_CHAIN = 4
 NEGATIVE_MEMO_SIZE = 65536
 ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
@@ -72,6 +73,13 @@ class AnswerTable:
                  locator: Locator | None = None) -> None:
         self.options = options
         self.origins: tuple[OriginZone, ...] = origins_from(options)
+        self.forward_origins = tuple(o for o in self.origins if not o.reverse)
+        """The origins service names live under (the rest are reverse zones)."""
+        self.reverse_wires = frozenset(o.wire for o in self.origins if o.reverse)
+        self._origin_by_wire = {o.wire: o for o in self.origins}
+        self.ptr_refs: dict[bytes, dict[bytes, int]] = {}
+        """Reverse name -> each PTR target and how many services give it."""
+        self.ptr_by_service: dict[ServiceKey, Mapping[bytes, frozenset[bytes]]] = {}
         self.locator = locator if locator is not None else Locator([])
         self.serial = serial & 0xFFFFFFFF
         self.loaded = False
@@ -131,10 +139,19 @@ class AnswerTable:
 
     def origin_of(self, name: bytes) -> OriginZone | None:
         """The origin ``name`` falls in, or None (then it is REFUSED)."""
-        for origin in self.origins:
-            if wire.is_subdomain(name, origin.wire):
-                return origin
-        return None
+        if len(self.origins) <= 4:
+            for origin in self.origins:
+                if wire.is_subdomain(name, origin.wire):
+                    return origin
+            return None
+        # Many origins (reverse zones): each suffix of the name looked up once.
+        by_wire = self._origin_by_wire
+        pos = 0
+        while True:
+            found = by_wire.get(name[pos:])
+            if found is not None or not name[pos]:
+                return found
+            pos += name[pos] + 1
 
     def resolve(self, key: bytes, name: bytes, qtype: int, qclass: int,
                 cls: int = 0, *, now: float) -> CompiledAnswer:
@@ -308,8 +325,13 @@ class AnswerTable:
                 negatives.pop(k, None)
 
     def apply_service(self, key: ServiceKey, plan: ServicePlan | None,
-                      nodes: dict[bytes, ServiceNode]) -> bool:
-        """Replace one service's plan and names; True when something visible changed."""
+                      nodes: dict[bytes, ServiceNode],
+                      pointers: Mapping[bytes, frozenset[bytes]] | None = None) -> bool:
+        """Replace one service's plan and names; True when something visible changed.
+
+        ``pointers`` are its PTRs (reverse name -> targets, :mod:`.reverse`).
+        """
+        self._apply_pointers(key, pointers or {})
         if self.plans.get(key) == plan and key in self.by_service:
             # Equal plans answer the same; only refresh the nodes (explain ages).
             for name, node in nodes.items():
@@ -332,6 +354,45 @@ class AnswerTable:
             self.by_service.pop(key, None)
             self.plans.pop(key, None)
         return bool(old) or bool(nodes)
+
+    def _apply_pointers(self, key: ServiceKey,
+                        pointers: Mapping[bytes, frozenset[bytes]]) -> None:
+        """Replace one service's PTRs; every name sharing a reverse name keeps its own."""
+        old = self.ptr_by_service.get(key, {})
+        if old == pointers:
+            return
+        for rev, targets in old.items():
+            refs = self.ptr_refs[rev]
+            for target in targets:
+                refs[target] -= 1
+                if not refs[target]:
+                    del refs[target]
+        for rev, targets in pointers.items():
+            refs = self.ptr_refs.setdefault(rev, {})
+            for target in targets:
+                refs[target] = refs.get(target, 0) + 1
+        for rev in old.keys() | pointers.keys():
+            self._lay_out_pointer(rev)
+        if pointers:
+            self.ptr_by_service[key] = pointers
+        else:
+            self.ptr_by_service.pop(key, None)
+
+    def _lay_out_pointer(self, rev: bytes) -> None:
+        refs = self.ptr_refs.get(rev)
+        had = rev in self.names
+        self._forget(rev)
+        if refs:
+            ttl = self.options.record_ttl
+            self.names[rev] = {wire.PTR: tuple(Record(rev, wire.PTR, ttl, (Name(t),))
+                                               for t in sorted(refs))}
+            if not had:
+                self._ref_parents(rev)
+        else:
+            self.ptr_refs.pop(rev, None)
+            if had:
+                del self.names[rev]
+                self._unref_parents(rev)
 
     def _parents(self, name: bytes) -> list[bytes]:
         origin = self.origin_of(name)
