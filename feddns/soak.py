@@ -196,6 +196,12 @@ def expectations(view: dict[str, Any], origin: str, *, lb: bool = True) -> list[
         least = -1
         if len(chosen) > cap and sum(len(set(a)) for a in chosen) != len(union):
             least = 1  # windows of the cap may overlap in addresses
+        if plan.get("subset_size"):
+            count, least = min(count, int(plan["subset_size"])), 1
+        if plan.get("capacity_aware") or plan.get("shares"):
+            # Spread by demand or shares: a subset of the tier, or more (other tiers).
+            union = frozenset(a for c, addrs in fam for a in addrs)
+            count, least = min(len(union), cap), 1
         out.append(Expectation(base, qtype, union, count, least))
     if plan["headless"]:
         for c in usable:

@@ -189,6 +189,14 @@ def service_view(app: Instance, key: ServiceKey) -> dict[str, Any] | None:
         out["plan"] = {
             "headless": plan.headless,
             "external": plan.external,
+            "shares": [{"cluster": c, "percent": p} for c, p in plan.shares],
+            "answer_mode": "ordered" if plan.subset is None else "subset",
+            "subset_size": plan.subset,
+            "capacity_aware": plan.capacity_aware,
+            "allocation": [{"place": {"cluster": p.cluster, "region": p.region, "zone": p.zone},
+                            "shares": [{"cluster": k[0], "name": name_from_wire(k[1])
+                                        if k[1] else None, "share": v} for k, v in alloc]}
+                           for p, alloc in plan.allocation],
             "expired": plan.expired,
             "regions": sorted(plan.regions) if plan.regions is not None else None,
             "none_healthy": plan.none_healthy.value,
@@ -216,6 +224,7 @@ def service_view(app: Instance, key: ServiceKey) -> dict[str, Any] | None:
                 "family_levels": (None if c.family_levels is None else
                                   [lv.name.lower().replace("_", "-") for lv in c.family_levels]),
                 "weight": c.weight,
+                "capacity": c.capacity,
                 "endpoint": c.endpoint,
                 "name": name_from_wire(c.owner) if c.owner else None,
             } for c in plan.candidates],

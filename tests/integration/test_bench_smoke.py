@@ -95,3 +95,20 @@ def test_make_unit_runs_the_unit_tests() -> None:
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert re.search(r"\d+ passed", proc.stdout)
+
+
+@pytest.mark.skipif(shutil.which("unbound-control", path="/usr/sbin:/usr/bin:/sbin") is None,
+                    reason="unbound is installed by make test (scripts/apt-install)")
+def test_the_weights_through_unbound_benchmark_prints_its_figures() -> None:
+    figures = run_bench("bench.weighted_unbound", "--fills", "20", "--runs", "1")
+    for name in ("weighted-share-error-percent-through-unbound",
+                 "weighted-share-error-points-through-unbound",
+                 "ordered-share-error-percent-through-unbound"):
+        assert name in figures, f"{name} missing from {sorted(figures)}"
+
+
+def test_the_capacity_spill_benchmark_prints_its_figures() -> None:
+    figures = run_bench("bench.capacity_spill", "--queries", "30", "--runs", "1")
+    for name in ("capacity-spill-overload-percent", "capacity-spill-kept-percent",
+                 "nearest-tier-overload-percent"):
+        assert name in figures, f"{name} missing from {sorted(figures)}"

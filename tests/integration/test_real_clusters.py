@@ -156,3 +156,52 @@ def test_traffic_distribution_reaches_the_services_view(feddns: ServerThread,
     got = view()
     assert got is not None
     assert got["clusters"][0]["traffic_distribution"] == "PreferClose"
+
+
+def cart(fed: FakeFederation, cluster: str, name: str, *, ready: int, cluster_ip: str,
+         traffic: str | None) -> None:
+    svc = make_service("shop", name, cluster_ips=[cluster_ip],
+                       ports=[{"name": "http", "port": 80}])
+    if traffic is not None:
+        svc["spec"]["trafficDistribution"] = traffic
+    fed[cluster].apply_service(svc)
+    fed[cluster].apply_endpointslice(make_endpointslice(
+        "shop", f"{name}-1", name, ports=[{"name": "http", "port": 8080}],
+        endpoints=[{"addresses": [f"{cluster_ip.rsplit('.', 1)[0]}.{100 + n}"]}
+                   for n in range(ready)]))
+
+
+def leads(port: int, name: str) -> dict[str, float]:
+    """The share of answers each address leads, over every query ID low byte."""
+    counts: dict[str, int] = {}
+    for qid in range(256):
+        q = make_query(name, "A")
+        q.id = qid * 257
+        first = ask(port, q).answer[0][0].to_text()
+        counts[first] = counts.get(first, 0) + 1
+    return {a: n / 256 for a, n in counts.items()}
+
+
+def test_capacity_aware_answers_spill_by_measured_demand_unless_the_service_prefers_close(
+        tmp_path: Path, fake_federation_factory: Callable[..., FakeFederation]) -> None:
+    fed = fake_federation_factory(("east", "west.prod"))
+    for name, traffic in (("cart", None), ("cart-close", "PreferClose")):
+        ips = {"east": f"10.96.1.{len(name)}", "west.prod": f"10.96.2.{len(name)}"}
+        cart(fed, "east", name, ready=1, cluster_ip=ips["east"], traffic=traffic)
+        cart(fed, "west.prod", name, ready=9, cluster_ip=ips["west.prod"], traffic=traffic)
+    config = config_for(tmp_path, fed, selection={
+        "hold_down": 3600, "readmit_after": 0, "capacity_aware": True, "demand_window": 0.6})
+    raw = yaml.safe_load(config.read_text())
+    # This test's queries come from 127.0.0.1: east's clients, all of the demand.
+    raw["clusters"][0]["networks"] = [{"cidr": "127.0.0.0/8"}]
+    config.write_text(yaml.safe_dump(raw))
+    with ServerThread(load_settings(config)) as server:
+        name = "cart.shop.svc.clusterset.local."
+        wait_until(lambda: answer(server.port, name) == ["10.96.1.4", "10.96.2.4"], timeout=15)
+        # feddns measures where its queries come from (all from east) and spills what
+        # east's one endpoint of ten cannot hold: it keeps 1/10 x 1.1 of the demand.
+        wait_until(lambda: leads(server.port, name).get("10.96.1.4", 1.0) < 0.2, timeout=20)
+        share = leads(server.port, name)
+        assert abs(share.get("10.96.1.4", 0.0) - 0.11) <= 0.05, share
+        close = leads(server.port, "cart-close.shop.svc.clusterset.local.")
+        assert close == {"10.96.1.10": 1.0}  # PreferClose: the nearest tier, whatever the load
