@@ -847,10 +847,12 @@ class ReverseConfig(_Model):
     ``96.10.in-addr.arpa.`` to ``111.10.in-addr.arpa.``); a network is rounded in to whole
     octets (IPv4) or nibbles (IPv6), so no zone claims an address outside it."""
 
-    derive: bool = True
+    derive: bool = False
     """Also serve the reverse zones of every cluster's ``networks`` (pod and node
-    addresses: headless endpoints) and ``service_cidrs`` (cluster IPs). Names outside
-    every reverse zone are REFUSED, as any name outside the origins."""
+    addresses: headless endpoints) and ``service_cidrs`` (cluster IPs). Off by default:
+    a PTR per headless endpoint costs memory and compile time (about a tenth more at
+    a million endpoints), and only resolvers told to forward these zones ask. Names
+    outside every reverse zone are REFUSED, as any name outside the origins."""
 
 
 class ServicePolicyConfig(_Model):
@@ -931,7 +933,8 @@ class Settings(_Model):
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     services: list[ServicePolicyConfig] = Field(default_factory=list)
-    """Per-service (or per-namespace) policy; it overrides annotations on the Service."""
+    """Per-service (or per-namespace) policy: each key it sets overrides the same key of a
+    namespace entry and of the Service's annotations."""
     names: NamesConfig = Field(default_factory=NamesConfig)
     hostnames: HostnamesConfig = Field(default_factory=HostnamesConfig)
     reverse: ReverseConfig = Field(default_factory=ReverseConfig)

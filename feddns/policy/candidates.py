@@ -21,6 +21,34 @@ CandidateKey = tuple[str, "bytes | None"]
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterTraits:
+    """What only a cluster-level candidate has.
+
+    Kept in one object apart from :class:`Candidate`: a million endpoint candidates
+    (headless services) would otherwise pay a slot for each of these fields.
+    """
+
+    family_levels: tuple[Level, Level] | None = None
+    """Its level per address family (IPv4, IPv6): its IPv4 service address answers only
+    while it has a ready IPv4 endpoint, and likewise for IPv6 (EndpointSlices, and so
+    kube-proxy's rules, are per family)."""
+    lb_resolved: tuple[str, ...] = ()
+    """What its load-balancer ingress hostnames resolve to (the cloud load balancer's own
+    addresses: not subject to the per-family rule, the load balancer translates)."""
+    lb_only: bool = False
+    """It has load-balancer ingress hostnames: under a load-balancer origin only ingress
+    addresses answer for it, never its cluster IP (which other clusters seldom reach),
+    even while the hostnames are not resolved yet."""
+    external_name: bytes | None = None
+    """An ExternalName service's CNAME target in this cluster (wire form)."""
+    capacity: float = 0.0
+    """Ready endpoints behind it (capacity-aware locality)."""
+
+
+NO_TRAITS = ClusterTraits()
+
+
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """One answerable target: a cluster's service address(es), or one endpoint group."""
 
@@ -38,30 +66,42 @@ class Candidate:
     """True when the candidate is an endpoint (ranked by its own zone)."""
     lb_addresses: tuple[str, ...] = ()
     """A cluster-level candidate's load-balancer ingress IPs."""
-    lb_resolved: tuple[str, ...] = ()
-    """What its load-balancer ingress hostnames resolve to (the cloud load balancer's own
-    addresses: not subject to the per-family rule, the load balancer translates)."""
-    lb_only: bool = False
-    """It has load-balancer ingress hostnames: under a load-balancer origin only ingress
-    addresses answer for it, never its cluster IP (which other clusters seldom reach),
-    even while the hostnames are not resolved yet."""
     held: bool = False
     """Its cluster counts as fresh only because self-isolation is suspected: answered as
     before, but signalled stale (stale TTL, EDE 3)."""
-    external_name: bytes | None = None
-    """An ExternalName service's CNAME target in this cluster (wire form)."""
-    capacity: float = 0.0
-    """Ready endpoints behind it (capacity-aware locality): a cluster's, or 1 for an
-    endpoint."""
-    family_levels: tuple[Level, Level] | None = None
-    """A cluster-level candidate's level per address family (IPv4, IPv6): its IPv4 service
-    address answers only while it has a ready IPv4 endpoint, and likewise for IPv6
-    (EndpointSlices, and so kube-proxy's rules, are per family)."""
+    traits: ClusterTraits = NO_TRAITS
+    """A cluster-level candidate's per-family levels, resolved ingress, ExternalName
+    target and capacity."""
 
     @property
     def key(self) -> CandidateKey:
         """Who this is, whatever its addresses of one family (see :data:`CandidateKey`)."""
         return (self.cluster, self.owner)
+
+    @property
+    def family_levels(self) -> tuple[Level, Level] | None:
+        """See :attr:`ClusterTraits.family_levels`."""
+        return self.traits.family_levels
+
+    @property
+    def lb_resolved(self) -> tuple[str, ...]:
+        """See :attr:`ClusterTraits.lb_resolved`."""
+        return self.traits.lb_resolved
+
+    @property
+    def lb_only(self) -> bool:
+        """See :attr:`ClusterTraits.lb_only`."""
+        return self.traits.lb_only
+
+    @property
+    def external_name(self) -> bytes | None:
+        """See :attr:`ClusterTraits.external_name`."""
+        return self.traits.external_name
+
+    @property
+    def capacity(self) -> float:
+        """Ready endpoints behind it: a cluster's (:attr:`ClusterTraits.capacity`), or 1."""
+        return 1.0 if self.endpoint else self.traits.capacity
 
 
 def tier(candidate: Candidate, place: Place) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from feddns import wire
 from feddns.model.registry import ClusterEntry
 from feddns.model.services import Endpoint, Port, Service, ServiceKey, ServicePolicy, ServiceType
+from feddns.policy.candidates import ClusterTraits
 from feddns.policy.health import Freshness, Level, endpoint_level, is_fresh, level_of
 from feddns.policy.locality import Place
 from feddns.policy.selection import Candidate, NoneHealthy
@@ -232,7 +233,8 @@ def _external_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: 
     assert svc.external_name is not None
     return Candidate(cluster=cluster, region=region, zones=zones, addresses=(),
                      level=level_of(ready=True, last_resort=False, fresh=fresh), weight=1.0,
-                     held=held, external_name=wire.name_to_wire(svc.external_name))
+                     held=held,
+                     traits=ClusterTraits(external_name=wire.name_to_wire(svc.external_name)))
 
 
 def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: Service, *,
@@ -244,23 +246,29 @@ def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: S
     last_by = [0, 0]
     for e in svc.endpoints:
         if e.ready:
-            ready_by[e.is_ipv6] += 1
+            ready_by[":" in e.address] += 1
         elif e.serving and e.terminating:
-            last_by[e.is_ipv6] += 1
-    ready, last_resort = sum(ready_by), sum(last_by)
+            last_by[":" in e.address] += 1
+    ready, last_resort = ready_by[0] + ready_by[1], last_by[0] + last_by[1]
     level = level_of(ready=ready > 0, last_resort=last_resort > 0, fresh=fresh)
-    v4, v6 = (level_of(ready=ready_by[f] > 0, last_resort=last_by[f] > 0, fresh=fresh)
-              for f in (0, 1))
+    families = None
+    if ready_by[1] or last_by[1] or any(":" in a for a in svc.cluster_ips):
+        # Only then can a family's level differ from the service's (the IPv4-only
+        # majority skips this).
+        families = (level_of(ready=ready_by[0] > 0, last_resort=last_by[0] > 0, fresh=fresh),
+                    level_of(ready=ready_by[1] > 0, last_resort=last_by[1] > 0, fresh=fresh))
     weight = float(weights.get(cluster, 0.0)) if weights is not None else \
         float(ready or last_resort or 1)
     # Both address kinds are kept; the origin's service_address picks one when answering.
     return Candidate(
-        cluster=cluster, region=region, zones=zones, capacity=float(ready or last_resort),
+        cluster=cluster, region=region, zones=zones,
         addresses=svc.cluster_ips, level=level, weight=weight, ports=svc.ports,
-        lb_addresses=svc.load_balancer_ips, held=held, family_levels=(v4, v6),
-        lb_resolved=tuple(dict.fromkeys(a for name in svc.load_balancer_hostnames
-                                        for a in resolved.get(name, ()))),
-        lb_only=bool(svc.load_balancer_hostnames),
+        lb_addresses=svc.load_balancer_ips, held=held, traits=ClusterTraits(
+            family_levels=families,
+            lb_resolved=tuple(dict.fromkeys(a for name in svc.load_balancer_hostnames
+                                            for a in resolved.get(name, ()))),
+            lb_only=bool(svc.load_balancer_hostnames),
+            capacity=float(ready or last_resort)),
     )
 
 
@@ -285,7 +293,7 @@ def _endpoint_candidates(cluster: str, region: str, svc: Service, *, fresh: bool
             cluster=cluster, region=region, zones=(zone,) if zone else (),
             addresses=tuple(dict.fromkeys(e.address for e in usable)), level=level, weight=1.0,
             owner=wire.labels(endpoint_label(eps[0]), cluster), ports=svc.ports,
-            endpoint=True, held=held, capacity=1.0,
+            endpoint=True, held=held,
         ))
     if weights is not None:
         # The cluster's share is split among its endpoints of the same level, so that

@@ -19,6 +19,7 @@ Pure: the answer table lays the records out (:meth:`AnswerTable.apply_service`).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -71,6 +72,23 @@ def pointer_name(address: str) -> bytes:
     return wire.name_to_wire(ipaddress.ip_address(address).reverse_pointer)
 
 
+@functools.lru_cache(maxsize=8)
+def _v4_prefixes(zones: frozenset[bytes]) -> frozenset[str]:
+    """The IPv4 zones as address prefixes (``1.96.10.in-addr.arpa.`` -> ``10.96.1.``)."""
+    out = set()
+    for zone in zones:
+        text = wire.wire_to_text(zone).lower()
+        if text.endswith(".in-addr.arpa."):
+            out.add(".".join(reversed(text.removesuffix(".in-addr.arpa.").split("."))) + ".")
+    return frozenset(out)
+
+
+def _in_v4_zones(address: str, prefixes: frozenset[str]) -> bool:
+    """True when an IPv4 address lies in one of the zones (text only: every compile)."""
+    parts = address.split(".")
+    return any(".".join(parts[:k]) + "." in prefixes for k in (1, 2, 3))
+
+
 def _in_zones(name: bytes, zones: frozenset[bytes]) -> bool:
     pos = 0
     while name[pos]:
@@ -91,6 +109,7 @@ def pointers(plan: ServicePlan, bases: Sequence[bytes], zones: frozenset[bytes],
     if not zones or plan.expired or plan.external:
         return {}
     out: dict[bytes, set[bytes]] = {}
+    v4 = _v4_prefixes(zones)
     for c in plan.candidates:
         if c.owner is not None:
             if c.level is Level.UNHEALTHY or (plan.regions is not None
@@ -104,6 +123,8 @@ def pointers(plan: ServicePlan, bases: Sequence[bytes], zones: frozenset[bytes],
                 targets += [wire.labels(c.cluster) + base for base in bases]
             addresses = (*c.addresses, *c.lb_addresses, *c.lb_resolved)
         for address in addresses:
+            if ":" not in address and not _in_v4_zones(address, v4):
+                continue
             name = pointer_name(address)
             if _in_zones(name, zones):
                 out.setdefault(name, set()).update(t for t in targets if fits(t))

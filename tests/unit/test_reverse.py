@@ -1,6 +1,6 @@
 """Reverse zones and PTR records, as case tables.
 
-Reverse zones come from ``reverse.zones`` and (``reverse.derive``, on by default)
+Reverse zones come from ``reverse.zones`` and (``reverse.derive``, off by default)
 every cluster's ``networks`` and ``service_cidrs``; in them, every address feddns
 answers has a PTR: a service's cluster IPs and load-balancer addresses point at
 the service name, a headless endpoint's addresses at its per-endpoint name; an
@@ -68,7 +68,8 @@ def db(cluster_net: str) -> Service:
 
 
 def fed_for(data: dict[str, list[Service]], **overrides: Any) -> Federation:
-    settings = Settings.model_validate({"clusters": CLUSTERS, **overrides})
+    settings = Settings.model_validate({"clusters": CLUSTERS, "reverse": {"derive": True},
+                                        **overrides})
     return federation({c["name"]: data.get(c["name"], []) for c in CLUSTERS},
                       settings=settings)
 
@@ -169,6 +170,8 @@ def test_configured_zones_alone_when_derivation_is_off() -> None:
     check(fed.table, Case("10.2.1.10.in-addr.arpa.", "PTR", rcode="REFUSED", aa=False))
 
 
-def test_no_reverse_zone_without_networks() -> None:
+def test_no_reverse_zone_unless_asked_for() -> None:
     fed = federation({"c1": [web("10.96.1.10")]})
+    check(fed.table, Case("10.1.96.10.in-addr.arpa.", "PTR", rcode="REFUSED", aa=False))
+    fed = fed_for({"east": [web("10.96.1.10")]}, reverse={"derive": False})
     check(fed.table, Case("10.1.96.10.in-addr.arpa.", "PTR", rcode="REFUSED", aa=False))

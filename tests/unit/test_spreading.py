@@ -27,6 +27,7 @@ import pytest
 from feddns.dns.front import FrontMemo
 from feddns.dns.handling import new_counts
 from feddns.model.services import Endpoint, Port, Service, ServicePolicy
+from feddns.policy.candidates import ClusterTraits
 from feddns.policy.health import Level
 from feddns.policy.locality import Locator, Place
 from feddns.policy.selection import Candidate
@@ -231,7 +232,7 @@ def test_a_subset_never_holds_a_farther_tier_nor_an_unhealthy_cluster() -> None:
 
 def _cand(cluster: str, region: str, zone: str, capacity: float) -> Candidate:
     return Candidate(cluster, region, (zone,), ("10.0.0.1",), Level.READY, capacity,
-                     capacity=capacity)
+                     traits=ClusterTraits(capacity=capacity))
 
 
 ZONES3 = [_cand("a", "r", "z-a", 10), _cand("b", "r", "z-b", 45), _cand("c", "r", "z-c", 45)]
