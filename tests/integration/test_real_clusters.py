@@ -143,10 +143,9 @@ def test_external_name_services_answer_a_cname_to_the_nearest_clusters_name(
 
 def test_traffic_distribution_reaches_the_services_view(feddns: ServerThread,
                                                         federation: FakeFederation) -> None:
-    svc = make_service("shop", "cart", cluster_ips=["10.96.1.40"],
-                       ports=[{"name": "http", "port": 80}])
-    svc["spec"]["trafficDistribution"] = "PreferClose"
-    federation["east"].apply_service(svc)
+    federation["east"].apply_service(make_service(
+        "shop", "cart", cluster_ips=["10.96.1.40"], ports=[{"name": "http", "port": 80}],
+        traffic_distribution="PreferClose"))
 
     def view() -> dict[str, Any] | None:
         status, body = http_get(feddns, "/debug?service=shop/cart")
@@ -160,11 +159,9 @@ def test_traffic_distribution_reaches_the_services_view(feddns: ServerThread,
 
 def cart(fed: FakeFederation, cluster: str, name: str, *, ready: int, cluster_ip: str,
          traffic: str | None) -> None:
-    svc = make_service("shop", name, cluster_ips=[cluster_ip],
-                       ports=[{"name": "http", "port": 80}])
-    if traffic is not None:
-        svc["spec"]["trafficDistribution"] = traffic
-    fed[cluster].apply_service(svc)
+    fed[cluster].apply_service(make_service("shop", name, cluster_ips=[cluster_ip],
+                                            ports=[{"name": "http", "port": 80}],
+                                            traffic_distribution=traffic))
     fed[cluster].apply_endpointslice(make_endpointslice(
         "shop", f"{name}-1", name, ports=[{"name": "http", "port": 8080}],
         endpoints=[{"addresses": [f"{cluster_ip.rsplit('.', 1)[0]}.{100 + n}"]}

@@ -73,9 +73,10 @@ def test_load_balancer_ingress_hostnames_are_kept_beside_ingress_ips() -> None:
     (7, None)])
 def test_traffic_distribution_is_kept_as_the_service_says_it(value: object,
                                                              expected: str | None) -> None:
-    obj = make_service("ns", "s")
-    if value is not None:
-        obj["spec"]["trafficDistribution"] = value
+    obj = make_service("ns", "s", traffic_distribution=value if isinstance(value, str)
+                       else None)
+    if value is not None and not isinstance(value, str):
+        obj["spec"]["trafficDistribution"] = value  # not a string: ignored
     info = service_info(obj)
     assert info is not None and info.traffic_distribution == expected
     assert build_service(info, []).traffic_distribution == expected

@@ -111,6 +111,18 @@ def test_a_service_without_the_new_data_is_sent_without_the_new_keys() -> None:
     assert set(body) == {"namespace", "name", "cluster_ips", "ports", "endpoints"}
 
 
+def test_a_message_of_an_older_peer_without_the_new_keys_still_decodes() -> None:
+    codec = _codec()
+    topic = codec.topics.service("east", ("shop", "web"))
+    body = {"v": 1, "kind": "service", "origin": "east", "instance": "east-a", "gen": 1,
+            "ts": WALL, "service": {"namespace": "shop", "name": "web",
+                                    "cluster_ips": ["10.96.1.10"],
+                                    "ports": [{"name": "http", "port": 80}],
+                                    "endpoints": [{"address": "10.1.1.11"}]}}
+    msg = codec.decode(topic, codec.seal(topic, body))
+    assert isinstance(msg, ServiceMessage) and msg.service == PLAIN
+
+
 def test_a_bus_message_with_a_bad_hostname_is_refused_as_malformed() -> None:
     codec = _codec()
     topic = codec.topics.service("east", ("shop", "x"))
