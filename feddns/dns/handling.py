@@ -42,7 +42,8 @@ is worked out once per compiled answer and kept in its memo, so the hot path
 pays one list increment per query. The region says how a UDP answer was cut
 to fit: whole, without its additional section (:data:`LEAN`), or empty with
 TC=1 (:data:`TRUNCATED`); a TCP query never takes a front entry of a cut
-answer. ``feddns.observe.metrics`` turns the list into
+answer. A client feddns places counts at an index of its own class
+(``FrontMemo.slot_of``): the demand of capacity-aware locality. ``feddns.observe.metrics`` turns the list into
 ``feddns_dns_queries_total`` and ``feddns_dns_truncated_total`` when
 ``/metrics`` is read.
 """

@@ -11,11 +11,14 @@ module (no I/O, no clock) and shared by every name that answers addresses.
    cluster) ranks below every positive weight of the same level.
 3. *Tier* then: the nearest tier that has candidates at that level (same zone
    of the same cluster, then same cluster or same zone, then same region,
-   then the rest). SRV keeps every tier, with the tier as priority.
-4. *Weights* last: within the tier the order of the records is rotated so the
+   then the rest). SRV keeps every tier, with the tier as priority. With
+   capacity-aware locality, the place's allocation across tiers instead
+   (:mod:`feddns.policy.spreading`).
+4. *Shares*: clusters with a share lead that percent of every answer, any tier.
+5. *Weights* last: within the tier the order of the records is rotated so the
    first record follows the weights (default: each cluster's ready-endpoint
    count, so spare capacity attracts traffic), and at most ``cap`` records go
-   in one answer.
+   in one answer (``subset`` records in the answer mode that survives caches).
 
 When nothing is answerable the service's ``none_healthy`` choice applies.
 """
