@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from feddns import __version__
 from feddns.config import BusSourceConfig, Settings, parse_host_port
@@ -43,12 +43,14 @@ from feddns.observe.counting import AppStats
 from feddns.observe.monitoring import watch_loop
 from feddns.observe.timeline import Timeline
 from feddns.runtime import tuning
+from feddns.runtime.demand import DemandMeter
 from feddns.runtime.options import locator_from, table_options
 from feddns.runtime.reloader import Parts, Reloader, front_for, handler_for
 from feddns.runtime.scheduling import LoopScheduler
 from feddns.runtime.statelog import ClusterStateLog
 from feddns.runtime.supervisor import SourceSupervisor, guarded
 from feddns.runtime.warmstart import WarmStart
+from feddns.sources.hostnames import HostnameResolver
 from feddns.table.compiler import Compiler
 from feddns.table.table import AnswerTable
 
@@ -123,6 +125,13 @@ class App:
                                      wall=wall)
             self.bus_stats = self.bus.stats
             self.compiler.after_compile.append(self.bus.notify)  # publish own changes
+        self.hostnames = HostnameResolver(self.registry, settings.hostnames, clock=clock)
+        """Resolves load-balancer ingress hostnames into the registry."""
+        self.compiler.after_compile.append(self.hostnames.notify)
+        self.demand = DemandMeter(self.front, self.compiler.set_demand,
+                                  locator=lambda: self.compiler.table.locator,
+                                  window=lambda: self.settings.selection.demand_window)
+        """Where the queries come from, for capacity-aware locality."""
         self.state_log = ClusterStateLog(self.registry)
         self.compiler.after_compile.append(self.state_log.note)
         self.timeline = Timeline(self, wall=wall)
@@ -171,6 +180,10 @@ class App:
         """Cluster -> (re-lists, watch events) of each Kubernetes source."""
         return self.supervisor.kubernetes_counts()
 
+    def hostname_status(self) -> list[dict[str, Any]]:
+        """Every load-balancer hostname in use: its addresses, TTL, failures (``/debug``)."""
+        return self.hostnames.status()
+
     # --- life -------------------------------------------------------------------------
 
     def _loaded(self) -> None:
@@ -191,6 +204,7 @@ class App:
 
     def _reloaded(self, settings: Settings, added: list[str]) -> None:
         self.compiler.start_gate(added, timeout=settings.freshness.sync_timeout)
+        self.hostnames.configure(settings.hostnames)
         if self.supervisor.watches_threads:
             tuning.for_watch_threads()
         if self.bus is not None and settings.bus is not None:
@@ -237,6 +251,8 @@ class App:
         self.compiler.start_gate(list(self.registry.clusters),
                                  timeout=settings.freshness.sync_timeout, since=self.started)
         self.background("expiry", self._expire)
+        self.background("hostnames", self.hostnames.run)
+        self.background("demand", self.demand.run)
         self.background("monitor", lambda: watch_loop(self.stats, on_tick=self._tick))
         if self.warm is not None:
             warm = self.warm

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from feddns.errors import ConfigError
+from feddns.model.services import normalise_hostname
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -118,6 +119,8 @@ Label = Annotated[str, AfterValidator(_check_label)]
 ClusterId = Annotated[str, AfterValidator(_check_cluster_id)]
 HostPort = Annotated[str, AfterValidator(_check_host_port)]
 IpAddress = Annotated[str, AfterValidator(lambda v: str(ipaddress.ip_address(v)))]
+HostName = Annotated[str, AfterValidator(normalise_hostname)]
+"""A DNS host name from data (a load-balancer hostname, an ExternalName target)."""
 
 
 class OriginConfig(_Model):
@@ -413,6 +416,10 @@ class ClusterConfig(_Model):
     networks: list[ClientNetworkConfig] = Field(default_factory=list)
     """Client networks of this cluster (pod and node CIDRs): a query from an address
     inside one is placed in this cluster, and in ``zone`` when the entry names one."""
+
+    service_cidrs: list[Cidr] = Field(default_factory=list)
+    """The cluster's service (ClusterIP) ranges. Used for reverse zones only: with
+    ``reverse.derive``, their PTRs are served (as are those of ``networks``)."""
 
     @model_validator(mode="after")
     def _network_zones_known(self) -> ClusterConfig:
@@ -836,6 +843,87 @@ class SelectionConfig(_Model):
     """TTL of answers built from stale data (RFC 8767 recommends 30 s); they also carry
     Extended DNS Error 3, Stale Answer (RFC 8914), for EDNS clients."""
 
+    answer_mode: Literal["ordered", "subset"] = "ordered"
+    """How an answer with several records follows the weights. ``ordered`` (default):
+    every record, rotated from query to query so that the first follows the weights; a
+    client that tries the records in turn fails over without asking again, and clients
+    asking feddns directly follow the weights. ``subset``: each answer holds only
+    ``subset_size`` records, picked by the weights, so that the caches in front of
+    feddns (which keep a whole RRset for its TTL and reshuffle it) still follow the
+    weights together; a client of a cache then has no other address until the TTL runs
+    out. Per service: ``services[].answer_mode``."""
+
+    subset_size: int = Field(default=1, ge=1, le=64)
+    """Records per answer in the ``subset`` answer mode (at most ``dns.max_records``)."""
+
+    capacity_aware: bool = False
+    """Capacity-aware locality: keep clients in their tier only while it has the ready
+    endpoints for them, and send the rest to the next tier in proportion to its capacity
+    (demand: this instance's queries per client place; capacity: ready endpoints). Off
+    by default: it sends clients across zones and regions while their own is healthy,
+    which costs latency and traffic, and feddns sees its clients' demand only through
+    their resolvers' caches. Per service: ``services[].capacity_aware``, the annotation
+    ``feddns.io/capacity-aware`` or ``service.kubernetes.io/topology-mode: Auto``; a
+    Service with ``trafficDistribution: PreferClose`` (or ``PreferSameZone``) keeps the
+    nearest tier."""
+
+    capacity_overload: float = Field(default=0.1, ge=0, le=10)
+    """How much more demand per ready endpoint than the federation as a whole a tier may
+    keep before the rest spills (0.1: 10 % more)."""
+
+    demand_window: float = Field(default=60.0, gt=0)
+    """Seconds of queries the demand of capacity-aware locality is measured over (an
+    average with this half-life, updated every sixth of it)."""
+
+
+class HostnamesConfig(_Model):
+    """How load-balancer ingress hostnames are resolved (by feddns itself).
+
+    EKS style: ``status.loadBalancer.ingress[].hostname``; their addresses are answered
+    like ingress IPs (see README, "Load-balancer hostnames").
+    """
+
+    nameservers: list[HostPort] = Field(default_factory=list)
+    """DNS servers to ask, as ``HOST:PORT``; empty: the system's (``/etc/resolv.conf``)."""
+
+    min_ttl: int = Field(default=5, ge=1, le=86400)
+    """The shortest time, in seconds, a resolution is kept (a TTL of 0 would ask again for
+    every compile); answers with a shorter TTL count as this long."""
+
+    max_ttl: int = Field(default=300, ge=1, le=86400)
+    """The longest time, in seconds, a resolution is kept before it is refreshed, whatever
+    its TTL: a load balancer's addresses change, and their TTLs are often long."""
+
+    max_stale: float = Field(default=900.0, ge=0)
+    """Seconds the last good addresses keep answering after their TTL ran out while every
+    refresh fails (timeouts, SERVFAIL, NXDOMAIN); then the hostname answers nothing until
+    it resolves again. Shown in ``/debug`` meanwhile."""
+
+    timeout: float = Field(default=2.0, gt=0)
+    """Seconds one resolution (A and AAAA) may take before it counts as failed."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HostnamesConfig:
+        if self.min_ttl > self.max_ttl:
+            raise ValueError("min_ttl is larger than max_ttl")
+        return self
+
+
+class ReverseConfig(_Model):
+    """Reverse zones: PTR records for every address feddns answers (README, "Names served")."""
+
+    zones: list[Cidr] = Field(default_factory=list)
+    """Networks whose reverse zones are served (``10.96.0.0/12``: the sixteen zones
+    ``96.10.in-addr.arpa.`` to ``111.10.in-addr.arpa.``); a network is rounded in to whole
+    octets (IPv4) or nibbles (IPv6), so no zone claims an address outside it."""
+
+    derive: bool = False
+    """Also serve the reverse zones of every cluster's ``networks`` (pod and node
+    addresses: headless endpoints) and ``service_cidrs`` (cluster IPs). Off by default:
+    a PTR per headless endpoint costs memory and compile time (about a tenth more at
+    a million endpoints), and only resolvers told to forward these zones ask. Names
+    outside every reverse zone are REFUSED, as any name outside the origins."""
+
 
 class ServicePolicyConfig(_Model):
     """Policy for one service (``name`` given) or every service of a namespace."""
@@ -849,6 +937,21 @@ class ServicePolicyConfig(_Model):
     """Residency: only addresses in these regions are ever answered, even on failover."""
     none_healthy: Literal["fail-closed", "fail-open", "servfail"] | None = None
     """Overrides ``selection.none_healthy`` for this service."""
+    shares: dict[ClusterId, Annotated[float, Field(ge=0, le=100)]] | None = None
+    """Percent of every client's answers led by a cluster, whatever its tier for the
+    client ("10 % of every client's answers from west.prod": ``{west.prod: 10}``); the
+    rest follow locality and weights. The way to move part of a region's traffic."""
+    answer_mode: Literal["ordered", "subset"] | None = None
+    """Overrides ``selection.answer_mode`` for this service."""
+    capacity_aware: bool | None = None
+    """Overrides ``selection.capacity_aware`` for this service."""
+
+    @field_validator("shares")
+    @classmethod
+    def _shares_fit(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and sum(value.values()) > 100:
+            raise ValueError("shares add up to more than 100 percent")
+        return value
 
 
 class NamesConfig(_Model):
@@ -917,8 +1020,11 @@ class Settings(_Model):
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     services: list[ServicePolicyConfig] = Field(default_factory=list)
-    """Per-service (or per-namespace) policy; it overrides annotations on the Service."""
+    """Per-service (or per-namespace) policy: each key it sets overrides the same key of a
+    namespace entry and of the Service's annotations."""
     names: NamesConfig = Field(default_factory=NamesConfig)
+    hostnames: HostnamesConfig = Field(default_factory=HostnamesConfig)
+    reverse: ReverseConfig = Field(default_factory=ReverseConfig)
     nameservers: list[NameServerConfig] = Field(default_factory=list)
     """The NS RRset at each apex; defaults to ``ns.<origin>`` with no addresses."""
 

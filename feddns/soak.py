@@ -178,21 +178,22 @@ def expectations(view: dict[str, Any], origin: str, *, lb: bool = True) -> list[
     ingress address when a cluster's service has one), False for ``cluster-ip``.
     """
     plan = view.get("plan")
-    if not plan or plan.get("expired"):
-        return []
+    if not plan or plan.get("expired") or plan.get("external"):
+        return []  # an ExternalName service answers a CNAME, no address
     ns, svc = view["service"].split("/", 1)
     base = f"{svc}.{ns}.svc.{origin.rstrip('.')}."
     cap = int(plan["max_records"])
     cands = plan["candidates"]
     regions = set(plan["regions"]) if plan.get("regions") is not None else None
-    usable = [c for c in cands if (regions is None or c["region"] in regions)
-              and c["level"] != "unhealthy"]
+    allowed = [c for c in cands if regions is None or c["region"] in regions]
+    usable = [c for c in allowed if c["level"] != "unhealthy"]
     out: list[Expectation] = []
     for qtype in ("A", "AAAA"):
         v6 = qtype == "AAAA"
-        fam = [(c, [_norm(a) for a in _addresses(c, plan, lb=lb) if _is_v6(a) == v6])
-               for c in usable]
-        fam = [(c, addrs) for c, addrs in fam if addrs]
+        fam = [(_for_family(c, v6, lb=lb, headless=plan["headless"]),
+                [_norm(a) for a in _addresses(c, plan, lb=lb) if _is_v6(a) == v6])
+               for c in allowed]
+        fam = [(c, addrs) for c, addrs in fam if addrs and c["level"] != "unhealthy"]
         if not fam:
             continue
         best = min(_rank(c) for c, _ in fam)
@@ -202,6 +203,12 @@ def expectations(view: dict[str, Any], origin: str, *, lb: bool = True) -> list[
         least = -1
         if len(chosen) > cap and sum(len(set(a)) for a in chosen) != len(union):
             least = 1  # windows of the cap may overlap in addresses
+        if plan.get("subset_size"):
+            count, least = min(count, int(plan["subset_size"])), 1
+        if plan.get("capacity_aware") or plan.get("shares"):
+            # Spread by demand or shares: a subset of the tier, or more (other tiers).
+            union = frozenset(a for c, addrs in fam for a in addrs)
+            count, least = min(len(union), cap), 1
         out.append(Expectation(base, qtype, union, count, least))
     if plan["headless"]:
         for c in usable:
@@ -224,10 +231,28 @@ def _rank(c: dict[str, Any]) -> tuple[int, int]:
     return (_LEVELS.index(c["level"]), 0 if c["weight"] > 0 else 1)
 
 
+def _ingress(c: dict[str, Any], plan: dict[str, Any], *, lb: bool) -> bool:
+    return lb and not plan["headless"] and bool(
+        c.get("load_balancer_addresses") or c.get("load_balancer_resolved")
+        or c.get("load_balancer_only"))
+
+
 def _addresses(c: dict[str, Any], plan: dict[str, Any], *, lb: bool) -> list[str]:
-    if lb and not plan["headless"] and c.get("load_balancer_addresses"):
-        return list(c["load_balancer_addresses"])
+    if _ingress(c, plan, lb=lb):
+        return [*c.get("load_balancer_addresses", []), *c.get("load_balancer_resolved", [])]
     return list(c["addresses"])
+
+
+def _for_family(c: dict[str, Any], v6: bool, *, lb: bool, headless: bool) -> dict[str, Any]:
+    """``c`` at its level for one address family (per-family health, README "Health").
+
+    Addresses a load-balancer hostname resolves to count at the service's own level.
+    """
+    levels = c.get("family_levels")
+    if not levels or (_ingress(c, {"headless": headless}, lb=lb)
+                      and any(_is_v6(a) == v6 for a in c.get("load_balancer_resolved", []))):
+        return c
+    return {**c, "level": levels[v6]}
 
 
 def check(target: Target, exp: Expectation, *, tcp: bool, rnd: Round) -> set[str] | None:

@@ -20,6 +20,11 @@ that contract, in one place: the entry format, the bounds, and invalidation.
   new advertised UDP size. It is emptied *in place*: the listener holds the map.
 * **Off** (:attr:`FrontMemo.enabled` False) while something must see every
   query: the ACL or rate limiting (``dns.allow``, ``dns.rrl``), the query log.
+* **Counting per client class**: an answer's slot says what it is (origin, rcode,
+  type, how it was cut); for a client feddns places (class above 0) the slot is a
+  further index, handed out on first use (:meth:`FrontMemo.slot_of`), so the hot path
+  still pays one list increment and the queries per client class (the demand of
+  capacity-aware locality) are exact: :meth:`FrontMemo.class_totals`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ over). The entry count alone would not bound memory: a rotating answer keeps eve
 variant, up to 64 of them, for each spelling of the name."""
 FRONT_ENTRY_OVERHEAD = 200
 """Bytes counted per front entry besides its answers (key, tuple, dict slot)."""
+MAX_CLASS_SLOTS = 65536
+"""Most counting slots of located clients (client class above 0) beyond the shared ones;
+then further combinations are counted without their class (bounded memory)."""
 MAX_FRONT_SOURCES = 16384
 """Most client addresses the UDP front maps to their class's memo (then it starts
 over: a flood from random source addresses must not grow memory)."""
@@ -51,12 +59,19 @@ def entry_size(key: bytes, tail: bytes | tuple[bytes, ...]) -> int:
 class FrontMemo:
     """The front memos of every client class, and the map the UDP listener reads."""
 
-    __slots__ = ("by_source", "counts", "enabled", "fronts", "size")
+    __slots__ = ("base", "by_source", "class_keys", "class_slots", "counts", "enabled",
+                 "fronts", "size")
 
     def __init__(self, counts: list[int]) -> None:
         self.counts = counts
         """The per-answer counters (shared with the handler): the listener counts the
         answers it sends itself here."""
+        self.base = len(counts)
+        """Slots below this are shared by every client class (unknown clients' own)."""
+        self.class_slots: dict[tuple[int, int], int] = {}
+        """(slot, client class) -> its index in :attr:`counts`, for classes above 0."""
+        self.class_keys: list[tuple[int, int]] = []
+        """(slot, client class) of each index from :attr:`base` on."""
         self.by_source: dict[str, dict[bytes, FrontEntry]] = {}
         """Client address -> the front of its class (the listener's lookup)."""
         self.fronts: list[dict[bytes, FrontEntry]] = []
@@ -105,3 +120,31 @@ class FrontMemo:
             self.size = 0
         self.size += size
         front[query] = entry
+
+    def slot_of(self, slot: int, cls: int) -> int:
+        """The index in :attr:`counts` that counts answers of ``slot`` to class ``cls``."""
+        if cls == 0:
+            return slot
+        index = self.class_slots.get((slot, cls))
+        if index is None:
+            if len(self.class_keys) >= MAX_CLASS_SLOTS:
+                return slot
+            index = len(self.counts)
+            self.counts.append(0)
+            self.class_slots[(slot, cls)] = index
+            self.class_keys.append((slot, cls))
+        return index
+
+    def folded(self) -> list[int]:
+        """The counts by slot, every client class added up (what the metrics show)."""
+        out = self.counts[:self.base]
+        for (slot, _), n in zip(self.class_keys, self.counts[self.base:], strict=False):
+            out[slot] += n
+        return out
+
+    def class_totals(self) -> dict[int, int]:
+        """Answers sent so far per client class (class 0: clients nothing places)."""
+        totals = {0: sum(self.counts[:self.base])}
+        for (_, cls), n in zip(self.class_keys, self.counts[self.base:], strict=False):
+            totals[cls] = totals.get(cls, 0) + n
+        return totals

@@ -44,7 +44,9 @@ is worked out once per compiled answer and kept in its memo, so the hot path
 pays one list increment per query. The region says how a UDP answer was cut
 to fit: whole, without its additional section (:data:`LEAN`), or empty with
 TC=1 (:data:`TRUNCATED`); a TCP query never takes a front entry of a cut
-answer. ``feddns.observe.metrics`` turns the list into
+answer. A client feddns places counts at an index of its own class
+(``FrontMemo.slot_of``): the demand of capacity-aware locality.
+``feddns.observe.metrics`` turns the list into
 ``feddns_dns_queries_total`` and ``feddns_dns_truncated_total`` when
 ``/metrics`` is read.
 """
@@ -206,7 +208,7 @@ class Handler:
 
     def truncated_total(self) -> int:
         """UDP answers sent empty with TC=1 (RRL slips apart)."""
-        return sum(self.query_counts[TRUNCATED:])
+        return sum(self.front.folded()[TRUNCATED:])
 
     def handle_udp(self, data: bytes, addr: tuple[str, int] | None = None) -> bytes | None:
         """Answer one datagram from ``addr``; None means send nothing."""
@@ -293,12 +295,12 @@ class Handler:
                     if ans is not None:
                         return self._answer_fast(data, tcp, ans, front=front,
                                                  variant=variant, name=name, qend=qend,
-                                                 end=end, limit=limit)
+                                                 end=end, limit=limit, cls=cls)
         return self.handle_full(data, tcp=tcp, addr=addr)
 
     def _answer_fast(self, data: bytes, tcp: bool, ans: CompiledAnswer, *,
                      front: dict[bytes, FrontEntry], variant: int, name: bytes, qend: int,
-                     end: int, limit: int) -> bytes:
+                     end: int, limit: int, cls: int) -> bytes:
         """Send ``ans`` for a plain query, as the full path would, and remember it in the front.
 
         The memo lives on the shared CompiledAnswer (REFUSED and SERVFAIL are module
@@ -322,7 +324,8 @@ class Handler:
                 part, region = memo.lean, LEAN
             else:
                 part, region = memo.truncated, TRUNCATED
-            made.append((part[0] + question + part[1], memo.slot + region + qslot))
+            made.append((part[0] + question + part[1],
+                         self.front.slot_of(memo.slot + region + qslot, cls)))
         pick = data[1] % len(made)
         if len({slot for _, slot in made}) == 1 and not name.startswith(EXPLAIN):
             # Every variant is cut the same way (the usual case): remember it.
@@ -331,7 +334,7 @@ class Handler:
             self.front.remember(front, data[2:], entry)
         if tcp:
             memo = choices[pick].fast[key]
-            self.query_counts[memo.slot + qslot] += 1
+            self.query_counts[self.front.slot_of(memo.slot + qslot, cls)] += 1
             return data[:2] + memo.full[0] + question + memo.full[1]
         tail, slot = made[pick]
         self.query_counts[slot] += 1
@@ -392,6 +395,7 @@ class Handler:
         limit = 512
         ext_rcode = 0
         ecs_option = b""
+        cls = 0
         if q.edns is not None:
             edns = _EDNS_DO if q.edns.do else _EDNS
             limit = min(max(q.edns.udp_size, 512), self.udp_payload_size)
@@ -406,7 +410,6 @@ class Handler:
             ans = REFUSED
         else:
             table = self.table
-            cls = 0
             if addr is not None and table.locator.active:
                 cls = table.locator.class_of_source(addr[0])
             if q.edns is not None and addr is not None:
@@ -435,15 +438,16 @@ class Handler:
             slot = _slot_base(ans, None if found is None else found.wire)
         slot += min(q.qtype, QTYPE_SLOTS - 1)
         head = data[:2]
+        slot_of = self.front.slot_of
         if slip:
-            self.query_counts[slot] += 1
+            self.query_counts[slot_of(slot, cls)] += 1
             return head + truncated[0] + q.question + truncated[1]
         for part, region in ((full, 0), (lean, LEAN)):
             if tcp or 12 + len(q.question) + len(part[1]) <= limit:
-                self.query_counts[slot + region] += 1
+                self.query_counts[slot_of(slot + region, cls)] += 1
                 return head + part[0] + q.question + part[1]
         # Empty with TC=1 always fits (header, question and OPT only).
-        self.query_counts[slot + TRUNCATED] += 1
+        self.query_counts[slot_of(slot + TRUNCATED, cls)] += 1
         return head + truncated[0] + q.question + truncated[1]
 
     def _count(self, rslot: int, qtype: int) -> None:

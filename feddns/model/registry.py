@@ -97,6 +97,13 @@ class Registry:
     """Called (synchronously, on the event loop) after any change, to schedule a compile."""
     _configured_names: set[str] | None = None
     """The configured clusters (None: every cluster known); others came from the bus."""
+    resolved: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Load-balancer ingress hostname -> the addresses answered for it (written by the
+    hostname resolver, ``sources.hostnames``; absent: none yet, or none any more)."""
+    hostname_generation: int = 0
+    """Moves whenever the set of hostnames some service uses changes."""
+    _hostname_users: dict[str, set[tuple[str, ServiceKey]]] = field(default_factory=dict)
+    """Hostname -> the (cluster, service) pairs whose load balancer it is."""
 
     @classmethod
     def for_clusters(cls, names: Iterable[str]) -> Registry:
@@ -136,6 +143,10 @@ class Registry:
                 keys.update(entry.snapshot.services)
         return keys
 
+    def hostnames(self) -> list[str]:
+        """Every load-balancer hostname some service uses now (sorted)."""
+        return sorted(self._hostname_users)
+
     def views(self, key: ServiceKey, *, expired: bool = False
               ) -> list[tuple[ClusterEntry, Service]]:
         """Each answering cluster's view of one service, in configured cluster order.
@@ -160,6 +171,37 @@ class Registry:
         if len(self.dirty) != before and self.on_change is not None:
             self.on_change()
 
+    def _index(self, cluster: str, old: Service | None, new: Service | None) -> None:
+        """Keep the hostname index in step with one service of one cluster."""
+        before = old.load_balancer_hostnames if old is not None else ()
+        after = new.load_balancer_hostnames if new is not None else ()
+        if before == after:
+            return
+        svc = new if new is not None else old
+        assert svc is not None
+        user = (cluster, svc.key)
+        for name in before:
+            users = self._hostname_users.get(name)
+            if users is not None and name not in after:
+                users.discard(user)
+                if not users:
+                    del self._hostname_users[name]
+                    self.hostname_generation += 1
+        for name in after:
+            if name not in self._hostname_users:
+                self.hostname_generation += 1
+            self._hostname_users.setdefault(name, set()).add(user)
+
+    def set_resolved(self, hostname: str, addresses: tuple[str, ...]) -> None:
+        """Answer ``addresses`` for ``hostname`` (empty: none); recompile its services."""
+        if self.resolved.get(hostname, ()) == addresses:
+            return
+        if addresses:
+            self.resolved[hostname] = addresses
+        else:
+            self.resolved.pop(hostname, None)
+        self._changed(key for _, key in self._hostname_users.get(hostname, ()))
+
     def replace(self, snapshot: ClusterSnapshot, *, now: float, fresh: bool = True) -> None:
         """Replace a cluster's whole data atomically (initial sync, re-list, reload).
 
@@ -176,6 +218,8 @@ class Registry:
         # A source that rebuilt nothing hands the very same objects back: no comparing.
         changed = {k for k in old.keys() | new.keys()
                    if (was := old.get(k)) is not (now_is := new.get(k)) and was != now_is}
+        for k in changed:
+            self._index(snapshot.cluster, old.get(k), new.get(k))
         was_loaded = entry.snapshot is not None
         became_fresh = fresh and entry.state is not ClusterState.FRESH
         entry.snapshot = ClusterSnapshot(snapshot.cluster, dict(new))
@@ -221,6 +265,8 @@ class Registry:
         entry.last_fresh = now - age
         entry.restored = True
         entry.error = "restored from the warm-start snapshot; source not synced yet"
+        for svc in snapshot.services.values():
+            self._index(snapshot.cluster, None, svc)
         self._changed(snapshot.services)
         if self.is_loaded != gate_was_open and self.on_change is not None:
             self.on_change()
@@ -244,6 +290,7 @@ class Registry:
             return
         if old is not None:
             entry.endpoints -= len(old.endpoints)
+        self._index(cluster, old, service)
         if service is None:
             services.pop(key, None)
         else:
@@ -296,6 +343,10 @@ class Registry:
         if entry.snapshot is not None:
             self._changed(entry.snapshot.services)
 
+    def touch_services(self, keys: Iterable[ServiceKey]) -> None:
+        """Recompile these services (an input of their answers besides data changed)."""
+        self._changed(keys)
+
     def touch(self, cluster: str) -> None:
         """Recompile every service of ``cluster`` (its damped freshness changed by time)."""
         entry = self.clusters.get(cluster)
@@ -337,6 +388,8 @@ class Registry:
         """Forget a cluster removed from the config; only its contribution changes."""
         entry = self.clusters.pop(cluster, None)
         if entry is not None and entry.snapshot is not None:
+            for svc in entry.snapshot.services.values():
+                self._index(cluster, svc, None)
             self._changed(entry.snapshot.services)
         elif self.on_change is not None:
             self.on_change()

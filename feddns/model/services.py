@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class ServiceType(enum.StrEnum):
     """Answered with each cluster's load-balancer ingress IP (or its cluster IP)."""
     HEADLESS = "Headless"
     """Answered with the ready endpoints' own addresses (``clusterIP: None``)."""
+    EXTERNAL_NAME = "ExternalName"
+    """Answered with a CNAME to ``external_name`` (no addresses, no endpoints)."""
 
 
 class Protocol(enum.StrEnum):
@@ -80,12 +83,18 @@ class ServicePolicy:
 
     ``weights`` maps cluster ids to relative weights (0 drains a cluster);
     ``regions`` restricts answers to those regions (residency); ``none_healthy``
-    is ``fail-closed``, ``fail-open`` or ``servfail``.
+    is ``fail-closed``, ``fail-open`` or ``servfail``; ``shares`` maps cluster ids
+    to the percent of every client's answers they get whatever the client's tier;
+    ``answer_mode`` is ``ordered`` or ``subset``; ``capacity_aware`` keeps clients in
+    their tier only while it has the capacity for them (None: not said).
     """
 
     weights: tuple[tuple[str, float], ...] = ()
     regions: tuple[str, ...] | None = None
     none_healthy: str | None = None
+    shares: tuple[tuple[str, float], ...] = ()
+    answer_mode: str | None = None
+    capacity_aware: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,13 @@ class Service:
     ports: tuple[Port, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
     policy: ServicePolicy | None = None
+    load_balancer_hostnames: tuple[str, ...] = ()
+    """Load-balancer ingress hostnames (EKS style), lowercase, without the final dot; the
+    addresses they resolve to are answered like ingress IPs (``sources.hostnames``)."""
+    external_name: str | None = None
+    """The CNAME target of an ExternalName service (lowercase, without the final dot)."""
+    traffic_distribution: str | None = None
+    """The Service's ``spec.trafficDistribution`` (``PreferClose``, ``PreferSameZone``...)."""
 
     @property
     def key(self) -> ServiceKey:
@@ -133,6 +149,23 @@ class ClusterSnapshot:
 def normalise_address(value: str) -> str:
     """Return the canonical text form of an IPv4/IPv6 address (raises ValueError)."""
     return sys.intern(str(ipaddress.ip_address(value)))
+
+
+_HOST_LABEL = re.compile(r"^[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9])?$")
+
+
+def normalise_hostname(value: str) -> str:
+    """A DNS host name in canonical form: lowercase, no final dot (raises ValueError).
+
+    Load-balancer hostnames and ExternalName targets come from data, so they are
+    checked like any name feddns puts on the wire: LDH labels of at most 63 octets,
+    at most 253 in all, at least two labels (a bare label is no external name).
+    """
+    name = value.strip().lower().removesuffix(".")
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_HOST_LABEL.fullmatch(x) for x in labels):
+        raise ValueError(f"{value!r} is not a DNS host name")
+    return sys.intern(name)
 
 
 def dedupe_endpoints(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:

@@ -72,6 +72,7 @@ def debug_view(app: Instance) -> dict[str, Any]:
             "unsynced": app.registry.unsynced(),
         },
         "clusters": clusters,
+        "hostnames": app.hostname_status(),
         "table": table,
         "bus": None if bus is None else bus_view(bus),
         "dns": dns_view(app),
@@ -172,6 +173,9 @@ def service_view(app: Instance, key: ServiceKey) -> dict[str, Any] | None:
             "type": svc.type.value,
             "cluster_ips": list(svc.cluster_ips),
             "load_balancer_ips": list(svc.load_balancer_ips),
+            "load_balancer_hostnames": list(svc.load_balancer_hostnames),
+            "external_name": svc.external_name,
+            "traffic_distribution": svc.traffic_distribution,
             "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol.value}
                       for p in svc.ports],
             "endpoints": [{"address": e.address, "ready": e.ready, "serving": e.serving,
@@ -185,6 +189,15 @@ def service_view(app: Instance, key: ServiceKey) -> dict[str, Any] | None:
     if plan is not None:
         out["plan"] = {
             "headless": plan.headless,
+            "external": plan.external,
+            "shares": [{"cluster": c, "percent": p} for c, p in plan.shares],
+            "answer_mode": "ordered" if plan.subset is None else "subset",
+            "subset_size": plan.subset,
+            "capacity_aware": plan.capacity_aware,
+            "allocation": [{"place": {"cluster": p.cluster, "region": p.region, "zone": p.zone},
+                            "shares": [{"cluster": k[0], "name": name_from_wire(k[1])
+                                        if k[1] else None, "share": v} for k, v in alloc]}
+                           for p, alloc in plan.allocation],
             "expired": plan.expired,
             "regions": sorted(plan.regions) if plan.regions is not None else None,
             "none_healthy": plan.none_healthy.value,
@@ -204,8 +217,15 @@ def service_view(app: Instance, key: ServiceKey) -> dict[str, Any] | None:
                 "zones": list(c.zones),
                 "addresses": list(c.addresses),
                 "load_balancer_addresses": list(c.lb_addresses),
+                "load_balancer_resolved": list(c.lb_resolved),
+                "load_balancer_only": c.lb_only,
+                "external_name": (name_from_wire(c.external_name)
+                                  if c.external_name is not None else None),
                 "level": c.level.name.lower().replace("_", "-"),
+                "family_levels": (None if c.family_levels is None else
+                                  [lv.name.lower().replace("_", "-") for lv in c.family_levels]),
                 "weight": c.weight,
+                "capacity": c.capacity,
                 "endpoint": c.endpoint,
                 "name": name_from_wire(c.owner) if c.owner else None,
             } for c in plan.candidates],

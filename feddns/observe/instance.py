@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from feddns.config import Settings
@@ -55,6 +55,9 @@ class Instance(Protocol):
 
     def kubernetes_counts(self) -> dict[str, tuple[int, int]]:
         """Cluster -> (re-lists, watch events) of each Kubernetes source."""
+
+    def hostname_status(self) -> list[dict[str, Any]]:
+        """Every load-balancer hostname in use, with its resolution's state."""
 
 
 class PeerStatsLike(Protocol):

@@ -165,7 +165,7 @@ class FeddnsCollector(Collector):
 
     def _dns(self) -> Iterator[Metric]:
         handler = self.app.handler
-        totals, stale = query_totals(handler.query_counts, self.used)
+        totals, stale = query_totals(handler.front.folded(), self.used)
         queries = _family("feddns_dns_queries_total")
         for (origin, qtype, rcode), n in sorted(totals.items()):
             queries.add_metric([origin, qtype, rcode], n)

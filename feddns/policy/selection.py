@@ -11,11 +11,14 @@ module (no I/O, no clock) and shared by every name that answers addresses.
    cluster) ranks below every positive weight of the same level.
 3. *Tier* then: the nearest tier that has candidates at that level (same zone
    of the same cluster, then same cluster or same zone, then same region,
-   then the rest). SRV keeps every tier, with the tier as priority.
-4. *Weights* last: within the tier the order of the records is rotated so the
+   then the rest). SRV keeps every tier, with the tier as priority. With
+   capacity-aware locality, the place's allocation across tiers instead
+   (:mod:`feddns.policy.spreading`).
+4. *Shares*: clusters with a share lead that percent of every answer, any tier.
+5. *Weights* last: within the tier the order of the records is rotated so the
    first record follows the weights (default: each cluster's ready-endpoint
    count, so spare capacity attracts traffic), and at most ``cap`` records go
-   in one answer.
+   in one answer (``subset`` records in the answer mode that survives caches).
 
 When nothing is answerable the service's ``none_healthy`` choice applies.
 """
@@ -24,17 +27,20 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from feddns.model.services import Port
+from feddns.policy.candidates import TIER_NAMES, Candidate, CandidateKey, tier
 from feddns.policy.health import Level
 from feddns.policy.locality import Place
+from feddns.policy.spreading import with_shares
+
+__all__ = ["MAX_VARIANTS", "TIER_NAMES", "Candidate", "NoneHealthy", "Selection", "Verdict",
+           "choose", "rotations", "srv_targets", "tier"]
 
 MAX_VARIANTS = 64
 """Most distinct record orders per answer (bounds memory; weight resolution 1/64)."""
 
-TIER_NAMES = ("same zone", "same cluster or zone", "same region", "other region")
 
 
 class NoneHealthy(enum.StrEnum):
@@ -50,29 +56,6 @@ class NoneHealthy(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
-    """One answerable target: a cluster's service address(es), or one endpoint group."""
-
-    cluster: str
-    region: str
-    zones: tuple[str, ...]
-    """For a cluster-level candidate the cluster's zones; for an endpoint its own zone."""
-    addresses: tuple[str, ...]
-    level: Level
-    weight: float
-    owner: bytes | None = None
-    """The endpoint's own DNS name (headless): SRV target and per-endpoint name."""
-    ports: tuple[Port, ...] = ()
-    endpoint: bool = False
-    """True when the candidate is an endpoint (ranked by its own zone)."""
-    lb_addresses: tuple[str, ...] = ()
-    """A cluster-level candidate's load-balancer ingress addresses."""
-    held: bool = False
-    """Its cluster counts as fresh only because self-isolation is suspected: answered as
-    before, but signalled stale (stale TTL, EDE 3)."""
-
-
-@dataclass(frozen=True, slots=True)
 class Verdict:
     """What happened to one candidate for one client (for the explain record)."""
 
@@ -80,6 +63,8 @@ class Verdict:
     tier: int
     chosen: bool
     reason: str
+    share: float | None = None
+    """For a chosen candidate: the fraction of answers it leads for this client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +88,6 @@ class Selection:
         return any(c.held for variant in self.variants for c in variant)
 
 
-def tier(candidate: Candidate, place: Place) -> int:
-    """0 same zone of the same cluster; 1 same cluster or zone; 2 same region; 3 the rest."""
-    if place.cluster is None and place.zone is None and place.region is None:
-        return 0
-    same_cluster = candidate.cluster == place.cluster
-    same_zone = place.zone is not None and place.zone in candidate.zones
-    if same_cluster and (same_zone or (not candidate.endpoint and place.zone is None)):
-        return 0 if same_zone else 1
-    if same_cluster or same_zone:
-        return 1
-    if place.region is not None and candidate.region == place.region:
-        return 2
-    return 3
-
-
 def _rank(c: Candidate) -> tuple[int, int]:
     return (int(c.level), 0 if c.weight > 0 else 1)
 
@@ -129,8 +99,19 @@ def choose(
     cap: int,
     regions: frozenset[str] | None = None,
     none_healthy: NoneHealthy = NoneHealthy.FAIL_CLOSED,
+    shares: Sequence[tuple[str, float]] = (),
+    spread: Mapping[CandidateKey, float] | None = None,
+    subset: int | None = None,
 ) -> Selection:
-    """Select the answer for a client at ``place`` (see the module docstring)."""
+    """Select the answer for a client at ``place`` (see the module docstring).
+
+    ``spread`` is the place's capacity-aware allocation (each candidate's share of its
+    demand, across tiers; :func:`~feddns.policy.spreading.allocate`), used instead of
+    the nearest tier when it names a candidate at the answer's level; ``shares`` then
+    give clusters their percent of the answers (:func:`~feddns.policy.spreading.
+    with_shares`). ``subset`` cuts every answer to that many records (the answer mode
+    that survives caches: each response a weighted subset, not an ordered full set).
+    """
     verdicts: list[Verdict] = []
     allowed: list[Candidate] = []
     for c in candidates:
@@ -149,21 +130,39 @@ def choose(
     level_pool = [c for c in usable if _rank(c) == best]
     nearest = min(tier(c, place) for c in level_pool)
     pool = [c for c in level_pool if tier(c, place) == nearest]
+    weighted: list[tuple[Candidate, float]] | None = None
+    if spread:
+        allotted = [(c, spread.get(c.key, 0.0)) for c in level_pool]
+        weighted = [(c, w) for c, w in allotted if w > 0] or None
+    if shares:
+        weighted = with_shares(weighted or [(c, c.weight) for c in pool], level_pool, shares)
+    if weighted is not None:
+        pool = [c for c, _ in weighted]
+        nearest = min(tier(c, place) for c in pool)
+    total = sum(w for _, w in weighted) if weighted is not None else \
+        sum(c.weight for c in pool)
+    lead = {id(c): w for c, w in weighted} if weighted is not None else \
+        {id(c): c.weight for c in pool}
     for c in allowed:
         t = tier(c, place)
-        if c in pool:
-            verdicts.append(Verdict(c, t, True, "chosen"))
+        if id(c) in lead:
+            share = lead[id(c)] / total if total > 0 else 1 / len(pool)
+            verdicts.append(Verdict(c, t, True, "chosen", share))
         elif c.level is Level.UNHEALTHY and c not in usable:
             verdicts.append(Verdict(c, t, False, "not healthy"))
         elif _rank(c) != best:
             why = "drained (weight 0)" if c.weight <= 0 and _rank(c)[0] == best[0] else \
                 f"{c.level.name.lower().replace('_', ' ')}: a better level exists"
             verdicts.append(Verdict(c, t, False, why))
+        elif spread and c.key in spread:
+            verdicts.append(Verdict(c, t, False, "no share of this place's demand"))
         else:
             verdicts.append(Verdict(c, t, False, f"farther ({TIER_NAMES[t]})"))
     level = Level(best[0]) if none_healthy is not NoneHealthy.FAIL_OPEN or \
         any(c.level is not Level.UNHEALTHY for c in pool) else Level.UNHEALTHY
-    return Selection(rotations(pool, cap=cap), level, nearest, tuple(verdicts))
+    ordered = pool if weighted is None else [replace(c, weight=w) for c, w in weighted]
+    return Selection(rotations(ordered, cap=min(cap, subset) if subset else cap), level,
+                     nearest, tuple(verdicts))
 
 
 def srv_targets(

@@ -20,6 +20,7 @@ from feddns.table.options import (
     SoaOptions,
     TableOptions,
 )
+from feddns.table.reverse import zone_names
 
 
 def table_options(settings: Settings) -> TableOptions:
@@ -37,6 +38,10 @@ def table_options(settings: Settings) -> TableOptions:
         max_records=settings.dns.max_records,
         stale_ttl=sel.stale_ttl,
         none_healthy=sel.none_healthy,
+        answer_mode=sel.answer_mode,
+        subset_size=min(sel.subset_size, settings.dns.max_records),
+        capacity_aware=sel.capacity_aware,
+        capacity_overload=sel.capacity_overload,
         damping=Damping(sel.hold_down, sel.readmit_after),
         isolation=Isolation(sel.isolation.window, sel.isolation.fraction,
                             sel.isolation.max_hold),
@@ -44,7 +49,9 @@ def table_options(settings: Settings) -> TableOptions:
             ServiceOverride(o.namespace, o.name,
                             tuple(o.weights.items()) if o.weights is not None else None,
                             tuple(o.regions) if o.regions is not None else None,
-                            o.none_healthy)
+                            o.none_healthy,
+                            tuple(o.shares.items()) if o.shares is not None else None,
+                            o.answer_mode, o.capacity_aware)
             for o in settings.services),
         explain=settings.names.explain,
         explain_allow=tuple(ipaddress.ip_network(c) for c in settings.names.explain_allow),
@@ -53,7 +60,18 @@ def table_options(settings: Settings) -> TableOptions:
         federation=settings.federation,
         regions={c.name: c.region for c in settings.clusters},
         zones={c.name: tuple(c.zones) for c in settings.clusters},
+        reverse_zones=reverse_zones(settings),
     )
+
+
+def reverse_zones(settings: Settings) -> tuple[str, ...]:
+    """The reverse zones served: the configured networks, and the derived ones."""
+    networks = list(settings.reverse.zones)
+    if settings.reverse.derive:
+        for cluster in settings.clusters:
+            networks += [n.cidr for n in cluster.networks]
+            networks += list(cluster.service_cidrs)
+    return zone_names(networks)
 
 
 def locator_from(settings: Settings) -> Locator:

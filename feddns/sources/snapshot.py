@@ -54,7 +54,10 @@ from feddns.model.services import (
 log = logging.getLogger(__name__)
 
 MAGIC = b"feddns-snapshot"
-VERSION = 2
+VERSION = 3
+"""3 added load-balancer hostnames, ExternalName targets, trafficDistribution and the
+policy's shares, answer mode and capacity-awareness (issue #13); 2 is still read."""
+READABLE = (2, 3)
 
 
 class SnapshotError(FeddnsError):
@@ -76,10 +79,13 @@ class SavedCluster:
 def _service(s: Service) -> tuple[Any, ...]:
     policy = None
     if s.policy is not None:
-        policy = (s.policy.weights, s.policy.regions, s.policy.none_healthy)
+        p = s.policy
+        policy = (p.weights, p.regions, p.none_healthy, p.shares, p.answer_mode,
+                  p.capacity_aware)
     return (s.namespace, s.name, s.type.value, s.cluster_ips, s.load_balancer_ips,
             tuple((p.name, p.port, p.protocol.value) for p in s.ports),
-            tuple(tuple(e) for e in s.endpoints), policy)
+            tuple(tuple(e) for e in s.endpoints), policy, s.load_balancer_hostnames,
+            s.external_name, s.traffic_distribution)
 
 
 class _Frames:
@@ -156,12 +162,16 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def _decode_service(raw: tuple[Any, ...]) -> Service:
-    ns, name, kind, cips, lbips, ports, eps, policy = raw
+    # Format 2 ends after the policy; format 3 adds three fields (and three to the policy).
+    ns, name, kind, cips, lbips, ports, eps, policy = raw[:8]
+    hostnames, external, traffic = raw[8:] if len(raw) > 8 else ((), None, None)
     sp = None
     if policy is not None:
-        weights, regions, none_healthy = policy
+        weights, regions, none_healthy = policy[:3]
+        shares, mode, capacity = policy[3:] if len(policy) > 3 else ((), None, None)
         sp = ServicePolicy(tuple((str(c), float(w)) for c, w in weights),
-                           tuple(regions) if regions is not None else None, none_healthy)
+                           tuple(regions) if regions is not None else None, none_healthy,
+                           tuple((str(c), float(v)) for c, v in shares), mode, capacity)
     make = Endpoint._make
     return Service(
         namespace=ns, name=name, type=ServiceType(kind), cluster_ips=tuple(cips),
@@ -169,6 +179,9 @@ def _decode_service(raw: tuple[Any, ...]) -> Service:
         ports=tuple(Port(p[0], int(p[1]), Protocol(p[2])) for p in ports),
         endpoints=tuple(map(make, eps)),
         policy=sp,
+        load_balancer_hostnames=tuple(hostnames),
+        external_name=external,
+        traffic_distribution=traffic,
     )
 
 
@@ -184,7 +197,7 @@ def decode(data: bytes) -> tuple[str, float, dict[str, SavedCluster]]:
         raise SnapshotError("bad header fields") from exc
     if version > VERSION:
         raise SnapshotError(f"written by a newer feddns (format {version}, this reads {VERSION})")
-    if version != VERSION:
+    if version not in READABLE:
         raise SnapshotError(f"format {version} is no longer read (this reads {VERSION})")
     if len(body) != length:
         raise SnapshotError(f"truncated: {len(body)} of {length} bytes")

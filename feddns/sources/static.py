@@ -23,13 +23,17 @@ File shape::
         services:
           - namespace: shop
             name: web
-            type: ClusterIP          # ClusterIP | LoadBalancer | Headless
+            type: ClusterIP          # ClusterIP | LoadBalancer | Headless | ExternalName
             cluster_ips: [10.96.0.10]
             load_balancer_ips: []
+            load_balancer_hostnames: []   # LoadBalancer ingress hostnames (resolved by feddns)
+            external_name: null      # ExternalName only: the CNAME target
+            traffic_distribution: null    # spec.trafficDistribution (PreferClose, ...)
             ports: [{name: http, port: 80, protocol: TCP}]
             endpoints:
               - {address: 10.1.0.5, zone: us-east-1a, hostname: web-0,
                  ready: true, serving: true, terminating: false}
+            policy: {weights: {}, shares: {}, answer_mode: null, capacity_aware: null}
 """
 
 from __future__ import annotations
@@ -56,7 +60,14 @@ from pydantic import (
     model_validator,
 )
 
-from feddns.config import ClusterId, IpAddress, Label, problems_from_validation, read_yaml
+from feddns.config import (
+    ClusterId,
+    HostName,
+    IpAddress,
+    Label,
+    problems_from_validation,
+    read_yaml,
+)
 from feddns.errors import ConfigError
 from feddns.model.registry import Registry
 from feddns.model.services import (
@@ -111,6 +122,16 @@ class PolicyData(_Model):
     weights: dict[ClusterId, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     regions: list[Label] | None = None
     none_healthy: Literal["fail-closed", "fail-open", "servfail"] | None = None
+    shares: dict[ClusterId, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict)
+    answer_mode: Literal["ordered", "subset"] | None = None
+    capacity_aware: bool | None = None
+
+    @field_validator("shares")
+    @classmethod
+    def _at_most_everything(cls, value: dict[str, float]) -> dict[str, float]:
+        if sum(value.values()) > 100:
+            raise ValueError("shares add up to more than 100 percent")
+        return value
 
 
 class ServiceData(_Model):
@@ -118,12 +139,15 @@ class ServiceData(_Model):
 
     namespace: Label
     name: Label
-    type: Literal["ClusterIP", "LoadBalancer", "Headless"] = "ClusterIP"
+    type: Literal["ClusterIP", "LoadBalancer", "Headless", "ExternalName"] = "ClusterIP"
     # validate_default: a missing cluster_ips is checked too. The checks are field
     # validators so each problem names its key (``services[0].cluster_ips``); ``type``
     # is declared first, so it is already in ``info.data`` when they run.
     cluster_ips: list[IpAddress] = Field(default_factory=list, validate_default=True)
     load_balancer_ips: list[IpAddress] = Field(default_factory=list)
+    load_balancer_hostnames: list[HostName] = Field(default_factory=list)
+    external_name: HostName | None = None
+    traffic_distribution: str | None = Field(default=None, max_length=63)
     ports: list[PortData] = Field(default_factory=list)
     endpoints: list[EndpointData] = Field(default_factory=list)
     policy: PolicyData | None = None
@@ -132,18 +156,44 @@ class ServiceData(_Model):
     @classmethod
     def _cluster_ips_fit_type(cls, value: list[str], info: ValidationInfo) -> list[str]:
         kind = info.data.get("type")
-        if kind == "Headless" and value:
-            raise ValueError("a Headless service has no cluster_ips")
+        if kind in ("Headless", "ExternalName") and value:
+            raise ValueError(f"{_article(kind)} {kind} service has no cluster_ips")
         if kind in ("ClusterIP", "LoadBalancer") and not value:
             raise ValueError(f"a {kind} service needs cluster_ips")
         return value
 
-    @field_validator("load_balancer_ips")
+    @field_validator("load_balancer_ips", "load_balancer_hostnames")
     @classmethod
-    def _lb_ips_fit_type(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        if info.data.get("type") == "Headless" and value:
-            raise ValueError("a Headless service has no load_balancer_ips")
+    def _lb_ingress_fits_type(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        kind = info.data.get("type")
+        if kind in ("Headless", "ExternalName") and value:
+            raise ValueError(f"{_article(kind)} {kind} service has no load-balancer ingress")
         return value
+
+    @field_validator("external_name")
+    @classmethod
+    def _external_name_fits_type(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") != "ExternalName":
+            raise ValueError("only an ExternalName service has an external_name")
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _no_endpoints_for_external_name(cls, value: list[EndpointData],
+                                        info: ValidationInfo) -> list[EndpointData]:
+        if value and info.data.get("type") == "ExternalName":
+            raise ValueError("an ExternalName service has no endpoints")
+        return value
+
+    @model_validator(mode="after")
+    def _external_name_given(self) -> ServiceData:
+        if self.type == "ExternalName" and self.external_name is None:
+            raise ValueError("an ExternalName service needs external_name")
+        return self
+
+
+def _article(kind: object) -> str:
+    return "an" if kind == "ExternalName" else "a"
 
 
 class ClusterData(_Model):
@@ -189,7 +239,13 @@ def service_from_data(data: ServiceData) -> Service:
             tuple(data.policy.weights.items()),
             tuple(data.policy.regions) if data.policy.regions is not None else None,
             data.policy.none_healthy,
+            tuple(data.policy.shares.items()),
+            data.policy.answer_mode,
+            data.policy.capacity_aware,
         ),
+        load_balancer_hostnames=tuple(dict.fromkeys(data.load_balancer_hostnames)),
+        external_name=data.external_name,
+        traffic_distribution=data.traffic_distribution,
     )
 
 

@@ -40,10 +40,12 @@ from feddns.policy.health import (
     isolation_episode,
     next_change,
 )
+from feddns.policy.spreading import Demand
 from feddns.table.names import ServiceNode, service_key_of, service_nodes
 from feddns.table.options import TableOptions
 from feddns.table.origins import OriginZone
 from feddns.table.plans import plan_service
+from feddns.table.reverse import pointers
 from feddns.table.table import AnswerTable
 
 log = logging.getLogger(__name__)
@@ -104,12 +106,17 @@ def compile_key(table: AnswerTable, registry: Registry, key: ServiceKey, at: flo
         views = registry.views(key, expired=True)
         expired = bool(views)
     plan = plan_service(key, views, options=table.options, now=at, expired=expired,
-                        freshness=freshness)
+                        freshness=freshness, resolved=registry.resolved, demand=table.demand)
     nodes: dict[bytes, ServiceNode] = {}
+    ptrs = None
     if plan is not None:
-        for origin in table.origins:
+        for origin in table.forward_origins:
             nodes.update(service_nodes(plan, origin, table.options))
-    return table.apply_service(key, plan, nodes)
+        if table.reverse_wires:
+            bases = [origin.child(key[1], key[0], "svc") for origin in table.forward_origins]
+            ptrs = pointers(plan, bases, table.reverse_wires,
+                            pinned=table.options.cluster_pinned)
+    return table.apply_service(key, plan, nodes, ptrs)
 
 
 def sync_table(table: AnswerTable, registry: Registry, *, wall_now: float,
@@ -237,6 +244,19 @@ class Compiler:
             self._rebuilding.add(key)  # the table being built must see it too
         return done
 
+    def set_demand(self, demand: Demand | None) -> int:
+        """Take a new measure of where queries come from; return the services recompiled.
+
+        Only capacity-aware services depend on it; a plan that comes out equal changes
+        nothing visible (the runtime quantizes the demand so small moves change nothing).
+        """
+        if demand == self.table.demand:
+            return 0
+        self.table.demand = demand
+        keys = [k for k, plan in self.table.plans.items() if plan.capacity_aware]
+        self.registry.touch_services(keys)
+        return len(keys)
+
     # --- time ---------------------------------------------------------------------------
 
     def _schedule_damping(self) -> None:
@@ -335,6 +355,7 @@ class Compiler:
         yields to the event loop between steps.
         """
         self._rebuilding = set()
+        table.demand = self.table.demand
         try:
             keys = sorted(self.registry.service_keys() | set(self.registry.dirty))
             at = self.clock()

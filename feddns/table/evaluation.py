@@ -57,12 +57,26 @@ class Outcome:
 
 
 def _family(c: Candidate, rtype: int, *, lb: bool) -> Candidate | None:
+    """``c`` with only its addresses of the asked family, at that family's level.
+
+    Under a load-balancer origin a cluster with ingress answers its ingress addresses:
+    the IPs, and what its ingress hostnames resolve to (those are the cloud load
+    balancer's, which translates families: judged by the service's health as a whole).
+    """
     v6 = rtype == wire.AAAA
-    source = c.lb_addresses if lb and c.lb_addresses else c.addresses
+    external: tuple[str, ...] = ()
+    if lb and (c.lb_addresses or c.lb_resolved or c.lb_only):
+        source = c.lb_addresses
+        external = tuple(a for a in c.lb_resolved if (":" in a) == v6)
+    else:
+        source = c.addresses
     addresses = tuple(a for a in source if (":" in a) == v6)
+    if external:
+        return replace(c, addresses=tuple(dict.fromkeys(addresses + external)))
     if not addresses:
         return None
-    return replace(c, addresses=addresses)
+    level = c.level if c.family_levels is None else c.family_levels[v6]
+    return replace(c, addresses=addresses, level=level)
 
 
 def _address_records(owner: bytes, rtype: int, cands: Sequence[Candidate], ttl: int,
@@ -100,8 +114,17 @@ def address_selection(node: ServiceNode, rtype: int, place: Place, *,
     """The selection for A or AAAA at ``node``; the flag says whether the family exists."""
     plan = node.plan
     family = [f for c in _pool(node) if (f := _family(c, rtype, lb=lb)) is not None]
-    sel = choose(family, place, cap=plan.cap, regions=plan.regions,
-                 none_healthy=plan.none_healthy)
+    if node.role in (Role.BASE, Role.EXPLAIN):
+        # Shares, capacity and the subset mode shape the service's own name (which the
+        # explain record explains); a pinned or Federation v1 name answers its cluster or
+        # scope only, as it says.
+        sel = choose(family, place, cap=plan.cap, regions=plan.regions,
+                     none_healthy=plan.none_healthy, shares=plan.shares,
+                     spread=plan.allocation_for(place) if plan.allocation else None,
+                     subset=plan.subset)
+    else:
+        sel = choose(family, place, cap=plan.cap, regions=plan.regions,
+                     none_healthy=plan.none_healthy)
     return sel, bool(family)
 
 
@@ -117,6 +140,8 @@ def evaluate(node: ServiceNode, qtype: int, place: Place, *, lb: bool,
         return _explain(node, place, lb=lb, now=now)
     if node.role is Role.ENDPOINT:
         return _endpoint(node, qtype)
+    if plan.external:
+        return _external(node, place)
     if node.role is Role.FEDV1 and node.wider is not None and _spills(node, place, lb=lb):
         # A CNAME owns the whole name (RFC 1034 §3.6.2, RFC 2181 §10.1): every type
         # is sent on, or a cached CNAME would contradict this name's own records.
@@ -124,12 +149,14 @@ def evaluate(node: ServiceNode, qtype: int, place: Place, *, lb: bool,
     if qtype in (wire.A, wire.AAAA) and node.role in (Role.BASE, Role.PINNED, Role.FEDV1):
         sel, exists = address_selection(node, qtype, place, lb=lb)
         if not sel.variants:
-            if exists or not _other_family_answers(node, qtype, place, lb=lb):
-                return _none_outcome(plan) if exists or _any_family(node, lb=lb) else \
-                    Outcome(nodata=True)
-            # The service has no address of this family but answers the other one:
-            # plain NODATA, whatever the none-healthy choice (the service is healthy).
-            return Outcome(nodata=True)
+            if _other_family_answers(node, qtype, place, lb=lb):
+                # The service answers the other family (it has no address of this one, or
+                # none with a ready endpoint of this family): plain NODATA, whatever the
+                # none-healthy choice. The service is healthy, and musl's getaddrinfo
+                # fails a whole lookup when either half of it gets SERVFAIL.
+                return Outcome(nodata=True)
+            return _none_outcome(plan) if exists or _any_family(node, lb=lb) else \
+                Outcome(nodata=True)
         ttl = _ttl(plan, sel.stale)
         return Outcome(
             variants=tuple((_address_records(node.owner, qtype, v, ttl, plan.cap), ())
@@ -139,6 +166,27 @@ def evaluate(node: ServiceNode, qtype: int, place: Place, *, lb: bool,
     if qtype == wire.SRV and node.role in (Role.BASE, Role.PORT):
         return _srv(node, place, lb=lb)
     return Outcome(nodata=True)
+
+
+def external_selection(node: ServiceNode, place: Place) -> tuple[Selection, Candidate | None]:
+    """An ExternalName service's choice for ``place``: the nearest fresh cluster's name.
+
+    When clusters disagree on the name, the nearest tier decides, then the configured
+    order of the clusters (never a rotation: one name answers one target).
+    """
+    plan = node.plan
+    sel = choose(plan.candidates, place, cap=max(1, len(plan.candidates)),
+                 regions=plan.regions, none_healthy=plan.none_healthy)
+    chosen = {c for variant in sel.variants for c in variant}
+    return sel, next((c for c in plan.candidates if c in chosen), None)
+
+
+def _external(node: ServiceNode, place: Place) -> Outcome:
+    sel, chosen = external_selection(node, place)
+    if chosen is None or chosen.external_name is None:
+        return _none_outcome(node.plan)
+    return Outcome(cname=chosen.external_name, cname_ttl=_ttl(node.plan, sel.stale),
+                   stale=sel.stale)
 
 
 def _spills(node: ServiceNode, place: Place, *, lb: bool) -> bool:
@@ -263,6 +311,8 @@ class Decision:
     """The tier the answer comes from; None: nothing answerable."""
     none_healthy: str
     clusters: tuple[ClusterVerdict, ...]
+    note: str = ""
+    """What shapes the answer beyond locality and weights ("; shares ..."), or empty."""
 
     def lines(self) -> list[str]:
         """The TXT strings of ``_explain.<service>``, in order."""
@@ -273,23 +323,39 @@ class Decision:
         head = (f"client {where}; answer from tier {self.tier} ({TIER_NAMES[self.tier]})"
                 if self.tier is not None else
                 f"client {where}; nothing answerable ({self.none_healthy})")
-        return [head, *(c.line() for c in self.clusters)]
+        return [head + self.note, *(c.line() for c in self.clusters)]
 
 
 def decide(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Decision:
     """The decision the explain record shows for ``node``'s service, from ``place``."""
     plan = node.plan
-    sel, _ = address_selection(node, wire.A, place, lb=lb)
-    if not sel.verdicts:
-        sel, _ = address_selection(node, wire.AAAA, place, lb=lb)
+    missing = "no address of this family"
+    if plan.external:
+        sel, chosen = external_selection(node, place)
+        # The whole nearest tier is chosen by the selection; the name answers one of them.
+        sel = replace(sel, verdicts=tuple(
+            v if not v.chosen or v.candidate == chosen else
+            replace(v, chosen=False, reason="a cluster listed earlier has the same tier")
+            for v in sel.verdicts))
+        missing = "not an ExternalName service there"
+    else:
+        sel, _ = address_selection(node, wire.A, place, lb=lb)
+        if not sel.verdicts:
+            sel, _ = address_selection(node, wire.AAAA, place, lb=lb)
     per_cluster: dict[str, list[str]] = {}
     for v in sel.verdicts:
+        target = v.candidate.external_name
+        what = f" CNAME {wire.wire_to_text(target)}" if target is not None else ""
+        share = f" share {v.share:.0%}" if v.chosen and v.share is not None and (
+            plan.shares or plan.allocation or plan.subset) else ""
+        capacity = f" capacity {v.candidate.capacity:g}" if plan.capacity_aware else ""
         per_cluster.setdefault(v.candidate.cluster, []).append(
-            f"{'chosen' if v.chosen else 'not chosen: ' + v.reason} tier {v.tier}"
-            f" level {v.candidate.level.name.lower()} weight {v.candidate.weight:g}")
+            f"{'chosen' if v.chosen else 'not chosen: ' + v.reason}{what} tier {v.tier}"
+            f" level {v.candidate.level.name.lower()} weight {v.candidate.weight:g}"
+            f"{capacity}{share}")
     clusters = []
     for info in plan.clusters:
-        verdicts = per_cluster.get(info.name) or ["no address of this family"]
+        verdicts = per_cluster.get(info.name) or [missing]
         summary = verdicts[0] if len(set(verdicts)) == 1 else "; ".join(sorted(set(verdicts)))
         freshness = info.state if info.fresh or info.state != ClusterState.FRESH.value \
             else "fresh (readmitting)"
@@ -299,7 +365,8 @@ def decide(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Decision
         clusters.append(ClusterVerdict(
             info.name, info.region, freshness,
             now - info.last_sync if info.last_sync is not None else None, summary))
-    return Decision(place, sel.tier, plan.none_healthy.value, tuple(clusters))
+    return Decision(place, sel.tier, plan.none_healthy.value, tuple(clusters),
+                    _policy_note(plan, place))
 
 
 def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcome:
@@ -307,3 +374,17 @@ def _explain(node: ServiceNode, place: Place, *, lb: bool, now: float) -> Outcom
     records = tuple(Record(node.owner, wire.TXT, EXPLAIN_TTL, (wire.txt_rdata(line),))
                     for line in lines)
     return Outcome(variants=((records, ()),), memoize=False)
+
+
+def _policy_note(plan: ServicePlan, place: Place) -> str:
+    """What shapes the answer beyond locality and weights (the explain record's first line)."""
+    notes = []
+    if plan.shares:
+        notes.append("shares " + ",".join(f"{c}={p:g}%" for c, p in plan.shares))
+    if plan.capacity_aware:
+        notes.append("capacity-aware, " + ("spread by demand" if plan.allocation_for(place)
+                                           else "no demand measured for this client"))
+    if plan.subset is not None:
+        notes.append(f"answer mode subset ({plan.subset} record"
+                     f"{'s' if plan.subset > 1 else ''} per answer)")
+    return "; " + "; ".join(notes) if notes else ""

@@ -68,6 +68,11 @@ def service_nodes(plan: ServicePlan, origin: OriginZone,
     if not fits(base):
         return {}  # too long for DNS under this origin (a long custom origin)
     out: dict[bytes, ServiceNode] = {base: ServiceNode(plan, Role.BASE, base, base)}
+    if plan.external:
+        # A CNAME and nothing else at the name (RFC 1034 §3.6.2); no names below it.
+        if options.explain and fits(EXPLAIN + base):
+            out[EXPLAIN + base] = ServiceNode(plan, Role.EXPLAIN, EXPLAIN + base, base)
+        return out
     for port in plan.ports:
         if port.name:
             owner = port_name(base, port.name, port.protocol.value)
@@ -144,7 +149,8 @@ def record_types(node: ServiceNode, *, lb: bool) -> frozenset[int]:
         for c in cands:
             if c is None:
                 continue
-            for a in (c.lb_addresses if lb and c.lb_addresses else c.addresses):
+            ingress = lb and (c.lb_addresses or c.lb_resolved or c.lb_only)
+            for a in ((*c.lb_addresses, *c.lb_resolved) if ingress else c.addresses):
                 types.add(wire.AAAA if ":" in a else wire.A)
         if role is Role.BASE and node.plan.ports:
             types.add(wire.SRV)

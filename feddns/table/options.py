@@ -62,6 +62,9 @@ class ServiceOverride:
     weights: tuple[tuple[str, float], ...] | None = None
     regions: tuple[str, ...] | None = None
     none_healthy: str | None = None
+    shares: tuple[tuple[str, float], ...] | None = None
+    answer_mode: str | None = None
+    capacity_aware: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,13 @@ class TableOptions:
     max_records: int = 16
     stale_ttl: int = 30
     none_healthy: str = "fail-closed"
+    answer_mode: str = "ordered"
+    """``ordered`` (every record, the first following the weights) or ``subset``."""
+    subset_size: int = 1
+    """Records in each answer of the ``subset`` mode."""
+    capacity_aware: bool = False
+    capacity_overload: float = 0.1
+    """How much more demand per capacity than the federation's a candidate may take."""
     damping: Damping = field(default_factory=Damping)
     isolation: Isolation = field(default_factory=Isolation)
     overrides: tuple[ServiceOverride, ...] = ()
@@ -89,3 +99,5 @@ class TableOptions:
     """Cluster -> its region (the configured clusters)."""
     zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Cluster -> its zones."""
+    reverse_zones: tuple[str, ...] = ()
+    """Reverse zones served (``1.96.10.in-addr.arpa.``): PTRs for the addresses in them."""

@@ -41,6 +41,8 @@ class OriginZone:
     name: str
     wire: bytes
     service_address: str
+    reverse: bool = False
+    """A reverse zone (PTRs only; its SOA and NS name the first origin's servers)."""
 
     def child(self, *parts: str) -> bytes:
         """Wire form of ``parts`` (each may hold dots) under this origin."""
@@ -48,19 +50,29 @@ class OriginZone:
 
 
 def origins_from(options: TableOptions) -> tuple[OriginZone, ...]:
-    """The configured origins, in wire form."""
-    return tuple(
-        OriginZone(i, o.name, wire.name_to_wire(o.name), o.service_address)
-        for i, o in enumerate(options.origins)
-    )
+    """The configured origins, in wire form, then the reverse zones."""
+    forward = [OriginZone(i, o.name, wire.name_to_wire(o.name), o.service_address)
+               for i, o in enumerate(options.origins)]
+    reverse = [OriginZone(len(forward) + i, name, wire.name_to_wire(name), "cluster-ip",
+                          reverse=True) for i, name in enumerate(options.reverse_zones)]
+    return (*forward, *reverse)
+
+
+def _home(options: TableOptions, origin: OriginZone) -> OriginZone:
+    """Where an origin's default server names live (a reverse zone: the first origin's)."""
+    if not origin.reverse:
+        return origin
+    first = options.origins[0].name
+    return OriginZone(0, first, wire.name_to_wire(first), "")
 
 
 def soa_record(options: TableOptions, origin: OriginZone, serial: int, *, ttl: int) -> Record:
     """The apex SOA with ``ttl`` (the SOA TTL, or the negative TTL in authority sections)."""
     soa = options.soa
+    home = _home(options, origin)
     mname = soa.mname or (options.nameservers[0].name if options.nameservers else None)
-    mname_wire = wire.name_to_wire(mname) if mname else origin.child("ns")
-    rname_wire = wire.name_to_wire(soa.rname) if soa.rname else origin.child("hostmaster")
+    mname_wire = wire.name_to_wire(mname) if mname else home.child("ns")
+    rname_wire = wire.name_to_wire(soa.rname) if soa.rname else home.child("hostmaster")
     return Record(
         origin.wire,
         wire.SOA,
@@ -74,7 +86,8 @@ def apex_records(options: TableOptions, origin: OriginZone, serial: int) -> Name
     """SOA and NS at the apex, the ``dns-version`` TXT, and in-zone name server addresses."""
     out: NameRecords = {}
     servers = options.nameservers
-    ns_names = [wire.name_to_wire(s.name) for s in servers] or [origin.child("ns")]
+    ns_names = [wire.name_to_wire(s.name) for s in servers] or [
+        _home(options, origin).child("ns")]
     out[origin.wire] = {
         wire.SOA: (soa_record(options, origin, serial, ttl=options.soa.ttl),),
         # dict.fromkeys: a name server listed twice is one NS record (RFC 2181 §5).
@@ -83,6 +96,8 @@ def apex_records(options: TableOptions, origin: OriginZone, serial: int) -> Name
             for n in dict.fromkeys(ns_names)
         ),
     }
+    if origin.reverse:
+        return out  # PTRs only: no schema version, no name server addresses here
     out[origin.child("dns-version")] = {
         wire.TXT: (
             Record(origin.child("dns-version"), wire.TXT, options.version_ttl,

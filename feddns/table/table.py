@@ -40,6 +40,7 @@ from cachetools import LRUCache
 from feddns import wire
 from feddns.model.services import ServiceKey
 from feddns.policy.locality import Locator
+from feddns.policy.spreading import Demand
 from feddns.table.answers import REFUSED, SERVFAIL, STALE_EDE, CompiledAnswer, encode_answer
 from feddns.table.evaluation import Outcome, evaluate
 from feddns.table.names import Role, ServiceNode, record_types
@@ -51,7 +52,8 @@ from feddns.wire import Name, Record
 Node = RRsets | ServiceNode
 """A name's content: fixed records (apex, empty non-terminals) or a service name."""
 
-_MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY)
+_MEMO_TYPES = (wire.A, wire.AAAA, wire.SRV, wire.TXT, wire.SOA, wire.NS, wire.ANY, wire.CNAME,
+               wire.PTR)
 MAX_CNAME_CHAIN = 4
 NEGATIVE_MEMO_SIZE = 65536
 ANY_HINFO_TTL = 8482  # what CoreDNS's `any` plugin uses
@@ -71,6 +73,13 @@ class AnswerTable:
                  locator: Locator | None = None) -> None:
         self.options = options
         self.origins: tuple[OriginZone, ...] = origins_from(options)
+        self.forward_origins = tuple(o for o in self.origins if not o.reverse)
+        """The origins service names live under (the rest are reverse zones)."""
+        self.reverse_wires = frozenset(o.wire for o in self.origins if o.reverse)
+        self._origin_by_wire = {o.wire: o for o in self.origins}
+        self.ptr_refs: dict[bytes, dict[bytes, int]] = {}
+        """Reverse name -> each PTR target and how many services give it."""
+        self.ptr_by_service: dict[ServiceKey, Mapping[bytes, frozenset[bytes]]] = {}
         self.locator = locator if locator is not None else Locator([])
         self.serial = serial & 0xFFFFFFFF
         self.loaded = False
@@ -89,6 +98,9 @@ class AnswerTable:
         # NXDOMAIN and NODATA for well-known types, per question, bounded: random names
         # (a random-subdomain flood) must not grow memory (cachetools LRU).
         self.negatives: LRUCache[bytes, CompiledAnswer] = LRUCache(NEGATIVE_MEMO_SIZE)
+        self.demand: Demand | None = None
+        """Where the queries come from (measured by the runtime): the input of
+        capacity-aware locality, like ``options`` is the config's."""
         self.pending: Pending | None = None
         """Asked about a name not in the table: its service may be waiting to be compiled
         (the compiler compiles it now, so a query never waits for its batch)."""
@@ -127,10 +139,19 @@ class AnswerTable:
 
     def origin_of(self, name: bytes) -> OriginZone | None:
         """The origin ``name`` falls in, or None (then it is REFUSED)."""
-        for origin in self.origins:
-            if wire.is_subdomain(name, origin.wire):
-                return origin
-        return None
+        if len(self.origins) <= 4:
+            for origin in self.origins:
+                if wire.is_subdomain(name, origin.wire):
+                    return origin
+            return None
+        # Many origins (reverse zones): each suffix of the name looked up once.
+        by_wire = self._origin_by_wire
+        pos = 0
+        while True:
+            found = by_wire.get(name[pos:])
+            if found is not None or not name[pos]:
+                return found
+            pos += name[pos] + 1
 
     def resolve(self, key: bytes, name: bytes, qtype: int, qclass: int,
                 cls: int = 0, *, now: float) -> CompiledAnswer:
@@ -188,13 +209,14 @@ class AnswerTable:
                         origin: OriginZone, cls: int, now: float) -> CompiledAnswer:
         if node.plan.expired:
             return SERVFAIL  # known only from expired data: unknown, never NXDOMAIN
-        if qtype == wire.ANY:
+        external = node.plan.external and node.role is Role.BASE
+        if qtype == wire.ANY and not external:
             return self._memo(cls, key, self._hinfo(name))
         lb = origin.service_address == "load-balancer"
         types = self._rtypes.get(name)
         if types is None:
             types = self._rtypes[name] = record_types(node, lb=lb)
-        if qtype not in types and node.role is not Role.FEDV1:
+        if qtype not in types and node.role is not Role.FEDV1 and not external:
             # The name can never hold this type: NODATA without running the selection
             # (AAAA for an IPv4-only service is a tenth of real traffic). A name known
             # from any source answers NODATA even while the sync gate is closed.
@@ -204,16 +226,26 @@ class AnswerTable:
         outcome = evaluate(node, qtype, place, lb=lb, now=now)
         chain: list[Record] = []
         target = name
+        stale = outcome.stale
+        leaves = False
         for _ in range(MAX_CNAME_CHAIN):
             if outcome.cname is None:
                 break
             chain.append(Record(target, wire.CNAME, outcome.cname_ttl, (Name(outcome.cname),)))
             target = outcome.cname
+            if qtype == wire.CNAME or self.origin_of(target) is None:
+                # Asked for the CNAME itself, or a target outside our origins (an
+                # ExternalName's usual one): the resolver takes it from here, and no SOA
+                # of ours may speak for the target (RFC 1034 §4.3.2 step 3a).
+                outcome = Outcome()
+                leaves = True
+                break
             next_node = self.names.get(target)
             if not isinstance(next_node, ServiceNode):
                 outcome = Outcome(nodata=True)
                 break
             outcome = evaluate(next_node, qtype, place, lb=lb, now=now)
+            stale = stale or outcome.stale
         if outcome.rcode == wire.SERVFAIL:
             return SERVFAIL
         if not outcome.variants and not chain:
@@ -221,19 +253,21 @@ class AnswerTable:
         variants = outcome.variants or (((), ()),)
         # RFC 2308 §2.2: a CNAME chain ending in NODATA carries the SOA, so resolvers can
         # cache the denial.
-        authority = () if outcome.variants else (
+        authority = () if outcome.variants or leaves else (
             soa_record(self.options, origin, self.serial, ttl=self.options.soa.negative_ttl),)
         compiled = []
         for answer, additional in variants:
             ans = encode_answer(name, rcode=wire.NOERROR, answer=(*chain, *answer),
                                 authority=authority, additional=additional)
-            if outcome.stale:
+            if stale:
                 ans.ede = STALE_EDE
             compiled.append(ans)
         first = compiled[0]
         if len(compiled) > 1:
             first.variants = tuple(compiled)
-        if outcome.memoize:
+        if outcome.memoize and qtype in _MEMO_TYPES:
+            # Only the types a change forgets (_forget): a CNAME answers every type, and
+            # an MX answer memoized here would outlive the CNAME's next change.
             self._memo(cls, key, first)
         return first
 
@@ -291,8 +325,13 @@ class AnswerTable:
                 negatives.pop(k, None)
 
     def apply_service(self, key: ServiceKey, plan: ServicePlan | None,
-                      nodes: dict[bytes, ServiceNode]) -> bool:
-        """Replace one service's plan and names; True when something visible changed."""
+                      nodes: dict[bytes, ServiceNode],
+                      pointers: Mapping[bytes, frozenset[bytes]] | None = None) -> bool:
+        """Replace one service's plan and names; True when something visible changed.
+
+        ``pointers`` are its PTRs (reverse name -> targets, :mod:`.reverse`).
+        """
+        self._apply_pointers(key, pointers or {})
         if self.plans.get(key) == plan and key in self.by_service:
             # Equal plans answer the same; only refresh the nodes (explain ages).
             for name, node in nodes.items():
@@ -315,6 +354,45 @@ class AnswerTable:
             self.by_service.pop(key, None)
             self.plans.pop(key, None)
         return bool(old) or bool(nodes)
+
+    def _apply_pointers(self, key: ServiceKey,
+                        pointers: Mapping[bytes, frozenset[bytes]]) -> None:
+        """Replace one service's PTRs; every name sharing a reverse name keeps its own."""
+        old = self.ptr_by_service.get(key, {})
+        if old == pointers:
+            return
+        for rev, targets in old.items():
+            refs = self.ptr_refs[rev]
+            for target in targets:
+                refs[target] -= 1
+                if not refs[target]:
+                    del refs[target]
+        for rev, targets in pointers.items():
+            refs = self.ptr_refs.setdefault(rev, {})
+            for target in targets:
+                refs[target] = refs.get(target, 0) + 1
+        for rev in old.keys() | pointers.keys():
+            self._lay_out_pointer(rev)
+        if pointers:
+            self.ptr_by_service[key] = pointers
+        else:
+            self.ptr_by_service.pop(key, None)
+
+    def _lay_out_pointer(self, rev: bytes) -> None:
+        refs = self.ptr_refs.get(rev)
+        had = rev in self.names
+        self._forget(rev)
+        if refs:
+            ttl = self.options.record_ttl
+            self.names[rev] = {wire.PTR: tuple(Record(rev, wire.PTR, ttl, (Name(t),))
+                                               for t in sorted(refs))}
+            if not had:
+                self._ref_parents(rev)
+        else:
+            self.ptr_refs.pop(rev, None)
+            if had:
+                del self.names[rev]
+                self._unref_parents(rev)
 
     def _parents(self, name: bytes) -> list[bytes]:
         origin = self.origin_of(name)

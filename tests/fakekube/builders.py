@@ -86,6 +86,7 @@ def make_service(
     selector: Mapping[str, str] | None = None,
     external_name: str | None = None,
     ip_family_policy: str | None = None,
+    traffic_distribution: str | None = None,
 ) -> dict[str, Any]:
     """Build a v1 Service as the API server would return it.
 
@@ -94,7 +95,8 @@ def make_service(
     fill ``status.loadBalancer.ingress``; ``type="ExternalName"`` takes
     ``external_name`` and gets no cluster IP.  Each entry of ``ports`` is a dict
     with ``port`` and optional ``name``, ``protocol`` (default TCP),
-    ``targetPort``, ``nodePort``, ``appProtocol``.
+    ``targetPort``, ``nodePort``, ``appProtocol``. ``traffic_distribution`` sets
+    ``spec.trafficDistribution`` (``PreferClose``, ``PreferSameZone``, ...).
     """
     spec: dict[str, Any] = {"type": type}
     if type == "ExternalName":
@@ -117,6 +119,8 @@ def make_service(
         spec["sessionAffinity"] = "None"
         spec["selector"] = dict(selector) if selector is not None else {"app": name}
     spec["ports"] = [_normalise_port(p, service=True) for p in (ports or [])]
+    if traffic_distribution is not None:
+        spec["trafficDistribution"] = traffic_distribution
     if type in ("LoadBalancer", "NodePort"):
         spec["externalTrafficPolicy"] = "Cluster"
     ingress: list[dict[str, Any]] = [{"ip": ip, "ipMode": "VIP"} for ip in lb_ips or []]

@@ -118,3 +118,18 @@ def test_the_knot_comparison_with_the_page_open_prints_the_page_cost() -> None:
                         "--services", "100", "--clusters", "3", "--skip-knot", "--with-page")
     assert float(figures["feddns-server-us-per-query-page-open"]) > 0
     assert "page-cost-percent" in figures
+@pytest.mark.skipif(shutil.which("unbound-control", path="/usr/sbin:/usr/bin:/sbin") is None,
+                    reason="unbound is installed by make test (scripts/apt-install)")
+def test_the_weights_through_unbound_benchmark_prints_its_figures() -> None:
+    figures = run_bench("bench.weighted_unbound", "--fills", "20", "--runs", "1")
+    for name in ("weighted-share-error-percent-through-unbound",
+                 "weighted-share-error-points-through-unbound",
+                 "ordered-share-error-percent-through-unbound"):
+        assert name in figures, f"{name} missing from {sorted(figures)}"
+
+
+def test_the_capacity_spill_benchmark_prints_its_figures() -> None:
+    figures = run_bench("bench.capacity_spill", "--queries", "30", "--runs", "1")
+    for name in ("capacity-spill-overload-percent", "capacity-spill-kept-percent",
+                 "nearest-tier-overload-percent"):
+        assert name in figures, f"{name} missing from {sorted(figures)}"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ import dns.query
 import dns.rcode
 import pytest
 
+from tests.localdns import program
 from tests.netns import FeddnsProcess, Namespace, require
 from tests.ports import free_port
 from tests.support import DEMO_CONFIG, ServerThread, dig, make_query, records, wait_until
@@ -46,14 +46,6 @@ DB_SRV = sorted(f"db.data.svc.clusterset.local. 5 IN SRV 0 100 5432 {target}" fo
     "db-0.east-a.db.data.svc.clusterset.local.", "db-1.east-a.db.data.svc.clusterset.local.",
     "db-0.west.prod.db.data.svc.clusterset.local."))
 
-
-
-def program(name: str, package: str) -> str:
-    exe = shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()), None)
-    if exe is None:
-        pytest.skip(f"{name} is not installed (Debian package {package}; make system-deps)")
-    return exe
 
 
 def answers(port: int, qname: str = WEB) -> bool:

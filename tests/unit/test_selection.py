@@ -96,15 +96,95 @@ def test_loadbalancer_services_rank_by_cluster_topology_too() -> None:
 def test_a_dual_stack_clusterip_service_ranks_each_family_alike() -> None:
     data = {c: [web(c)] for c in ALL}
     data["east"] = [Service("shop", "web", cluster_ips=("10.96.1.10", "fd96::1"),
-                            endpoints=(Endpoint("10.200.0.1"),), ports=(Port("http", 80),))]
+                            endpoints=(Endpoint("10.200.0.1"), Endpoint("fd00:200::1")),
+                            ports=(Port("http", 80),))]
     data["west"] = [Service("shop", "web", cluster_ips=("10.96.2.10", "fd96::2"),
-                            endpoints=(Endpoint("10.200.0.2"),), ports=(Port("http", 80),))]
+                            endpoints=(Endpoint("10.200.0.2"), Endpoint("fd00:200::2")),
+                            ports=(Port("http", 80),))]
     fed = located(data)
     assert addresses(fed, WEB, "AAAA", addr=EAST_A) == {"fd96::1"}
     assert addresses(fed, WEB, "AAAA", addr=WEST_C) == {"fd96::2"}
     # North has no IPv6 address: its clients get the nearest tier that has one.
     assert addresses(fed, WEB, "AAAA", addr=NORTH) == {"fd96::1", "fd96::2"}
     assert addresses(fed, WEB, "A", addr=NORTH) == {"10.96.3.10"}
+
+
+# --- per-family health: an address family answers only with a ready endpoint of its own ---------
+
+
+def _dual(cluster: str, *, v4: bool, v6: bool, terminating6: bool = False) -> Service:
+    """A dual-stack ``shop/web`` in ``cluster``; which families have a ready endpoint."""
+    n = sorted(ALL).index(cluster) + 1
+    eps = [Endpoint(f"10.200.0.{n}", ready=v4, serving=v4),
+           Endpoint(f"fd00:200::{n}", ready=v6, serving=v6 or terminating6,
+                    terminating=terminating6)]
+    return Service("shop", "web", cluster_ips=(CLUSTER_IP[cluster], f"fd96::{n}"),
+                   endpoints=tuple(eps), ports=(Port("http", 80),))
+
+
+FAMILY_CASES = [
+    # (east's IPv4 ready, east's IPv6 ready, A answered from, AAAA answered from)
+    pytest.param(True, True, {"east"}, {"east"}, id="both families ready: east for both"),
+    pytest.param(True, False, {"east"}, {"west", "south"},
+                 id="no ready IPv6 endpoint: east's IPv6 address is no candidate"),
+    pytest.param(False, True, {"west", "south"}, {"east"},
+                 id="no ready IPv4 endpoint: east's IPv4 address is no candidate"),
+]
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["fast-path", "full-path"])
+@pytest.mark.parametrize(("v4", "v6", "a_from", "aaaa_from"), FAMILY_CASES)
+def test_each_family_of_a_dual_stack_service_needs_a_ready_endpoint_of_its_own(
+        v4: bool, v6: bool, a_from: set[str], aaaa_from: set[str], full: bool) -> None:
+    data = {c: [_dual(c, v4=True, v6=True)] for c in ("west", "south", "north")}
+    data["east"] = [_dual("east", v4=v4, v6=v6)]
+    fed = located(data)
+    n = {c: sorted(ALL).index(c) + 1 for c in ALL}
+    v6_of = {f"fd96::{i}": c for c, i in n.items()}
+    assert {CLUSTER_OF[a] for a in addresses(fed, WEB, "A", addr=EAST_A, full=full)} == a_from
+    assert {v6_of[a] for a in addresses(fed, WEB, "AAAA", addr=EAST_A, full=full)} == aaaa_from
+
+
+def test_a_family_with_only_terminating_endpoints_is_a_last_resort_for_that_family() -> None:
+    data = {c: [_dual(c, v4=True, v6=False)] for c in ALL}
+    data["east"] = [_dual("east", v4=True, v6=False, terminating6=True)]
+    fed = located(data)
+    # Nobody has a ready IPv6 endpoint: east's serving-terminating one is the last resort.
+    assert addresses(fed, WEB, "AAAA", addr=NORTH) == {"fd96::1"}
+    assert addresses(fed, WEB, "A", addr=NORTH) == {CLUSTER_IP["north"]}
+
+
+def test_a_family_nobody_can_answer_is_nodata_while_the_other_family_answers() -> None:
+    # No ready IPv6 endpoint anywhere, IPv4 fine: AAAA is NODATA even with the servfail
+    # choice (the service is healthy; a SERVFAIL for the AAAA half of getaddrinfo fails
+    # musl's whole lookup). With nothing ready at all, the choice applies.
+    data = {c: [_dual(c, v4=True, v6=False)] for c in ALL}
+    fed = located(data, selection={"none_healthy": "servfail"})
+    for full in (False, True):
+        check(fed.table, Case(WEB, "AAAA", authority=NEG), addr=(EAST_A, 1), full=full)
+        check(fed.table, Case(WEB, "A", answer=(f"{WEB} 5 IN A {CLUSTER_IP['east']}",)),
+              addr=(EAST_A, 1), full=full)
+    down = located({c: [_dual(c, v4=False, v6=False)] for c in ALL},
+                   selection={"none_healthy": "servfail"})
+    for qtype in ("A", "AAAA"):
+        check(down.table, Case(WEB, qtype, rcode="SERVFAIL", aa=False), addr=(EAST_A, 1))
+
+
+def test_headless_endpoints_answer_each_family_by_that_familys_readiness() -> None:
+    # One pod, dual-stack, whose IPv6 endpoint is not ready (EndpointSlices are per
+    # family): its per-endpoint name and the service name answer A only.
+    svc = Service("data", "db", ServiceType.HEADLESS, ports=(Port("pg", 5432),), endpoints=(
+        Endpoint("10.1.1.100", hostname="db-0", zone="eu-a"),
+        Endpoint("fd00:1:1::100", hostname="db-0", zone="eu-a", ready=False, serving=False),
+        Endpoint("10.1.1.101", hostname="db-1", zone="eu-a", ready=False, serving=False),
+        Endpoint("fd00:1:1::101", hostname="db-1", zone="eu-a")))
+    fed = located({"east": [svc]})
+    assert addresses(fed, DB, "A", addr=EAST_A) == {"10.1.1.100"}
+    assert addresses(fed, DB, "AAAA", addr=EAST_A) == {"fd00:1:1::101"}
+    check(fed.table, Case(f"db-0.east.{DB}", "AAAA", authority=NEG), addr=(EAST_A, 1))
+    check(fed.table, Case(f"db-1.east.{DB}", "A", authority=NEG), addr=(EAST_A, 1))
+    check(fed.table, Case(f"db-1.east.{DB}", "AAAA",
+                          answer=(f"db-1.east.{DB} 5 IN AAAA fd00:1:1::101",)), addr=(EAST_A, 1))
 
 
 # --- tiers and spill-over: headless services rank each endpoint by its own zone ------------------
@@ -421,7 +501,8 @@ def test_a_pinned_name_without_the_asked_family_is_nodata_too() -> None:
     # The service is dual-stack in west only; east's pinned name has IPv4 only.
     data = {c: [web(c)] for c in ALL}
     data["west"] = [Service("shop", "web", cluster_ips=("10.96.2.10", "fd96::2"),
-                            endpoints=(Endpoint("10.200.0.2"),), ports=(Port("http", 80),))]
+                            endpoints=(Endpoint("10.200.0.2"), Endpoint("fd00:200::2")),
+                            ports=(Port("http", 80),))]
     fed = located(data, selection={"none_healthy": "servfail"},
                   names={"cluster_pinned": True})
     for full in (False, True):

@@ -33,6 +33,7 @@ from feddns.model.services import (
     ServicePolicy,
     ServiceType,
     dedupe_endpoints,
+    normalise_hostname,
 )
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -42,14 +43,52 @@ ANNOTATION_WEIGHTS = "feddns.io/weights"
 ANNOTATION_REGIONS = "feddns.io/regions"
 ANNOTATION_NONE_HEALTHY = "feddns.io/none-healthy"
 NONE_HEALTHY_CHOICES = ("fail-closed", "fail-open", "servfail")
+ANNOTATION_SHARES = "feddns.io/shares"
+ANNOTATION_ANSWER_MODE = "feddns.io/answer-mode"
+ANNOTATION_CAPACITY = "feddns.io/capacity-aware"
+ANSWER_MODE_CHOICES = ("ordered", "subset")
+ANNOTATION_TOPOLOGY_MODE = "service.kubernetes.io/topology-mode"
+"""Kubernetes topology-aware routing; ``Auto`` allocates by capacity, which is what
+feddns's capacity-aware locality does across clusters (KEP-2433)."""
+
+
+def _shares(raw: str) -> list[tuple[str, float]] | None:
+    """``"west-1=10,east-2=5"`` as (cluster, percent) pairs; None when malformed."""
+    out: list[tuple[str, float]] = []
+    for item in raw.split(","):
+        cluster, sep, value = item.strip().partition("=")
+        try:
+            number = float(value.strip().removesuffix("%"))
+        except ValueError:
+            return None
+        if not sep or not cluster.strip() or not 0 <= number <= 100:
+            return None
+        out.append((cluster.strip(), number))
+    return out if sum(v for _, v in out) <= 100 else None
+
+
+def _policy_extras(annotations: Mapping[str, Any]) -> tuple[
+        tuple[tuple[str, float], ...], str | None, bool | None]:
+    """Shares, answer mode and capacity-awareness from annotations (malformed: ignored)."""
+    raw = annotations.get(ANNOTATION_SHARES)
+    shares = _shares(raw) if isinstance(raw, str) and raw.strip() else None
+    mode = annotations.get(ANNOTATION_ANSWER_MODE)
+    capacity = {"true": True, "false": False}.get(
+        str(annotations.get(ANNOTATION_CAPACITY, "")).strip().lower())
+    if capacity is None and annotations.get(ANNOTATION_TOPOLOGY_MODE) == "Auto":
+        capacity = True
+    return (tuple(shares or ()), mode if mode in ANSWER_MODE_CHOICES else None, capacity)
 
 
 def policy_from_annotations(annotations: Mapping[str, Any]) -> ServicePolicy | None:
     """Per-service DNS policy from ``feddns.io/*`` annotations (None when there is none).
 
     ``feddns.io/weights: "east-1=90,west-1=10"``, ``feddns.io/regions: "eu-west,eu-central"``,
-    ``feddns.io/none-healthy: fail-open``. Malformed values are ignored (and the
-    config's ``services`` section always wins over annotations).
+    ``feddns.io/none-healthy: fail-open``, ``feddns.io/shares: "west-1=10"`` (percent of
+    every client's answers), ``feddns.io/answer-mode: subset``,
+    ``feddns.io/capacity-aware: "true"`` (or ``service.kubernetes.io/topology-mode: Auto``).
+    Malformed values are ignored (and the config's ``services`` section always wins
+    over annotations).
     """
     weights: list[tuple[str, float]] = []
     raw = annotations.get(ANNOTATION_WEIGHTS)
@@ -63,6 +102,7 @@ def policy_from_annotations(annotations: Mapping[str, Any]) -> ServicePolicy | N
             if not sep or not cluster or weight < 0:
                 return None
             weights.append((cluster.strip(), weight))
+    shares, mode, capacity = _policy_extras(annotations)
     regions = None
     raw = annotations.get(ANNOTATION_REGIONS)
     if isinstance(raw, str) and raw.strip():
@@ -70,9 +110,10 @@ def policy_from_annotations(annotations: Mapping[str, Any]) -> ServicePolicy | N
     none_healthy = annotations.get(ANNOTATION_NONE_HEALTHY)
     if none_healthy not in NONE_HEALTHY_CHOICES:
         none_healthy = None
-    if not weights and regions is None and none_healthy is None:
+    if (not weights and regions is None and none_healthy is None and not shares
+            and mode is None and capacity is None):
         return None
-    return ServicePolicy(tuple(weights), regions, none_healthy)
+    return ServicePolicy(tuple(weights), regions, none_healthy, shares, mode, capacity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +127,9 @@ class ServiceInfo:
     load_balancer_ips: tuple[str, ...]
     ports: tuple[Port, ...]
     policy: ServicePolicy | None = None
+    load_balancer_hostnames: tuple[str, ...] = ()
+    external_name: str | None = None
+    traffic_distribution: str | None = None
 
     @property
     def key(self) -> ServiceKey:
@@ -155,6 +199,18 @@ def _ip_list(values: Iterable[Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out)) if len(out) > 1 else tuple(out)
 
 
+def _hostnames(values: Iterable[Any]) -> tuple[str, ...]:
+    """Valid host names, canonical and deduplicated (the rest are left out)."""
+    out = []
+    for v in values:
+        if isinstance(v, str) and v:
+            try:
+                out.append(normalise_hostname(v))
+            except ValueError:
+                continue
+    return tuple(dict.fromkeys(out))
+
+
 def _protocol(value: Any) -> Protocol:
     try:
         return Protocol(value or "TCP")
@@ -163,17 +219,18 @@ def _protocol(value: Any) -> Protocol:
 
 
 def service_info(obj: Mapping[str, Any]) -> ServiceInfo | None:
-    """A v1 Service as :class:`ServiceInfo`; None for ExternalName (not answerable)."""
+    """A v1 Service as :class:`ServiceInfo`; None for an ExternalName without a valid name."""
     meta = _meta(obj)
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     stype = spec.get("type") or "ClusterIP"
     if stype == "ExternalName":
-        return None
+        return _external_name_info(meta, spec)
     cluster_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
     headless = spec.get("clusterIP") == "None" or cluster_ips == ["None"]
     ingress = (status.get("loadBalancer") or {}).get("ingress") or []
     lb_ips = [i.get("ip") for i in ingress if isinstance(i, Mapping)]
+    lb_hosts = [i.get("hostname") for i in ingress if isinstance(i, Mapping) and not i.get("ip")]
     if headless:
         kind = ServiceType.HEADLESS
     elif stype == "LoadBalancer":
@@ -193,7 +250,27 @@ def service_info(obj: Mapping[str, Any]) -> ServiceInfo | None:
         load_balancer_ips=_ip_list(lb_ips) if kind is ServiceType.LOAD_BALANCER else (),
         ports=ports,
         policy=policy_from_annotations(meta.get("annotations") or {}),
+        load_balancer_hostnames=(_hostnames(lb_hosts) if kind is ServiceType.LOAD_BALANCER
+                                 else ()),
+        traffic_distribution=_traffic_distribution(spec),
     )
+
+
+def _traffic_distribution(spec: Mapping[str, Any]) -> str | None:
+    value = spec.get("trafficDistribution")
+    return sys.intern(value) if isinstance(value, str) and 0 < len(value) <= 63 else None
+
+
+def _external_name_info(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> ServiceInfo | None:
+    """An ExternalName Service: answered with a CNAME to ``spec.externalName``."""
+    try:
+        target = normalise_hostname(str(spec.get("externalName") or ""))
+    except ValueError:
+        return None
+    return ServiceInfo(
+        namespace=sys.intern(str(meta["namespace"])), name=sys.intern(str(meta["name"])),
+        type=ServiceType.EXTERNAL_NAME, cluster_ips=(), load_balancer_ips=(), ports=(),
+        policy=policy_from_annotations(meta.get("annotations") or {}), external_name=target)
 
 
 def slice_info(obj: Mapping[str, Any]) -> SliceInfo | None:
@@ -265,6 +342,9 @@ def build_service(info: ServiceInfo, slices: Iterable[SliceInfo]) -> Service:
         cluster_ips=info.cluster_ips,
         load_balancer_ips=info.load_balancer_ips,
         ports=ports,
-        endpoints=endpoints,
+        endpoints=() if info.type is ServiceType.EXTERNAL_NAME else endpoints,
         policy=info.policy,
+        load_balancer_hostnames=info.load_balancer_hostnames,
+        external_name=info.external_name,
+        traffic_distribution=info.traffic_distribution,
     )

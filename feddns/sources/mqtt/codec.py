@@ -12,7 +12,8 @@ Checks run cheapest first: the size cap before anything, the seal before
 parsing or inflating a byte, the schema (pydantic) before conversion, the
 address policy before the data can reach the registry. What leaves this
 module is either a model object or a :class:`Rejected` carrying a reason that
-is counted.
+is counted. The schema of a service on
+the wire, and its conversion, live in :mod:`.schema`.
 """
 
 from __future__ import annotations
@@ -20,27 +21,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from feddns.config import ClusterId, IpAddress, Label
 from feddns.model.registry import ClusterState
-from feddns.model.services import (
-    Endpoint,
-    Port,
-    Protocol,
-    Service,
-    ServiceKey,
-    ServiceType,
-    dedupe_endpoints,
-)
+from feddns.model.services import Service, ServiceKey
 from feddns.sources.mqtt.addresses import AddressPolicy
 from feddns.sources.mqtt.keys import KeyRing
+from feddns.sources.mqtt.schema import (
+    BODY,
+    ServiceBody,
+    SnapshotBody,
+    StatusBody,
+    data_from_service,
+    service_from_data,
+)
 from feddns.sources.mqtt.sealing import BusKeys
 from feddns.sources.mqtt.topics import ParsedTopic, Topics
 from feddns.sources.mqtt.verdicts import Header, Reason, Rejected
@@ -52,84 +51,6 @@ INFLATE_FACTOR = 32
 """A compressed body may inflate to at most this many times ``max_payload_size``."""
 
 
-# --- the wire schema -----------------------------------------------------------
-
-Text = Annotated[str, Field(max_length=253)]
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PortData(_Wire):
-    """A service port on the wire."""
-
-    name: str = Field(default="", max_length=63)
-    port: int = Field(ge=0, le=65535)
-    protocol: Protocol = Protocol.TCP
-
-
-class EndpointData(_Wire):
-    """An endpoint on the wire; absent conditions take EndpointSlice v1 defaults."""
-
-    address: IpAddress
-    ready: bool = True
-    serving: bool = True
-    terminating: bool = False
-    hostname: Label | None = None
-    zone: Text | None = None
-    node: Text | None = None
-    target: Text | None = None
-
-
-class ServiceData(_Wire):
-    """A service on the wire."""
-
-    namespace: Label
-    name: Label
-    type: ServiceType = ServiceType.CLUSTER_IP
-    cluster_ips: list[IpAddress] = Field(default_factory=list, max_length=16)
-    load_balancer_ips: list[IpAddress] = Field(default_factory=list, max_length=256)
-    ports: list[PortData] = Field(default_factory=list, max_length=1024)
-    endpoints: list[EndpointData] = Field(default_factory=list, max_length=100_000)
-
-
-class _Body(_Wire):
-    v: Literal[1] = 1
-    origin: ClusterId
-    instance: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    gen: int = Field(ge=0, lt=2**63)
-    ts: float = Field(allow_inf_nan=False)
-
-
-class ServiceBody(_Body):
-    """One service of the origin cluster."""
-
-    kind: Literal["service"]
-    service: ServiceData
-
-
-class SnapshotBody(_Body):
-    """The origin cluster's manifest: every service key it has now."""
-
-    kind: Literal["snapshot"]
-    services: list[tuple[Label, Label]] = Field(max_length=1_000_000)
-
-
-class StatusBody(_Body):
-    """Online/offline for one publishing session (the last will is an offline status)."""
-
-    kind: Literal["status"]
-    online: bool
-    session: int = Field(ge=0, lt=2**63)
-    state: ClusterState
-    clusters: list[ClusterId] = Field(default_factory=list, max_length=1024)
-    """On offline: every cluster this session published (one last will covers them all)."""
-
-
-_BODY: TypeAdapter[ServiceBody | SnapshotBody | StatusBody] = TypeAdapter(
-    Annotated[ServiceBody | SnapshotBody | StatusBody, Field(discriminator="kind")]
-)
 
 
 # --- decoded messages (model objects only) -------------------------------------
@@ -163,69 +84,6 @@ class StatusMessage:
 
 
 Decoded = ServiceMessage | SnapshotMessage | StatusMessage
-
-
-def service_from_data(data: ServiceData) -> Service:
-    """Convert a validated wire service into the model (addresses canonical, deduped).
-
-    The schema's ``IpAddress`` already gave every address its canonical text form, so
-    it is only interned here, not parsed a third time (the address policy parses it
-    too): a receiver checks 10,000 services in a join (issue #17).
-    """
-    return Service(
-        namespace=data.namespace,
-        name=data.name,
-        type=data.type,
-        cluster_ips=tuple(sys.intern(a) for a in data.cluster_ips),
-        load_balancer_ips=tuple(sys.intern(a) for a in data.load_balancer_ips),
-        ports=tuple(Port(p.name, p.port, p.protocol) for p in data.ports),
-        endpoints=dedupe_endpoints(
-            Endpoint(sys.intern(e.address), ready=e.ready, serving=e.serving,
-                     terminating=e.terminating, hostname=e.hostname, zone=e.zone,
-                     node=e.node, target=e.target)
-            for e in data.endpoints
-        ),
-    )
-
-
-def data_from_service(service: Service) -> dict[str, Any]:
-    """The wire form of a model service (defaults left out to keep messages small)."""
-    out: dict[str, Any] = {"namespace": service.namespace, "name": service.name}
-    if service.type is not ServiceType.CLUSTER_IP:
-        out["type"] = service.type.value
-    if service.cluster_ips:
-        out["cluster_ips"] = list(service.cluster_ips)
-    if service.load_balancer_ips:
-        out["load_balancer_ips"] = list(service.load_balancer_ips)
-    if service.ports:
-        out["ports"] = [_port_data(p) for p in service.ports]
-    if service.endpoints:
-        out["endpoints"] = [_endpoint_data(e) for e in service.endpoints]
-    return out
-
-
-def _port_data(port: Port) -> dict[str, Any]:
-    out: dict[str, Any] = {"port": port.port}
-    if port.name:
-        out["name"] = port.name
-    if port.protocol is not Protocol.TCP:
-        out["protocol"] = port.protocol.value
-    return out
-
-
-def _endpoint_data(ep: Endpoint) -> dict[str, Any]:
-    out: dict[str, Any] = {"address": ep.address}
-    if not ep.ready:
-        out["ready"] = False
-    if not ep.serving:
-        out["serving"] = False
-    if ep.terminating:
-        out["terminating"] = True
-    for name in ("hostname", "zone", "node", "target"):
-        value = getattr(ep, name)
-        if value is not None:
-            out[name] = value
-    return out
 
 
 # --- the codec -----------------------------------------------------------------
@@ -326,7 +184,7 @@ class Codec:
         if encoding == b"z":
             body = self._inflate(body)
         try:
-            decoded = _BODY.validate_json(body)
+            decoded = BODY.validate_json(body)
         except ValidationError as exc:
             raise Rejected(Reason.MALFORMED, _first_error(exc)) from exc
         header = Header(decoded.origin, decoded.instance, decoded.gen, decoded.ts,
