@@ -137,7 +137,7 @@ def test_one_rejected_service_leaves_its_cluster_complete_and_the_peer_ready(
         assert answer(b, "nope.shop.svc.clusterset.local.") == "NXDOMAIN"
         view = debug(b)
         assert {c["name"]: (c["state"], c["services"]) for c in view["clusters"]} == {
-            "east-a": ("fresh", 5), "east-b": ("fresh", 2), "west.prod": ("fresh", 3)}
+            "east-a": ("fresh", 6), "east-b": ("fresh", 2), "west.prod": ("fresh", 4)}
         bus = view["bus"]
         assert set(bus["rejected"]) == {"address"}
         assert bus["peers"]["east-a"]["complete"] is True
