@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,20 +34,22 @@ from typing import TYPE_CHECKING, Any
 from feddns import __version__
 from feddns.config import BusSourceConfig, Settings, parse_host_port
 from feddns.dns.front import FrontMemo
-from feddns.dns.handling import Handler, new_counts
+from feddns.dns.handling import Handler
 from feddns.dns.limiting import Limits
 from feddns.dns.server import DnsServer
+from feddns.dns.slots import new_counts
 from feddns.model.registry import Registry
 from feddns.observe.counting import AppStats
 from feddns.observe.monitoring import watch_loop
 from feddns.observe.timeline import Timeline
 from feddns.runtime import tuning
 from feddns.runtime.demand import DemandMeter
+from feddns.runtime.observing import start_observe
 from feddns.runtime.options import locator_from, table_options
-from feddns.runtime.reloader import Parts, Reloader, front_for, handler_for
+from feddns.runtime.reloader import Parts, Reloader, front_for, handler_for, reload_bus_keys
 from feddns.runtime.scheduling import LoopScheduler
 from feddns.runtime.statelog import ClusterStateLog
-from feddns.runtime.supervisor import SourceSupervisor, guarded
+from feddns.runtime.supervisor import SourceSupervisor, expire_forever, guarded
 from feddns.runtime.warmstart import WarmStart
 from feddns.sources.hostnames import HostnameResolver
 from feddns.table.compiler import Compiler
@@ -208,21 +209,7 @@ class App:
         if self.supervisor.watches_threads:
             tuning.for_watch_threads()
         if self.bus is not None and settings.bus is not None:
-            self._reload_bus_keys(settings)
-
-    def _reload_bus_keys(self, settings: Settings) -> None:
-        """Re-read the bus's key files (a key added, switched or retired; issue #17)."""
-        from feddns.errors import ConfigError
-        from feddns.sources.mqtt.sealing import BusKeys
-
-        assert self.bus is not None and settings.bus is not None
-        try:
-            keys = BusKeys.from_config(settings.bus)
-        except ConfigError as exc:  # changed since the reload's check: keep the running keys
-            log.error("reload: bus keys unchanged: %s", exc.render().replace("\n", "; "))
-            return
-        self.bus.set_keyring(keys)
-        log.info("bus keys: %s", keys.describe())
+            reload_bus_keys(self.bus, settings.bus)
 
     def compile_now(self, *, limit: int | None = None) -> int:
         """Apply pending registry changes to the answer table (tests call it directly)."""
@@ -250,7 +237,8 @@ class App:
             tuning.for_watch_threads()
         self.compiler.start_gate(list(self.registry.clusters),
                                  timeout=settings.freshness.sync_timeout, since=self.started)
-        self.background("expiry", self._expire)
+        self.background("expiry", lambda: expire_forever(
+            self.registry, lambda: self.settings.freshness.max_stale, clock=self.clock))
         self.background("hostnames", self.hostnames.run)
         self.background("demand", self.demand.run)
         self.background("monitor", lambda: watch_loop(self.stats, on_tick=self._tick))
@@ -261,40 +249,13 @@ class App:
         if self.bus is not None:
             # Nothing waits for the broker: DNS is already answering.
             self.background("federation bus", self.bus.run)
-        await self._start_http()
+        # Serve /metrics, the probes, /debug and /ui; a failure never stops DNS.
+        self.http = await start_observe(self, self.observe_listen)
         return addresses
 
     def background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run ``run`` as a guarded task (restarted with backoff on failure) until stop."""
         self._tasks.append(asyncio.create_task(guarded(name, run), name=name))
-
-    async def _start_http(self) -> None:
-        """Serve /metrics, /healthz, /readyz and /debug; a failure never stops DNS."""
-        listen = self.observe_listen
-        if listen is None:
-            return
-        host, port = parse_host_port(listen)
-        # aiohttp takes a quarter of a second to import: in a thread, once DNS answers.
-        module = await asyncio.to_thread(importlib.import_module, "feddns.observe.http")
-        server: ObserveServer = module.ObserveServer(self, host, port)
-        try:
-            bound = await server.start()
-        except OSError as exc:
-            log.error("cannot serve metrics and health on %s: %s; DNS is served without them",
-                      listen, exc)
-            return
-        self.http = server
-        log.info("metrics, health and debug on http://%s/metrics, /healthz, /readyz, /debug",
-                 f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}")
-
-    async def _expire(self) -> None:
-        """Expire clusters whose source was last known fresh longer than max_stale ago."""
-        while True:
-            max_stale = self.settings.freshness.max_stale  # a reload may change it
-            await asyncio.sleep(min(5.0, max_stale / 10))
-            for name in self.registry.expire(now=self.clock(), max_stale=max_stale):
-                log.error("cluster %s: data stale for more than %.0f s: expired, no longer"
-                          " answered", name, max_stale)
 
     async def stop(self) -> None:
         """Stop sources, background tasks and the servers."""

@@ -1,8 +1,8 @@
 """The query handler: bytes in, bytes (or nothing) out; one entry point per transport.
 
 Why it exists: it is what the transports call (:meth:`Handler.handle_udp`,
-:meth:`Handler.handle_tcp`) and the fuzz tests drive, so every protocol rule
-lives here once:
+:meth:`Handler.handle_tcp`) and the fuzz tests drive, so every protocol rule lives here
+once:
 
 * a packet shorter than a header, or with QR=1, is dropped (answering
   responses causes loops and reflection);
@@ -21,33 +21,30 @@ lives here once:
 * ``_explain`` names (``names.explain_allow``) never enter the front memo: it is
   per client class, not per source, and an explain record shows ages (TTL 0).
 
-A fast path serves ordinary queries (one question, no EDNS or a plain OPT)
-by slicing the question out of the packet and copying pre-encoded pieces
-around it; anything else takes the full path. Both build responses from the
-same :func:`pieces`, so they cannot disagree (a property test checks it).
+A fast path serves ordinary queries (one question, no EDNS or a plain OPT) by slicing the
+question out of the packet and copying pre-encoded pieces around it; anything else takes
+the full path. Both build responses from the same :func:`pieces`, so they cannot disagree
+(a property test checks it).
 
-The front memo (:mod:`feddns.dns.front`) goes one step further: the whole
-answer after the ID, keyed by the whole query after the ID, per client class,
-shared with the UDP transport, which answers a repeated query itself, without
-calling the handler (``feddns.dns.server``): the hot path is two dict lookups,
-one list increment and one concatenation. The app builds the front memo and
-the :class:`~feddns.dns.limiting.Limits` and hands the same objects to the
-handler and to the server; a reload changes them through explicit calls
-(:meth:`Handler.use`), never through a setter with side effects.
+The front memo (:mod:`feddns.dns.front`) goes one step further: the whole answer after the
+ID, keyed by the whole query after the ID, per client class, shared with the UDP
+transport, which answers a repeated query itself, without calling the handler
+(``feddns.dns.server``): the hot path is two dict lookups, one list increment and one
+concatenation. The app builds the front memo and the :class:`~feddns.dns.limiting.Limits`
+and hands the same objects to the handler and to the server; a reload changes them through
+explicit calls (:meth:`Handler.use`), never through a setter with side effects.
 
-Rotating answers pick their variant by the low byte of the query ID, in
-both paths: stateless, and one indexing operation on the hot path.
+Rotating answers pick their variant by the low byte of the query ID, in both paths:
+stateless, and one indexing operation on the hot path.
 
-Every answer sent is counted in :attr:`Handler.query_counts`, a flat list of
-plain ints indexed by (region, origin slot, rcode slot, query type); the slot
-is worked out once per compiled answer and kept in its memo, so the hot path
-pays one list increment per query. The region says how a UDP answer was cut
-to fit: whole, without its additional section (:data:`LEAN`), or empty with
-TC=1 (:data:`TRUNCATED`); a TCP query never takes a front entry of a cut
-answer. A client feddns places counts at an index of its own class
-(``FrontMemo.slot_of``): the demand of capacity-aware locality.
-``feddns.observe.metrics`` turns the list into
-``feddns_dns_queries_total`` and ``feddns_dns_truncated_total`` when
+Every answer sent is counted in :attr:`Handler.query_counts`, a flat list of plain ints
+indexed by (region, origin slot, rcode slot, query type); the slot is worked out once per
+compiled answer and kept in its memo, so the hot path pays one list increment per query.
+The region says how a UDP answer was cut to fit: whole, without its additional section
+(:data:`LEAN`), or empty with TC=1 (:data:`TRUNCATED`); a TCP query never takes a front
+entry of a cut answer. A client feddns places counts at an index of its own class
+(``FrontMemo.slot_of``): the demand of capacity-aware locality. ``feddns.observe.metrics``
+turns the list into ``feddns_dns_queries_total`` and ``feddns_dns_truncated_total`` when
 ``/metrics`` is read.
 """
 
@@ -63,6 +60,16 @@ from time import monotonic
 from feddns import wire
 from feddns.dns.front import FrontEntry, FrontMemo
 from feddns.dns.limiting import DROP, REFUSE, SLIP, Limits
+from feddns.dns.slots import (
+    LEAN,
+    QTYPE_SLOTS,
+    RCODE_SLOTS,
+    SLOT_BADVERS,
+    SLOT_STALE,
+    TRUNCATED,
+    origin_slot,
+    rcode_slot,
+)
 from feddns.policy.locality import Locator
 from feddns.table.answers import REFUSED, CompiledAnswer, FastMemo
 from feddns.table.names import EXPLAIN
@@ -74,58 +81,6 @@ _HEAD = struct.Struct("!HHHHH")
 _NO_EDNS = 0
 _EDNS = 1
 _EDNS_DO = 2
-
-QTYPE_SLOTS = 257
-"""Query types 0-255 are counted by value; slot 256 holds every type above 255."""
-RCODE_SLOTS = 9
-"""Rcodes 0-5 by value, then ``SLOT_STALE``, ``SLOT_BADVERS`` and ``SLOT_OTHER_RCODE``."""
-SLOT_STALE = 6
-"""NOERROR built from stale data (it carries EDE 3 for EDNS clients, RFC 8914)."""
-SLOT_BADVERS = 7
-SLOT_OTHER_RCODE = 8
-ORIGIN_SLOTS = 8
-"""Slot 0: no origin (errors, REFUSED, SERVFAIL); 1-6: served origins by name; 7: others."""
-COUNT_SLOTS = ORIGIN_SLOTS * RCODE_SLOTS * QTYPE_SLOTS
-"""Slots of one region of :attr:`Handler.query_counts`."""
-LEAN = COUNT_SLOTS
-"""Region offset: UDP answers sent without their additional section (RFC 2181 §9)."""
-TRUNCATED = 2 * COUNT_SLOTS
-"""Region offset: UDP answers sent empty with TC=1."""
-
-
-def new_counts() -> list[int]:
-    """The per-answer counters of one instance (every region), all zero."""
-    return [0] * (3 * COUNT_SLOTS)
-
-_origin_slots: dict[bytes, int] = {}
-"""Origin (wire name) -> its slot, for the whole process: compiled answers (and so their
-memos) may be shared by several handlers, and a reload may reorder the origins."""
-
-
-def origin_slot(origin: bytes | None) -> int:
-    """The counting slot of a served origin (wire form); 0 for none."""
-    if origin is None:
-        return 0
-    slot = _origin_slots.get(origin)
-    if slot is None:
-        slot = min(len(_origin_slots) + 1, ORIGIN_SLOTS - 1)
-        if slot < ORIGIN_SLOTS - 1:
-            _origin_slots[origin] = slot
-    return slot
-
-
-def origin_names() -> dict[int, bytes]:
-    """Slot -> origin wire name, for the slots handed out so far."""
-    return {slot: name for name, slot in _origin_slots.items()}
-
-
-def rcode_slot(ans: CompiledAnswer) -> int:
-    """The counting slot of an answer's rcode (stale NOERROR apart)."""
-    rcode = ans.rcode
-    if rcode == wire.NOERROR and ans.ede:
-        return SLOT_STALE
-    return rcode if rcode <= wire.REFUSED else SLOT_OTHER_RCODE
-
 
 def _slot_base(ans: CompiledAnswer, origin: bytes | None) -> int:
     rslot = rcode_slot(ans)

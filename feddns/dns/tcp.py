@@ -9,7 +9,7 @@ message in it is answered at once, in order (pipelining, RFC 7766 §6.2.1.1),
 the answers of one arrival written with one ``write``. A repeated query is
 answered from the front memo the UDP listener reads (the client's class found
 by its address, then the query's bytes after the ID), never from an entry of an
-answer cut to fit UDP (its counting slot says so: :data:`~feddns.dns.handling.LEAN`
+answer cut to fit UDP (its counting slot says so: :data:`~feddns.dns.slots.LEAN`
 and above); everything else goes to the handler's ``handle_tcp``. Rules kept:
 
 * framing: a two-octet length, then the message (RFC 1035 §4.2.2); a message
@@ -51,8 +51,8 @@ from time import perf_counter
 from typing import Protocol, cast
 
 from feddns.dns.front import FrontEntry
-from feddns.dns.handling import LEAN
 from feddns.dns.limiting import Limits
+from feddns.dns.slots import LEAN
 from feddns.dns.transport import SAMPLE_DUE, Handles, ServerStats, count_error
 
 WRITE_BUFFER_HIGH = 65536

@@ -15,7 +15,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from feddns.dns import handling
+from feddns.dns import slots
 
 LOOP_LAG_WINDOW = 40
 """Event-loop lag maxima kept (one every ``monitoring.TICK_INTERVAL`` s: ten seconds)."""
@@ -50,8 +50,8 @@ def qtype_label(qtype: int) -> str:
 
 RCODE_NAMES: Mapping[int, str] = {
     0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-    handling.SLOT_STALE: "NOERROR", handling.SLOT_BADVERS: "BADVERS",
-    handling.SLOT_OTHER_RCODE: "other",
+    slots.SLOT_STALE: "NOERROR", slots.SLOT_BADVERS: "BADVERS",
+    slots.SLOT_OTHER_RCODE: "other",
 }
 """The ``rcode`` label of each rcode slot (stale answers are NOERROR)."""
 
@@ -64,14 +64,14 @@ def rcode_totals(counts: list[int]) -> tuple[dict[str, int], int]:
     """
     totals: dict[str, int] = {}
     stale = 0
-    width = handling.QTYPE_SLOTS
+    width = slots.QTYPE_SLOTS
     for start in range(0, len(counts), width):
         n = sum(counts[start:start + width])
         if not n:
             continue
-        rslot = (start % handling.COUNT_SLOTS) // width % handling.RCODE_SLOTS
+        rslot = (start % slots.COUNT_SLOTS) // width % slots.RCODE_SLOTS
         name = RCODE_NAMES[rslot]
         totals[name] = totals.get(name, 0) + n
-        if rslot == handling.SLOT_STALE:
+        if rslot == slots.SLOT_STALE:
             stale += n
     return totals, stale

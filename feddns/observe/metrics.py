@@ -31,7 +31,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from feddns import __version__
-from feddns.dns import handling
+from feddns.dns import slots
 from feddns.histogram import Buckets
 from feddns.observe.counting import RCODE_NAMES, qtype_label
 from feddns.observe.families import METRICS, STATE_VALUES
@@ -57,8 +57,8 @@ def name_from_wire(name: bytes) -> str:
 
 def origin_labels() -> dict[int, str]:
     """Origin slot -> ``origin`` label value."""
-    labels = {0: "", handling.ORIGIN_SLOTS - 1: "other"}
-    labels.update({slot: name_from_wire(wire) for slot, wire in handling.origin_names().items()})
+    labels = {0: "", slots.ORIGIN_SLOTS - 1: "other"}
+    labels.update({slot: name_from_wire(wire) for slot, wire in slots.origin_names().items()})
     return labels
 
 
@@ -90,16 +90,16 @@ def query_totals(counts: list[int], used: UsedSlots | None = None,
     totals: dict[tuple[str, str, str], int] = {}
     stale: dict[str, int] = {}
     origins = origin_labels()
-    per_origin = handling.RCODE_SLOTS * handling.QTYPE_SLOTS
+    per_origin = slots.RCODE_SLOTS * slots.QTYPE_SLOTS
     for index in (used or UsedSlots()).of(counts):
         n = counts[index]
         # The regions (whole, lean, truncated) fold into one count.
-        oslot, rest = divmod(index % handling.COUNT_SLOTS, per_origin)
-        rslot, qtype = divmod(rest, handling.QTYPE_SLOTS)
+        oslot, rest = divmod(index % slots.COUNT_SLOTS, per_origin)
+        rslot, qtype = divmod(rest, slots.QTYPE_SLOTS)
         origin = origins.get(oslot, "other")
         key = (origin, qtype_label(qtype), RCODE_NAMES[rslot])
         totals[key] = totals.get(key, 0) + n
-        if rslot == handling.SLOT_STALE:
+        if rslot == slots.SLOT_STALE:
             stale[origin] = stale.get(origin, 0) + n
     return totals, stale
 

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from feddns.checking import load_checked
-from feddns.config import Settings
+from feddns.config import BusConfig, Settings
 from feddns.dns.front import FrontMemo
 from feddns.dns.handling import Handler
 from feddns.dns.limiting import Limits
@@ -38,6 +39,9 @@ from feddns.runtime.options import locator_from, table_options
 from feddns.runtime.supervisor import SourceSupervisor
 from feddns.table.compiler import Compiler
 from feddns.table.table import AnswerTable
+
+if TYPE_CHECKING:
+    from feddns.sources.mqtt import FederationBus
 
 log = logging.getLogger("feddns.app")
 
@@ -191,3 +195,17 @@ class Reloader:
         if removed:
             parts.append(f"clusters removed: {', '.join(removed)}")
         return "; ".join(parts)
+
+
+def reload_bus_keys(bus: FederationBus, config: BusConfig) -> None:
+    """Re-read the bus's key files (a key added, switched or retired; issue #17)."""
+    # Imported when used: sealing loads the cryptography library.
+    from feddns.sources.mqtt.sealing import BusKeys  # noqa: PLC0415
+
+    try:
+        keys = BusKeys.from_config(config)
+    except ConfigError as exc:  # changed since the reload's check: keep the running keys
+        log.error("reload: bus keys unchanged: %s", exc.render().replace("\n", "; "))
+        return
+    bus.set_keyring(keys)
+    log.info("bus keys: %s", keys.describe())

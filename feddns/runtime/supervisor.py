@@ -146,3 +146,14 @@ class SourceSupervisor:
         """Cluster -> (re-lists, watch events) of each Kubernetes source."""
         return {s.cluster: (s.relists, s.events) for s in self.sources.values()
                 if isinstance(s, CountedSource)}
+
+
+async def expire_forever(registry: Registry, max_stale: Callable[[], float], *,
+                         clock: Callable[[], float]) -> None:
+    """Expire clusters whose source was last known fresh longer than ``max_stale()`` ago."""
+    while True:
+        limit = max_stale()  # a reload may change it
+        await asyncio.sleep(min(5.0, limit / 10))
+        for name in registry.expire(now=clock(), max_stale=limit):
+            log.error("cluster %s: data stale for more than %.0f s: expired, no longer"
+                      " answered", name, limit)

@@ -26,8 +26,9 @@ import dns.rdatatype
 
 from feddns.config import Settings
 from feddns.dns.front import FrontMemo
-from feddns.dns.handling import Handler, new_counts
+from feddns.dns.handling import Handler
 from feddns.dns.limiting import Limits
+from feddns.dns.slots import new_counts
 from feddns.model.registry import Registry
 from feddns.model.services import ClusterSnapshot, Service
 from feddns.policy.locality import Locator

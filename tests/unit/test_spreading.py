@@ -25,7 +25,7 @@ import dns.message
 import pytest
 
 from feddns.dns.front import FrontMemo
-from feddns.dns.handling import new_counts
+from feddns.dns.slots import new_counts
 from feddns.model.services import Endpoint, Port, Service, ServicePolicy
 from feddns.policy.candidates import ClusterTraits
 from feddns.policy.health import Level

@@ -1,47 +1,44 @@
 """The MQTT federation bus: connection, subscription and publication (the only aiomqtt user).
 
-Why it exists: every cluster's feddns must see the whole federation and
-survive losing the bus. :class:`FederationBus` runs as a background task that
-nothing awaits, so a broker that is down at startup never delays DNS; it
-reconnects forever (aiomqtt's ``Client`` is reusable but not reentrant,
-``docs/reconnection.md``; a fresh client per attempt also lets each session
-carry its own signed last will), resubscribes and republishes its own state
-after every reconnect (mosquitto without persistence forgets retained
-messages on restart), and bounds aiomqtt's queues, which are unbounded by
-default. While the broker is away, the registry keeps every peer's data;
-peers turn stale after ``peer_timeout``.
+Why it exists: every cluster's feddns must see the whole federation and survive losing
+the bus. :class:`FederationBus` runs as a background task that nothing awaits, so a
+broker that is down at startup never delays DNS; it reconnects forever (aiomqtt's
+``Client`` is reusable but not reentrant, ``docs/reconnection.md``; a fresh client per
+attempt also lets each session carry its own signed last will), resubscribes and
+republishes its own state after every reconnect (mosquitto without persistence forgets
+retained messages on restart), and bounds aiomqtt's queues, which are unbounded by
+default. While the broker is away, the registry keeps every peer's data; peers turn
+stale after ``peer_timeout``.
 
-With several brokers (``bus.brokers``: bridged, or one cluster, so that they
-share the topics), one broker's loss is not the bus's: attempts go round the
-list in order, the next broker is tried at once after losing one, and the
-jittered exponential backoff applies only after a whole round of attempts in
-a row failed to establish a session (connected, subscribed and own state
-published once: a broker that accepts a connection and then drops it, say
-for a packet over its ``max_packet_size``, counts as failed, so the bus never
-spins between brokers). The bus stays on the broker it has until that one is
-lost; there is no fail-back. A broker killed or restarted closes its sockets,
-which is noticed at once; a broker host that vanishes silently (power,
-partition: no RST) is noticed by the MQTT keepalive, after ``keepalive`` to
-twice that (paho sends a PINGREQ after ``keepalive`` seconds without traffic
-and gives up when no PINGRESP follows within ``keepalive``; the broker, for
-its part, fires a silent client's last will after 1.5 times ``keepalive``).
+With several brokers (``bus.brokers``: bridged, or one cluster, so that they share the
+topics), one broker's loss is not the bus's: attempts go round the list in order, the
+next broker is tried at once after losing one, and the jittered exponential backoff
+applies only after a whole round of attempts in a row failed to establish a session
+(connected, subscribed and own state published once: a broker that accepts a connection
+and then drops it, say for a packet over its ``max_packet_size``, counts as failed, so
+the bus never spins between brokers). The bus stays on the broker it has until that one
+is lost; there is no fail-back. A broker killed or restarted closes its sockets, which
+is noticed at once; a broker host that vanishes silently (power, partition: no RST) is
+noticed by the MQTT keepalive, after ``keepalive`` to twice that (paho sends a PINGREQ
+after ``keepalive`` seconds without traffic and gives up when no PINGRESP follows within
+``keepalive``; the broker, for its part, fires a silent client's last will after 1.5
+times ``keepalive``).
 
-Own data is published retained at QoS 1 (the broker acknowledges storing it);
-the subscription is QoS 0: state is idempotent, a message lost with a broken
-connection comes back as a retained message after the reconnect, and QoS 1
-would add a PUBACK per message for nothing. A broker still drops what a
-subscriber cannot take fast enough: mosquitto keeps at most
-``max_queued_messages`` (default 1000) packets waiting per client, QoS 0
-included, so a new peer of a 10,000-service federation, or a slow one during
-a large republish, misses some messages, possibly a manifest. A gap shows as
-an incomplete manifest (or none), which keeps the cluster "unknown", never
-"removed", and the bus repairs it by asking for the missing topics again, a
-batch at a time (:mod:`.repairing`). Acknowledgements wait
-up to ``ACK_TIMEOUT``: they queue behind such a backlog.
+Own data is published retained at QoS 1 (the broker acknowledges storing it); the
+subscription is QoS 0: state is idempotent, a message lost with a broken connection
+comes back as a retained message after the reconnect, and QoS 1 would add a PUBACK per
+message for nothing. A broker still drops what a subscriber cannot take fast enough:
+mosquitto keeps at most ``max_queued_messages`` (default 1000) packets waiting per
+client, QoS 0 included, so a new peer of a 10,000-service federation, or a slow one
+during a large republish, misses some messages, possibly a manifest. A gap shows as an
+incomplete manifest (or none), which keeps the cluster "unknown", never "removed", and
+the bus repairs it by asking for the missing topics again, a batch at a time
+(:mod:`.repairing`). Acknowledgements wait up to ``ACK_TIMEOUT``: they queue behind such
+a backlog.
 
-The protocol details live next door: ``topics`` (the topic tree), ``codec``
-(signed payloads), ``merging`` (peers' data into the registry, freshness, the
-rule between a direct source and the bus) and ``publishing`` (own data out).
+The protocol details live next door: ``topics`` (the topic tree), ``codec`` (signed
+payloads), ``merging`` (peers' data into the registry, freshness, the rule between a
+direct source and the bus) and ``publishing`` (own data out).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Merging peers' verified bus messages into the registry (no I/O, no clock).
 
-Why it exists: this is where "unknown is not absent" and "lost is stale,
-not empty" are kept for data that arrives over the bus. It holds a shadow of
-every cluster heard on the bus and decides what reaches the registry:
+Why it exists: this is where "unknown is not absent" and "lost is stale, not empty" are
+kept for data that arrives over the bus. It holds a shadow of every cluster heard on the
+bus and decides what reaches the registry:
 
 * **Completeness.** A cluster's manifest (``snapshot``) lists its service
   keys. Until a manifest and a service message for each of its keys have
@@ -60,12 +60,12 @@ every cluster heard on the bus and decides what reaches the registry:
   again or turns fresh, which always wins. Losing either path therefore
   never empties answers.
 
-Timestamps are checked against the local wall clock within the replay
-window; for retained messages (delivered on subscribe, possibly stored up to
-one republish interval earlier) the window reaches ``retained_age`` further
-into the past. A last will carries its session's connect-time timestamp, so
-it is accepted outside the window when it ends the session currently heard
-online (it cannot have been seen, hence replayed, before the broker sent it).
+Timestamps are checked against the local wall clock within the replay window; for
+retained messages (delivered on subscribe, possibly stored up to one republish interval
+earlier) the window reaches ``retained_age`` further into the past. A last will carries
+its session's connect-time timestamp, so it is accepted outside the window when it ends
+the session currently heard online (it cannot have been seen, hence replayed, before the
+broker sent it).
 """
 
 from __future__ import annotations
