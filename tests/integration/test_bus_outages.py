@@ -264,7 +264,7 @@ def test_with_two_bridged_brokers_losing_either_one_loses_nothing(tmp_path: Path
             assert debug(a)["bus"]["broker"] == debug(b)["bus"]["broker"] == label(first)
             assert debug(b)["bus"]["brokers"] == [label(first), label(second)]
             counts = {c["name"]: c["services"] for c in debug(b)["clusters"]}
-            assert counts == {"east-a": 6, "east-b": 2, "west.prod": 3}
+            assert counts == {"east-a": 7, "east-b": 2, "west.prod": 4}
 
             def nothing_lost() -> None:
                 web = answer(b, WEB)
