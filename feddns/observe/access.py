@@ -1,4 +1,4 @@
-"""Who may read the observe endpoints: a bearer token off loopback, the probes always.
+"""Who may read the observe endpoints: a bearer token off loopback; probes and page files always.
 
 Why it exists: ``/debug``, ``/metrics`` and the index show the federation's
 topology (cluster names, regions, peers, brokers, every service's plan), which
@@ -7,6 +7,13 @@ place and without I/O besides reading the token file:
 
 * ``/healthz`` and ``/readyz`` are always open: the kubelet's probes carry no
   credentials, and they tell nothing but "alive" and "ready".
+* The federation page's static files (``/ui``, ``/ui/`` and ``/ui/index.html``,
+  ``/ui/page.css``, ``/ui/page.js``) are always open: they are the same bytes in
+  every install and carry no federation data, and a browser cannot send a bearer
+  token when it loads a page. The page then sends the token itself on each poll
+  of ``/debug/...`` (it takes it from ``/ui#token=...`` or asks for it on a 401),
+  and those polls are guarded like the rest. Any other path under ``/ui/`` is not
+  a page file and stays guarded (401, not 404, without the token).
 * Everything else (``/metrics`` included: Prometheus sends a bearer token with
   ``authorization: {credentials_file: ...}``) needs ``Authorization: Bearer
   <token>`` when ``observe.token_file`` is set, and, without one, is open only
@@ -28,8 +35,15 @@ from pathlib import Path
 
 from feddns.checking import token_problem
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-"""Paths no one needs a token for: the kubelet's liveness and readiness probes."""
+PAGE_FILES = ("index.html", "page.css", "page.js")
+"""The federation page's files (``observe.http`` serves them from ``observe/page/``)."""
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ui", "/ui/",
+                        *(f"/ui/{name}" for name in PAGE_FILES)})
+"""Paths no one needs a token for: the kubelet's liveness and readiness probes, and the
+federation page's static files (no data in them; the data they poll is guarded)."""
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8 and ::1 (only this machine can connect)."""
     try:

@@ -15,12 +15,14 @@ warm-start snapshot, or ``freshness.sync_timeout`` passed for those that did
 not), then 200 for good (a cluster lost later does not make the instance
 unready: it still answers, from stale data). A 200 names the clusters that
 are *unsynced* (past the gate without data), so a probe's log shows them. No
-request is logged. Off loopback, everything but the probes needs the bearer
-token of ``observe.token_file`` (``observe.access``); a refusal is a bare 401.
+request is logged. Off loopback, everything but the probes and the page's
+static files needs the bearer token of ``observe.token_file``
+(``observe.access``); a refusal is a bare 401.
 
 The federation page (``/ui``, the files of ``observe/page/``) is read-only and
 static: it polls ``/debug/federation``, ``/debug/matrix``, ``/debug/decision``
-and ``/debug/series``, whose JSON is built in ``observe.federation`` and
+and ``/debug/series`` (sending the token it was given in ``/ui#token=...`` or
+asked for), whose JSON is built in ``observe.federation`` and
 ``observe.decision``; this module only routes.
 """
 
@@ -54,7 +56,8 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 PAGE_FILES = {"index.html": "text/html", "page.css": "text/css",
               "page.js": "text/javascript"}
-"""The federation page's files (package data of ``feddns.observe``) and their types."""
+"""The federation page's files (package data of ``feddns.observe``) and their types; the
+same names as ``observe.access.PAGE_FILES``, which serves them without a token."""
 PAGE_HEADERS = {
     # Nothing but this listener: no inline script, no outside resource, no framing.
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
@@ -114,6 +117,7 @@ class ObserveServer:
         webapp.router.add_get("/", self.index)
         # The federation page and its JSON (read-only).
         webapp.router.add_get("/ui", self.page)
+        webapp.router.add_get("/ui/", self.page)
         webapp.router.add_get("/ui/{file}", self.page)
         webapp.router.add_get("/debug/federation", self.federation)
         webapp.router.add_get("/debug/matrix", self.matrix)

@@ -4,7 +4,8 @@ A real feddns (tests.support.ServerThread) listens for HTTP on the wildcard
 address, which is not loopback, so the rule applies to every request, and is
 asked over 127.0.0.1 by urllib, as Prometheus or an operator's curl would; a
 second one listens on loopback, as by default, where nothing changed. The
-``feddns status`` command is run as a subprocess.
+federation page's static files are open there (no data in them) while the JSON
+they poll is not. The ``feddns status`` command is run as a subprocess.
 """
 
 from __future__ import annotations
@@ -78,6 +79,31 @@ def test_off_loopback_every_page_but_the_probes_needs_the_token_and_a_401_leaks_
     assert status == 200 and '"east"' in body
     assert get(server, "/debug?service=shop/web", TOKEN, scheme="bearer")[0] == 200
     assert get(server, "/no-such-page", TOKEN)[0] == 404  # only with the token: not found
+
+
+def test_off_loopback_the_page_files_need_no_token_and_the_data_they_poll_does(
+        guarded: tuple[ServerThread, Path]) -> None:
+    server, _ = guarded
+    page = REPO / "feddns" / "observe" / "page"
+    for path, name, kind in (("/ui", "index.html", "text/html"),
+                             ("/ui/", "index.html", "text/html"),
+                             ("/ui/index.html", "index.html", "text/html"),
+                             ("/ui/page.css", "page.css", "text/css"),
+                             ("/ui/page.js", "page.js", "text/javascript")):
+        status, headers, body = get(server, path)
+        assert status == 200, path
+        assert headers["Content-Type"].startswith(kind), path
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        assert body == (page / name).read_text(), path  # the package's bytes: no data
+    for path in ("/debug/federation", "/debug/matrix", "/debug/series",
+                 "/debug/decision?service=shop/web", "/ui/feddns.yaml", "/ui/__init__.py"):
+        for token in (None, TOKEN[:-1]):
+            status, headers, body = get(server, path, token)
+            assert (status, body) == (401, "unauthorized\n"), (path, token)
+            assert headers["WWW-Authenticate"] == 'Bearer realm="feddns"'
+    status, _, body = get(server, "/debug/federation", TOKEN)
+    assert status == 200 and '"east"' in body
+    assert get(server, "/ui/feddns.yaml", TOKEN)[0] == 404  # with the token: not a page file
 
 
 def test_a_rotated_token_file_applies_without_a_reload(

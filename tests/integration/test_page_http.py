@@ -36,8 +36,8 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
         return exc.code, dict(exc.headers), exc.read()
 
 
-@pytest.mark.parametrize(("path", "kind"), [("/ui", "text/html"), ("/ui/page.js",
-                                                                  "text/javascript"),
+@pytest.mark.parametrize(("path", "kind"), [("/ui", "text/html"), ("/ui/", "text/html"),
+                                            ("/ui/page.js", "text/javascript"),
                                             ("/ui/page.css", "text/css")])
 def test_the_page_is_served_with_a_policy_that_allows_only_this_listener(
         base: str, path: str, kind: str) -> None:

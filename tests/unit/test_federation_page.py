@@ -208,6 +208,7 @@ def test_every_file_of_the_page_is_package_data_and_served() -> None:
     import tomllib
     from pathlib import Path
 
+    from feddns.observe.access import PAGE_FILES as OPEN_PAGE_FILES
     from feddns.observe.http import PAGE_FILES
 
     repo = Path(__file__).resolve().parents[2]
@@ -217,3 +218,24 @@ def test_every_file_of_the_page_is_package_data_and_served() -> None:
     for name in files:
         assert any(fnmatch.fnmatch(f"page/{name}", g) for g in globs), name
     assert sorted(PAGE_FILES) == files
+    assert sorted(OPEN_PAGE_FILES) == files  # each served without a token, as the page
+
+
+def test_off_loopback_the_page_files_are_open_and_nothing_else_without_the_token(
+        tmp_path: Any) -> None:
+    """The page's files carry no data: open. Its JSON, other paths under /ui: guarded."""
+    from feddns.observe.access import Access
+
+    token_file = tmp_path / "token"
+    token_file.write_text("0123456789abcdef0123\n")
+    for token_set in (token_file, None):  # with a token file, and closed without one
+        access = Access("0.0.0.0")
+        for path in ("/ui", "/ui/", "/ui/index.html", "/ui/page.css", "/ui/page.js",
+                     "/healthz"):
+            assert access.allows(path, None, token_set), path
+        for path in ("/debug/federation", "/debug/matrix", "/debug/decision",
+                     "/debug/series", "/debug", "/metrics", "/", "/ui/feddns.yaml",
+                     "/ui/page.js/", "/ui//page.js", "/uix", "/ui/../debug", "/UI"):
+            assert not access.allows(path, None, token_set), path
+    assert Access("0.0.0.0").allows("/debug/federation", "Bearer 0123456789abcdef0123",
+                                    token_file)

@@ -39,16 +39,109 @@
     return node;
   }
 
-  async function getJSON(url) {
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), 5000);
+  // --- the observe token -------------------------------------------------------------
+  // Off loopback feddns answers /debug/... only with `Authorization: Bearer <token>`.
+  // The page takes the token from its address (/ui#token=...: a fragment never reaches
+  // the server nor its logs), keeps it in sessionStorage (this tab only, gone when it
+  // closes; never localStorage) and removes it from the address bar. On a 401 it asks
+  // for the token and holds every poll until one is given, then retries with it.
+
+  const TOKEN_KEY = "feddns-observe-token";
+  const auth = { token: null, waiting: null, release: null, asked: 0 };
+
+  function remember(token) {
+    auth.token = token;
     try {
-      const response = await fetch(url, { cache: "no-store", signal: controller.signal });
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-      return body;
-    } finally {
-      clearTimeout(timer);
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (err) { /* storage turned off: the token lives in memory only */ }
+  }
+
+  // Takes `token=...` from the fragment (not URLSearchParams: it would turn a "+" into
+  // a space) and removes the fragment from the address bar and the history entry.
+  function tokenFromAddress() {
+    const match = /(?:^|&)token=([^&]*)/.exec(location.hash.slice(1));
+    if (!match) return false;
+    history.replaceState(history.state, "", location.pathname + location.search);
+    let token = match[1];
+    try { token = decodeURIComponent(token); } catch (err) { /* keep it as written */ }
+    token = token.trim();
+    if (!token) return false;
+    remember(token);
+    return true;
+  }
+
+  function loadToken() {
+    if (tokenFromAddress()) return;
+    try { auth.token = sessionStorage.getItem(TOKEN_KEY); } catch (err) { auth.token = null; }
+  }
+
+  // A 401 (or a token a header cannot carry) for a request sent with `sent`: show the
+  // prompt and make the polls wait, unless a newer token was given meanwhile.
+  function askForToken(sent) {
+    if (auth.token !== sent || auth.waiting) return;
+    auth.waiting = new Promise((resolve) => { auth.release = resolve; });
+    $("auth").hidden = false;
+    $("auth").dataset.asked = String(++auth.asked);  // how many times asked (tests read it)
+    const connection = $("connection");
+    connection.textContent = "Waiting for the observe token.";
+    connection.className = "down";
+    $("auth-token").focus();
+  }
+
+  function useToken(token) {
+    remember(token);
+    $("auth").hidden = true;
+    const release = auth.release;
+    auth.waiting = auth.release = null;
+    $("connection").textContent = "Connecting…";
+    $("connection").className = "";
+    if (release) release();
+  }
+
+  function wireToken() {
+    $("auth-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const field = $("auth-token");
+      const token = field.value.trim();
+      if (!token) {
+        field.focus();
+        return;
+      }
+      field.value = "";
+      useToken(token);
+    });
+    // A token pasted into the address bar of the open page (/ui#token=...).
+    window.addEventListener("hashchange", () => {
+      if (tokenFromAddress()) useToken(auth.token);
+    });
+  }
+
+  async function getJSON(url) {
+    for (;;) {
+      if (auth.waiting) await auth.waiting;
+      const sent = auth.token;
+      const headers = new Headers();
+      try {
+        if (sent) headers.set("Authorization", `Bearer ${sent}`);
+      } catch (err) {  // not a token a header can carry: ask again
+        askForToken(sent);
+        continue;
+      }
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), 5000);
+      try {
+        const response = await fetch(url, { cache: "no-store", headers,
+                                             signal: controller.signal });
+        if (response.status === 401) {
+          askForToken(sent);
+          continue;
+        }
+        const body = await response.json();
+        if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+        return body;
+      } finally {
+        clearTimeout(timer);
+      }
     }
   }
 
@@ -470,6 +563,8 @@
   // --- start ------------------------------------------------------------------------
 
   function start() {
+    loadToken();
+    wireToken();
     wireMatrix();
     wireDecision();
     poll(refreshMatrix, MATRIX_MS);
