@@ -35,12 +35,17 @@ from feddns.model.services import normalise_hostname
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-def _resolve_relative(value: Path | None, info: ValidationInfo) -> Path | None:
+def _resolve_relative(value: Path, info: ValidationInfo) -> Path:
     """Resolve a relative path against the config file's folder (when known)."""
     base = (info.context or {}).get("base_dir")
-    if value is not None and base is not None and not value.is_absolute():
+    if base is not None and not value.is_absolute():
         return (Path(base) / value).resolve()
     return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_relative)]
+"""A file or folder named in the config: relative paths are resolved against the config
+file's folder."""
 
 
 def _cidr(value: str) -> str:
@@ -249,25 +254,18 @@ class StaticSourceConfig(_Model):
     """Endpoints read from a YAML or JSON file (the demo, tests, or a fixed federation)."""
 
     type: Literal["static"] = "static"
-    file: Path
+    file: ConfigPath
     """The data file; relative paths are resolved against the config file's folder."""
 
     poll_interval: float = Field(default=2.0, ge=0)
     """Seconds between checks of the file for changes; 0 reads it once."""
-
-    @field_validator("file")
-    @classmethod
-    def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
-        resolved = _resolve_relative(value, info)
-        assert resolved is not None
-        return resolved
 
 
 class KubernetesSourceConfig(_Model):
     """Services and EndpointSlices listed and watched from the cluster's API server."""
 
     type: Literal["kubernetes"] = "kubernetes"
-    kubeconfig: Path | None = None
+    kubeconfig: ConfigPath | None = None
     """A kubeconfig file (relative to the config file's folder); re-read whenever it or
     the token file it names changes, and after every 401, so tokens rotate without a
     restart. Leave empty with ``in_cluster: true``."""
@@ -310,11 +308,6 @@ class KubernetesSourceConfig(_Model):
 
     backoff_max: float = Field(default=30.0, gt=0)
     """Longest pause between retries after failures (0.8 s doubling, jittered)."""
-
-    @field_validator("kubeconfig")
-    @classmethod
-    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_relative(value, info)
 
     @model_validator(mode="after")
     def _one_credential(self) -> KubernetesSourceConfig:
@@ -376,17 +369,12 @@ class FreshnessConfig(_Model):
 class SnapshotConfig(_Model):
     """Warm start: the registry saved to disk and loaded back as stale data at start."""
 
-    path: Path | None = None
+    path: ConfigPath | None = None
     """The snapshot file (relative to the config file's folder); empty: no warm start.
     Put it on storage that survives a restart (a volume, not the container layer)."""
 
     interval: float = Field(default=5.0, gt=0)
     """Seconds between saves (only when something changed)."""
-
-    @field_validator("path")
-    @classmethod
-    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_relative(value, info)
 
 
 
@@ -471,17 +459,12 @@ class BusKeyConfig(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")
     """The key id sent with every message so receivers pick the matching secret."""
 
-    secret_file: Path | None = None
+    secret_file: ConfigPath | None = None
     """A file holding the secret (at least 16 bytes; trailing whitespace is ignored), e.g.
     a mounted Kubernetes Secret; relative paths are resolved against the config's folder."""
 
     secret_env: str | None = None
     """The name of an environment variable holding the secret (instead of a file)."""
-
-    @field_validator("secret_file")
-    @classmethod
-    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_relative(value, info)
 
     @model_validator(mode="after")
     def _one_secret(self) -> BusKeyConfig:
@@ -496,16 +479,9 @@ class BusPrivateKeyConfig(_Model):
     cluster: ClusterId
     """The cluster it signs for: one this instance sources itself."""
 
-    file: Path
+    file: ConfigPath
     """The private key (PKCS#8 PEM, unencrypted), e.g. a mounted Kubernetes Secret readable
     by feddns only; relative paths are resolved against the config's folder."""
-
-    @field_validator("file")
-    @classmethod
-    def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
-        resolved = _resolve_relative(value, info)
-        assert resolved is not None
-        return resolved
 
 
 class BusPublicKeyConfig(_Model):
@@ -514,34 +490,22 @@ class BusPublicKeyConfig(_Model):
     cluster: ClusterId
     """The cluster whose messages this key may sign (and no other cluster's)."""
 
-    file: Path
+    file: ConfigPath
     """The public key (``-----BEGIN PUBLIC KEY-----``, the ``.pub`` of ``feddns keygen``);
     relative paths are resolved against the config's folder."""
-
-    @field_validator("file")
-    @classmethod
-    def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
-        resolved = _resolve_relative(value, info)
-        assert resolved is not None
-        return resolved
 
 
 class BusTlsConfig(_Model):
     """TLS towards the broker (mosquitto ``cafile``/``require_certificate``)."""
 
-    ca_file: Path | None = None
+    ca_file: ConfigPath | None = None
     """CA bundle that signed the broker's certificate; default: the system store."""
 
-    cert_file: Path | None = None
+    cert_file: ConfigPath | None = None
     """Client certificate, for brokers that require one (with ``key_file``)."""
 
-    key_file: Path | None = None
+    key_file: ConfigPath | None = None
     """The client certificate's private key."""
-
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_relative(value, info)
 
     @model_validator(mode="after")
     def _pair(self) -> BusTlsConfig:
@@ -615,7 +579,7 @@ class BusConfig(_Model):
     username: str | None = None
     """User name for the broker (mosquitto ``password_file``)."""
 
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     """A file holding the broker password (read at every connection attempt)."""
 
     password_env: str | None = None
@@ -642,7 +606,7 @@ class BusConfig(_Model):
     """Public keys of the clusters this instance accepts, each for one cluster: a message
     for cluster X is accepted only when signed by one of X's keys (two while X rolls)."""
 
-    public_keys_dir: Path | None = None
+    public_keys_dir: ConfigPath | None = None
     """A directory of public keys (a mounted ConfigMap), named ``<cluster>.pub`` or
     ``<cluster>_<label>.pub``; read at start and at every reload (SIGHUP). Adds to
     ``public_keys``."""
@@ -702,11 +666,6 @@ class BusConfig(_Model):
     @classmethod
     def _prefix(cls, value: str) -> str:
         return _check_topic_prefix(value)
-
-    @field_validator("password_file", "public_keys_dir")
-    @classmethod
-    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_relative(value, info)
 
     @field_validator("private_keys")
     @classmethod
@@ -993,16 +952,11 @@ class ObserveConfig(_Model):
     """Log every query (client, name, type, rcode): for debugging only, it costs
     throughput. Off: nothing is logged per query."""
 
-    token_file: Path | None = None
+    token_file: ConfigPath | None = None
     """A file holding the bearer token (``openssl rand -hex 32``; at least 16 characters)
     that ``/metrics``, ``/debug`` and ``/`` require (``Authorization: Bearer <token>``);
     re-read when the file changes. ``/healthz`` and ``/readyz`` never need it. Unset: those
     pages are open on a loopback ``listen`` and closed (401) on any other address."""
-
-    @field_validator("token_file")
-    @classmethod
-    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_relative(value, info)
 
 
 class Settings(_Model):
