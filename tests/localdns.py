@@ -95,13 +95,18 @@ class LocalDns:
 
     def stop(self) -> None:
         """End dnsmasq (its PID only)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _end(self.proc)
+
+
+def _end(proc: subprocess.Popen[bytes] | None) -> None:
+    """Terminate ``proc`` (its PID only), killing it if it does not end within 5 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @contextlib.contextmanager
@@ -180,13 +185,7 @@ forward-zone:
 
     def stop(self) -> None:
         """End Unbound (its PID only)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _end(self.proc)
 
 
 @contextlib.contextmanager
