@@ -622,7 +622,9 @@ class BusConfig(_Model):
 
     peer_timeout: float = Field(default=90.0, gt=0)
     """A peer not heard from for this many seconds (by local monotonic time) turns
-    stale, not absent. At least twice ``heartbeat_interval``."""
+    stale, not absent. At least twice ``heartbeat_interval``, and well above the time a
+    full republish takes to reach the peers (a heartbeat queues behind it: 4-6 s for
+    10,000 services, ``bench/RESULTS.md``), or every republish turns it stale."""
 
     republish_interval: float = Field(default=300.0, gt=0)
     """Seconds between full republications of own state, which restore retained messages
