@@ -66,7 +66,8 @@ def test_the_page_json_is_compact_and_never_cached(base: str) -> None:
         assert b"\n" not in body
         json.loads(body)
     matrix = json.loads(get(base + "/debug/matrix?q=shop&limit=2&offset=1")[2])
-    assert (matrix["matches"], matrix["offset"], len(matrix["rows"])) == (5, 1, 2)  # api, billing, checkout, legacy, web
+    # shop: api, billing, checkout, legacy, web
+    assert (matrix["matches"], matrix["offset"], len(matrix["rows"])) == (5, 1, 2)
 
 
 @pytest.mark.parametrize(("query", "status"), [
