@@ -472,7 +472,11 @@ def test_a_service_is_found_by_search_among_ten_thousand(driver: Any, tmp_path: 
     config = dataset.feddns_config(shape, data) | {"observe": {"listen": OBSERVE}}
     path = tmp_path / "feddns.yaml"
     path.write_text(json.dumps(config))
-    with ServerThread(load_settings(path)) as server:
+    server = ServerThread(load_settings(path)).start(wait_loaded=False)
+    try:
+        # 30,000 services and 60,000 endpoints: on a busy two-core machine loading them
+        # can take longer than ServerThread's usual 10 s.
+        server.wait_loaded(timeout=120)
         open_page(driver, server)
         browser.wait_for(driver, lambda d: "of 10,000" in d.find_element(
             "id", "matrix-count").text, timeout=15)
@@ -487,3 +491,5 @@ def test_a_service_is_found_by_search_among_ten_thousand(driver: Any, tmp_path: 
             "css selector", '#matrix-table tr[data-service="ns-7/svc-9987"] td.cell')
         assert [c.get_attribute("data-level") for c in cells] == ["ready"] * 3
         assert browser.console_errors(driver) == []
+    finally:
+        server.stop()
