@@ -286,6 +286,12 @@ def load_static(path: Path, content: bytes | None = None) -> dict[str, ClusterSn
             content = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
+    if not content.strip():
+        # Truncated by a writer that has not written yet (a plain `>` or an editor saving
+        # in place): taken for "no services", it would empty every cluster of the file.
+        raise ConfigError(str(path), ["the file is empty (being written? write it to"
+                                      " another name and rename it into place); no"
+                                      " services at all is `clusters: {}`"])
     if path.suffix == ".json":
         try:
             raw = json.loads(content)

@@ -310,11 +310,13 @@ async def test_the_poller_applies_a_fixed_edit_after_a_broken_one(
     try:
         await eventually(lambda: web_ips(registry) == ("10.96.0.1",))
         with caplog.at_level(logging.ERROR, logger="feddns.sources.static"):
-            path.write_text("clusters: {east: [\n")  # broken YAML
+            # Written whole (renamed into place): the poller sees the broken file, not a
+            # truncated one on its way (that case is the next test's).
+            replace_text(path, "clusters: {east: [\n")  # broken YAML
             await eventually(lambda: any(r.levelno == logging.ERROR for r in caplog.records))
             assert web_ips(registry) == ("10.96.0.1",)
             fixed = one(cluster_ips=["10.96.0.2"])
-            path.write_text(yaml.safe_dump(fixed))
+            replace_text(path, yaml.safe_dump(fixed))
             await eventually(lambda: web_ips(registry) == ("10.96.0.2",))
         assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
         assert changes
@@ -323,6 +325,45 @@ async def test_the_poller_applies_a_fixed_edit_after_a_broken_one(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole: to a new name, renamed over it."""
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    os.replace(new, path)
+
+
+async def test_an_emptied_file_keeps_the_last_good_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A writer that truncates the file before writing it (a shell's `>`, an editor
+    # saving in place) shows an empty file for a moment: not "no services".
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    registry = Registry.for_clusters(["east"])
+    src = source(path, ["east"], registry, poll=0.01)
+    task = asyncio.create_task(src.run())
+    try:
+        await eventually(lambda: web_ips(registry) == ("10.96.0.1",))
+        with caplog.at_level(logging.ERROR, logger="feddns.sources.static"):
+            path.write_text("")
+            await eventually(lambda: any("the file is empty" in r.getMessage()
+                                         for r in caplog.records))
+            assert web_ips(registry) == ("10.96.0.1",)
+            path.write_text(yaml.safe_dump(one(cluster_ips=["10.96.0.2"])))
+            await eventually(lambda: web_ips(registry) == ("10.96.0.2",))
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_an_empty_file_is_an_error_that_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("\n  \n")
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_static(path)
 
 
 async def test_a_zero_poll_interval_reads_the_file_once_and_returns(tmp_path: Path) -> None:
