@@ -38,15 +38,21 @@ from tests.ports import free_port
 def innermost_feddns(stack: str) -> str | None:
     """``module:function:line`` of the innermost frame in feddns's package, if any.
 
-    A raw py-spy line is ``thread;outer (file:line);...;inner (file:line) COUNT`` with
-    the innermost frame last.
+    A raw py-spy line is ``outer (file:line);...;inner (file:line) COUNT``, innermost
+    last, with paths relative to the process's directory when they are under it. Only
+    the frames called by the event loop count (those after asyncio's ``Runner.run``):
+    the CLI's frames below it are on every stack.
     """
-    for frame in reversed(stack.split(";")):
-        if "/feddns/" not in frame or "(" not in frame:
-            continue
+    frames = stack.split(";")
+    runner = max((i for i, f in enumerate(frames) if "asyncio/" in f), default=-1)
+    for frame in reversed(frames[runner + 1:]):
         function, _, where = frame.rpartition(" (")
         path, _, line = where.rstrip(")").rpartition(":")
-        module = path.split("/feddns/", 1)[1].removesuffix(".py").replace("/", ".")
+        if path.startswith("feddns/"):
+            path = "/" + path
+        if "/feddns/" not in path or not function:
+            continue
+        module = path.rsplit("/feddns/", 1)[1].removesuffix(".py").replace("/", ".")
         return f"{module}:{function.strip()}:{line}"
     return None
 
@@ -79,6 +85,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--rate", type=int, default=300, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--raw-out", type=Path, default=None,
+                        help="also keep py-spy's raw output here")
     args = parser.parse_args()
     spy = shutil.which("py-spy")
     dnsperf = shutil.which("dnsperf")
@@ -109,6 +117,8 @@ def main() -> None:
             finally:
                 load.wait(args.seconds + 30)
             raw = out.read_text()
+            if args.raw_out is not None:
+                args.raw_out.write_text(raw)
     total, lines, modules = summarise(raw)
     if not total:
         raise SystemExit("py-spy took no samples")
