@@ -155,6 +155,7 @@ from bench.chaos_verifier import (
     recent,
 )
 from bench.harness import REPO, figure
+from tests import localdns
 from tests.fakekube import FakeFederation, make_endpointslice, make_service
 from tests.mosquitto import Mosquitto
 from tests.ports import free_port
@@ -386,30 +387,7 @@ def instance_config(tmp: Path, name: str, kubeconfig: Path, brokers: list[Mosqui
 
 
 def unbound_config(tmp: Path, port: int, upstream: int) -> Path:
-    conf = tmp / "unbound.conf"
-    conf.write_text(f"""\
-server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    username: ""
-    chroot: ""
-    pidfile: ""
-    directory: "{tmp}"
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    domain-insecure: "clusterset.local."
-    module-config: "iterator"
-    infra-keep-probing: yes
-forward-zone:
-    name: "clusterset.local."
-    forward-addr: 127.0.0.1@{upstream}
-""")
-    return conf
+    return localdns.unbound_config(tmp, port, upstream, extra="    infra-keep-probing: yes\n")
 
 
 def start_unbound(conf: Path, log: Path) -> subprocess.Popen[bytes]:

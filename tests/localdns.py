@@ -120,6 +120,41 @@ def local_dns(folder: Path, hosts: Mapping[str, Sequence[str]], *,
         server.stop()
 
 
+
+def unbound_config(folder: Path, port: int, upstream: int, *, zone: str = "clusterset.local.",
+                   logfile: str = "", extra: str = "", tail: str = "") -> Path:
+    """An Unbound config in ``folder`` on 127.0.0.1:``port``, forwarding ``zone`` to feddns.
+
+    feddns is on 127.0.0.1:``upstream``; ``extra`` lines go into ``server:``, ``tail``
+    sections before the forward zone.
+    """
+    conf = folder / "unbound.conf"
+    conf.write_text(f"""\
+server:
+    interface: 127.0.0.1
+    port: {port}
+    do-ip6: no
+    do-daemonize: no
+    use-syslog: no
+    logfile: "{logfile}"
+    username: ""
+    chroot: ""
+    pidfile: ""
+    directory: "{folder}"
+    num-threads: 1
+    access-control: 127.0.0.0/8 allow
+    # feddns listens on loopback; Unbound refuses to query localhost by default.
+    do-not-query-localhost: no
+    # The zone is not signed: no DNSSEC validation for it.
+    domain-insecure: "{zone}"
+    module-config: "iterator"
+{extra}{tail}forward-zone:
+    name: "{zone}"
+    forward-addr: 127.0.0.1@{upstream}
+""")
+    return conf
+
+
 class UnboundForwarder:
     """A real Unbound on 127.0.0.1:``port`` forwarding ``zone`` to feddns, with a cache.
 
@@ -133,31 +168,12 @@ class UnboundForwarder:
                  zone: str = "clusterset.local.") -> None:
         self.folder = folder
         self.port = free_port()
-        self.conf = folder / "unbound.conf"
-        self.conf.write_text(f"""\
-server:
-    interface: 127.0.0.1
-    port: {self.port}
-    do-ip6: no
-    do-daemonize: no
-    use-syslog: no
-    logfile: "{folder / 'unbound.log'}"
-    username: ""
-    chroot: ""
-    pidfile: ""
-    directory: "{folder}"
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    domain-insecure: "{zone}"
-    module-config: "iterator"
+        self.conf = unbound_config(folder, self.port, feddns_port, zone=zone,
+                                   logfile=str(folder / "unbound.log"), tail=f"""\
 remote-control:
     control-enable: yes
     control-interface: "{folder / 'unbound.ctl'}"
     control-use-cert: no
-forward-zone:
-    name: "{zone}"
-    forward-addr: 127.0.0.1@{feddns_port}
 """)
         self.proc: subprocess.Popen[bytes] | None = None
         self.control = program("unbound-control", "unbound")

@@ -35,6 +35,7 @@ import dns.query
 import dns.rcode
 import pytest
 
+from tests import localdns
 from tests.localdns import program
 from tests.netns import FeddnsProcess, Namespace, require
 from tests.ports import free_port
@@ -83,32 +84,8 @@ def ask_rd(port: int, qname: str, qtype: str = "A", *, tcp: bool = False) -> dns
 
 
 def unbound_config(tmp: Path, port: int, feddns_port: int, *, tcp_upstream: bool) -> Path:
-    conf = tmp / "unbound.conf"
-    conf.write_text(f"""\
-server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    username: ""
-    chroot: ""
-    pidfile: ""
-    directory: "{tmp}"
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    # feddns listens on loopback; Unbound refuses to query localhost by default.
-    do-not-query-localhost: no
-    # clusterset.local is not signed: no DNSSEC validation for it.
-    domain-insecure: "clusterset.local."
-    module-config: "iterator"
-    tcp-upstream: {"yes" if tcp_upstream else "no"}
-forward-zone:
-    name: "clusterset.local."
-    forward-addr: 127.0.0.1@{feddns_port}
-""")
-    return conf
+    return localdns.unbound_config(
+        tmp, port, feddns_port, extra=f"    tcp-upstream: {'yes' if tcp_upstream else 'no'}\n")
 
 
 @pytest.mark.parametrize("tcp_upstream", [False, True], ids=["udp-upstream", "tcp-upstream"])
