@@ -423,9 +423,15 @@ class StaticSource:
 
     def _report(self, message: str) -> None:
         if message != self._last_error:
-            # Before the first good read there is no data to keep: say what happens instead.
-            outcome = ("keeping the last good data" if self._digest is not None
-                       else "no data yet: names of its clusters answer SERVFAIL")
+            # Before the first good read there is no data of its own to keep: say what
+            # answers instead (a warm-start snapshot, or nothing).
+            if self._digest is not None:
+                outcome = "keeping the last good data"
+            elif any((entry := self.registry.clusters.get(c)) is not None
+                     and entry.snapshot is not None for c in self.clusters):
+                outcome = "answering from the warm-start snapshot, as stale, until it reads"
+            else:
+                outcome = "no data yet: names of its clusters answer SERVFAIL"
             log.error("static source: %s (%s)", message, outcome)
             self._last_error = message
 

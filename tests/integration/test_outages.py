@@ -10,6 +10,7 @@ bounded polling loop.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -190,6 +191,45 @@ def test_a_cluster_quiet_for_longer_than_max_stale_is_still_restored_after_a_res
         # Fresh until a moment ago: restored (stale, TTL 30), not thrown away as old.
         reply = ask(server.port, make_query(WEB))
         assert [line.split()[1] for line in records(reply)] == ["30"]
+
+
+def test_a_static_file_left_empty_across_a_restart_is_served_from_the_snapshot_until_rewritten(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Two faults in sequence: feddns restarts while its data file is truncated (a writer
+    # that opened it with `>` and has not written yet). The empty file must neither empty
+    # the cluster nor hide the snapshot; the whole file, once written, is served fresh.
+    data = tmp_path / "services.yaml"
+    data.write_text(DEMO_DATA.read_text())
+    snap = tmp_path / "snapshot"
+    cfg = tmp_path / "feddns.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "federation": "test", "dns": {"listen": ["127.0.0.1:0"]},
+        "snapshot": {"path": str(snap), "interval": 0.1},
+        "clusters": [{"name": "east-a", "region": "r", "zones": ["z"],
+                      "source": {"type": "static", "file": str(data),
+                                 "poll_interval": 0.05}}],
+    }))
+    with ServerThread(load_settings(cfg)) as server:
+        before = addresses(server.port)
+        assert before
+        wait_until(snap.exists)
+    data.write_bytes(b"")
+    with caplog.at_level(logging.ERROR, logger="feddns.sources.static"), \
+            ServerThread(load_settings(cfg)) as server:
+        reply = ask(server.port, make_query(WEB))
+        assert reply.rcode() == dns.rcode.NOERROR
+        assert sorted(line.split()[-1] for line in records(reply)) == before
+        assert {line.split()[1] for line in records(reply)} == {"30"}, "served as stale"
+        def empty_reported() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "is empty" in r.getMessage()]
+
+        wait_until(empty_reported, timeout=10, interval=0.02)
+        [message] = empty_reported()
+        assert "SERVFAIL" not in message, "the snapshot answers: the log must not say SERVFAIL"
+        data.write_text(DEMO_DATA.read_text())
+        wait_until(lambda: {line.split()[1] for line in records(
+            ask(server.port, make_query(WEB)))} != {"30"}, timeout=10, interval=0.05)
+        assert addresses(server.port) == before
 
 
 # --- 3. a silent partition ----------------------------------------------------------------
