@@ -5,11 +5,11 @@ cluster ``east`` with ``--services`` x ``--endpoints`` endpoints, 100 per
 slice; ``--clusters`` adds more with the same load, never re-listed) in a
 child; feddns **in this process** (``tests.support.ServerThread``, on uvloop
 like the CLI, or ``--loop asyncio``) with a lag probe injected into its loop
-(a periodic ``asyncio.sleep(0.005)``; lag = how late it wakes); a paced UDP client
-(``bench.k8s_udpclient``, one query due every ``--interval`` s, one
-outstanding) in another child, cycling over a stable service name and two
-marker names. ``relist-query-*`` latency counts from when the query was due,
-so a query held back by a slow server counts its wait (no coordinated
+(a periodic ``asyncio.sleep(0.005)``; lag = how late it wakes); an open-loop UDP client
+(``bench.k8s_udpclient``, one query sent every ``--interval`` s whatever is
+outstanding, as independent pods send them) in another child, cycling over a
+stable service name and two marker names. ``relist-query-*`` latency counts from
+when the query was due, so a query held back by a slow server counts its wait (no coordinated
 omission: it is what clients arriving at that steady rate see);
 ``relist-query-rtt-*`` is each query's own round trip from its actual send,
 and ``relist-served-qps`` the answers per second during the re-list.
