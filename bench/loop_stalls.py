@@ -12,7 +12,10 @@ TCP connections, while
   that holds the GIL is seen when it ends, with the stack after it); the loop
   thread's run-queue delay (``/proc/self/task/TID/schedstat``) over the stall
   says whether the kernel had simply not run it: such a stall is counted as
-  "[descheduled]" (the machine was busy), whatever the stack;
+  "[descheduled: ...]", whatever the stack, with who ran instead when the
+  counters say so: ``ksoftirqd/1`` (the kernel's deferred packet processing on
+  the loop's CPU), another thread of this process, or anything else; the
+  watchdog itself runs on CPU 0, so it never takes the loop's CPU;
 * ``gc.callbacks`` time every collection (which holds the GIL throughout);
 * ``/metrics`` is read every ``--scrape`` seconds, as Prometheus would.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import sys
@@ -55,6 +59,8 @@ class Watchdog:
         self.loop = loop
         self.thread_id = thread_id
         self.schedstat = Path(f"/proc/self/task/{native_id}/schedstat")
+        self.native_id = native_id
+        self.softirqd = _find_task("ksoftirqd/1")
         self.threshold = threshold
         self.beat = time.perf_counter()
         self.stalls: list[tuple[float, str]] = []
@@ -74,28 +80,66 @@ class Watchdog:
         """Seconds the loop thread has waited on a run queue (runnable, not running)."""
         return int(self.schedstat.read_text().split()[1]) / 1e9
 
+    def others(self) -> tuple[float, float]:
+        """CPU seconds run so far by ksoftirqd/1 and by this process's other threads."""
+        soft = _runtime(self.softirqd) if self.softirqd is not None else 0.0
+        mine = 0.0
+        for task in Path("/proc/self/task").iterdir():
+            if task.name not in (str(self.native_id), str(threading.get_native_id())):
+                mine += _runtime(task / "schedstat")
+        return soft, mine
+
     def _watch(self) -> None:
+        with contextlib.suppress(OSError):  # off the loop's CPU: it must not cause stalls
+            os.sched_setaffinity(0, {0})
         cause: str | None = None
         started = delay = 0.0
+        soft = mine = 0.0
         while self.running:
             time.sleep(self.threshold / 4)
             late = time.perf_counter() - self.beat - HEARTBEAT
             if late > self.threshold and cause is None:
                 started = self.beat + HEARTBEAT
                 delay = self.run_delay()
+                soft, mine = self.others()
                 cause = where(sys._current_frames().get(self.thread_id))
             elif late <= self.threshold and cause is not None:
                 took = self.beat - started
                 # The run-queue wait read at the start missed the part before it.
                 waited = self.run_delay() - delay + self.threshold
                 if waited >= took / 2:
-                    cause = "[descheduled: the kernel ran other work]"
+                    soft_now, mine_now = self.others()
+                    # Who ran instead (what the two counters saw of the stall's time).
+                    if soft_now - soft >= took / 4:
+                        cause = "[descheduled: ksoftirqd/1, the kernel's packet processing]"
+                    elif mine_now - mine >= took / 4:
+                        cause = "[descheduled: another thread of this process]"
+                    else:
+                        cause = "[descheduled: another process or kernel work]"
                 self.stalls.append((took, cause))
                 cause = None
 
     def stop(self) -> None:
         self.running = False
         self._thread.join(5)
+
+
+def _runtime(schedstat: Path) -> float:
+    """CPU seconds a task has run (first field of its schedstat); 0 when it is gone."""
+    try:
+        return int(schedstat.read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _find_task(comm: str) -> Path | None:
+    """The schedstat file of the kernel thread named ``comm`` (e.g. ``ksoftirqd/1``)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() == comm:
+                    return proc / "schedstat"
+    return None
 
 
 def where(frame: Any) -> str:
