@@ -164,20 +164,31 @@ def test_a_restart_during_that_outage_answers_nxdomain_and_is_ready_at_once(
 # --- 2. a quiet cluster when the snapshot is written ------------------------------------
 
 
-def test_a_cluster_quiet_for_longer_than_max_stale_is_still_restored_after_a_restart(
-        tmp_path: Path) -> None:
-    data = tmp_path / "services.yaml"
+def static_with_snapshot(tmp: Path, *, interval: float, poll: float,
+                         **extra: Any) -> tuple[Path, Path, Path]:
+    """A copy of the demo data as cluster east-a's static file, saved to a snapshot.
+
+    Returns the data file, the snapshot and the config.
+    """
+    data = tmp / "services.yaml"
     data.write_text(DEMO_DATA.read_text())
-    snap = tmp_path / "snapshot"
-    cfg = tmp_path / "feddns.yaml"
+    snap = tmp / "snapshot"
+    cfg = tmp / "feddns.yaml"
     cfg.write_text(yaml.safe_dump({
         "federation": "test", "dns": {"listen": ["127.0.0.1:0"]},
-        "freshness": {"max_stale": 2},
-        "snapshot": {"path": str(snap), "interval": 0.2},
+        "snapshot": {"path": str(snap), "interval": interval},
         "clusters": [{"name": "east-a", "region": "r", "zones": ["z"],
                       "source": {"type": "static", "file": str(data),
-                                 "poll_interval": 0.1}}],
+                                 "poll_interval": poll}}],
+        **extra,
     }))
+    return data, snap, cfg
+
+
+def test_a_cluster_quiet_for_longer_than_max_stale_is_still_restored_after_a_restart(
+        tmp_path: Path) -> None:
+    data, snap, cfg = static_with_snapshot(tmp_path, interval=0.2, poll=0.1,
+                                           freshness={"max_stale": 2})
     with ServerThread(load_settings(cfg)) as server:
         loaded_at = time.time()
         wait_until(snap.exists)
@@ -198,17 +209,7 @@ def test_a_static_file_left_empty_across_a_restart_is_served_from_the_snapshot_u
     # Two faults in sequence: feddns restarts while its data file is truncated (a writer
     # that opened it with `>` and has not written yet). The empty file must neither empty
     # the cluster nor hide the snapshot; the whole file, once written, is served fresh.
-    data = tmp_path / "services.yaml"
-    data.write_text(DEMO_DATA.read_text())
-    snap = tmp_path / "snapshot"
-    cfg = tmp_path / "feddns.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "federation": "test", "dns": {"listen": ["127.0.0.1:0"]},
-        "snapshot": {"path": str(snap), "interval": 0.1},
-        "clusters": [{"name": "east-a", "region": "r", "zones": ["z"],
-                      "source": {"type": "static", "file": str(data),
-                                 "poll_interval": 0.05}}],
-    }))
+    data, snap, cfg = static_with_snapshot(tmp_path, interval=0.1, poll=0.05)
     with ServerThread(load_settings(cfg)) as server:
         before = addresses(server.port)
         assert before
