@@ -151,7 +151,7 @@ def feddns_process(config: Path, *, cpu: int | None = None, log_level: str = "wa
         code = ["import gc, sys", "import feddns.sources.kubernetes.watching as w",
                 "import feddns.app", "from feddns.cli import main"]
         if list_page is not None:
-            code.append(f"w.LIST_PAGE = {int(list_page)}")
+            code.append(f"w.LIST_PAGE = w.FIRST_LIST_PAGE = {int(list_page)}")
         if gc_freeze:
             code.append("gc.collect(); gc.freeze()")
         code.append("sys.exit(main(sys.argv[1:]))")

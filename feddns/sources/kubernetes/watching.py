@@ -64,16 +64,23 @@ with contextlib.suppress(ImportError):
 
 log = logging.getLogger(__name__)
 
-LIST_PAGE = 20
-"""EndpointSlices per LIST page. A slice holds up to 100 endpoints (some 25 KB of JSON),
-and a page is parsed in one C call that holds the GIL: every query waits for it. At 50
-slices a page took 3-9 ms to parse (a re-list's query p99); at 20, 1-4 ms. Small pages
-also stop a re-list's temporary dicts from fragmenting the heap around long-lived
-objects (measured: 671 instead of 1478 bytes of RSS per endpoint at 200,000 endpoints
-when going from 500 to 50)."""
+LIST_PAGE = 10
+"""EndpointSlices per LIST page of a re-list. A slice holds up to 100 endpoints (some
+25 KB of JSON), and a page is parsed in one C call that holds the GIL: every query waits
+for it. At 50 slices a page took 3-9 ms to parse (a re-list's query p99); at 20, 1-4 ms.
+Measured during a 20,000-endpoint re-list at 1,000 queries/s (bench/RESULTS.md, issue
+#14): query p99 6.6 ms at 20, 4.6 ms at 10 (5: 4.4 ms, no better for twice the
+requests). Small pages also stop a re-list's temporary dicts from fragmenting the heap
+around long-lived objects (measured: 671 instead of 1478 bytes of RSS per endpoint at
+200,000 endpoints when going from 500 to 50)."""
+FIRST_LIST_PAGE = 20
+"""EndpointSlices per LIST page of a watcher's first list (start-up): there every page
+is a request through the client, and with pages of 10 the initial sync of 200,000
+endpoints was slower (``bench.k8s_memory``, 2026-12-08, alternating invocations of
+three runs: 3.96, 4.11, 4.21 s at 10 against 3.34, 3.35, 3.94, 4.40 s at 20)."""
 LIST_PAGE_SMALL = 10
 """Services and ServiceExports (about a kilobyte each) per LIST page, as a multiple of
-:data:`LIST_PAGE`."""
+the EndpointSlices' page."""
 YIELD_EVERY = 64
 """Objects converted between yields of the GIL to the event loop (query latency)."""
 
@@ -338,8 +345,9 @@ class ResourceWatcher:
         token: str | None = None
         rv = ""
         while True:
-            limit = LIST_PAGE if self.resource == Resource.ENDPOINTSLICES else \
-                LIST_PAGE * LIST_PAGE_SMALL
+            page = LIST_PAGE if self.lists else FIRST_LIST_PAGE
+            limit = page if self.resource == Resource.ENDPOINTSLICES else \
+                page * LIST_PAGE_SMALL
             kwargs: dict[str, Any] = {"limit": limit, "_preload_content": False,
                                       "_request_timeout": self._timeout()}
             if token:
