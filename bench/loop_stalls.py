@@ -14,8 +14,11 @@ TCP connections, while
   says whether the kernel had simply not run it: such a stall is counted as
   "[descheduled: ...]", whatever the stack, with who ran instead when the
   counters say so: ``ksoftirqd/1`` (the kernel's deferred packet processing on
-  the loop's CPU), another thread of this process, or anything else; the
-  watchdog itself runs on CPU 0, so it never takes the loop's CPU;
+  the loop's CPU), another thread of this process, or anything else. The
+  watchdog shares CPU 1 with the loop: moved to CPU 0 it made stalls of its own
+  (it took the GIL at the loop's ``sendto`` and was then preempted by dnsperf,
+  which keeps CPU 0 busy, while holding it: 14 stalls of up to 11 ms "in"
+  ``sendto`` in one run);
 * ``gc.callbacks`` time every collection (which holds the GIL throughout);
 * ``/metrics`` is read every ``--scrape`` seconds, as Prometheus would.
 
@@ -90,8 +93,6 @@ class Watchdog:
         return soft, mine
 
     def _watch(self) -> None:
-        with contextlib.suppress(OSError):  # off the loop's CPU: it must not cause stalls
-            os.sched_setaffinity(0, {0})
         cause: str | None = None
         started = delay = 0.0
         soft = mine = 0.0
