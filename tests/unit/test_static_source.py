@@ -213,11 +213,16 @@ def source(path: Path, clusters: list[str], registry: Registry, *,
                         clock=lambda: float(next(ticks)))
 
 
-async def test_load_once_applies_the_file_and_skips_an_unchanged_one(tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
+def east_source(tmp: Path, *, poll: float = 0.0) -> tuple[Path, Registry, StaticSource]:
+    """Cluster east's source on a file holding GOOD: (the file, the registry, the source)."""
+    path = tmp / "s.yaml"
     path.write_text(yaml.safe_dump(GOOD))
     registry = Registry.for_clusters(["east"])
-    src = source(path, ["east"], registry)
+    return path, registry, source(path, ["east"], registry, poll=poll)
+
+
+async def test_load_once_applies_the_file_and_skips_an_unchanged_one(tmp_path: Path) -> None:
+    _, registry, src = east_source(tmp_path)
     assert await src.load_once() is True
     assert web_ips(registry) == ("10.96.0.1",)
     assert registry.clusters["east"].state is ClusterState.FRESH
@@ -252,10 +257,7 @@ async def test_clusters_in_the_file_but_not_in_the_config_are_ignored(tmp_path: 
 async def test_a_broken_edit_keeps_the_last_good_data_and_is_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(GOOD))
-    registry = Registry.for_clusters(["east"])
-    src = source(path, ["east"], registry)
+    path, registry, src = east_source(tmp_path)
     await src.load_once()
     path.write_text(yaml.safe_dump(one(cluster_ips=[])))
     with caplog.at_level(logging.ERROR, logger="feddns.sources.static"):
@@ -269,10 +271,7 @@ async def test_a_broken_edit_keeps_the_last_good_data_and_is_logged_once(
 
 
 async def test_a_deleted_file_keeps_the_last_good_data(tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(GOOD))
-    registry = Registry.for_clusters(["east"])
-    src = source(path, ["east"], registry)
+    path, registry, src = east_source(tmp_path)
     await src.load_once()
     path.unlink()
     assert await src.load_once() is False
@@ -339,10 +338,7 @@ async def test_an_emptied_file_keeps_the_last_good_data(
 ) -> None:
     # A writer that truncates the file before writing it (a shell's `>`, an editor
     # saving in place) shows an empty file for a moment: not "no services".
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(GOOD))
-    registry = Registry.for_clusters(["east"])
-    src = source(path, ["east"], registry, poll=0.01)
+    path, registry, src = east_source(tmp_path, poll=0.01)
     task = asyncio.create_task(src.run())
     try:
         await eventually(lambda: web_ips(registry) == ("10.96.0.1",))
