@@ -251,3 +251,37 @@ def test_an_http_410_on_a_watch_request_relists_instead_of_marking_the_cluster_l
     wait_until(lambda: east.list_requests["services"] > lists)
     wait_until(lambda: a_records(feddns.port) == ["10.96.0.2"])
     assert state(feddns, "east") is ClusterState.FRESH
+
+
+def test_a_paged_first_list_with_one_odd_slice_loads_every_endpoint(
+        tmp_path: Path, federation: FakeFederation) -> None:
+    """45 slices list in three pages at start: every endpoint is loaded.
+
+    The odd slice sends its page down the lenient path (``"ready": "yes"`` counts as
+    ready, a null address is skipped), the other pages take msgspec's structs.
+    """
+    east = federation["east"]
+    east.apply_service(make_service("data", "db", headless=True,
+                                    ports=[{"name": "pg", "port": 5432}]))
+    expected = []
+    for s in range(45):
+        endpoints: list[dict[str, Any]] = [
+            {"addresses": [f"10.3.{s}.{e}"], "zone": "z1", "nodeName": f"n{e}",
+             "targetRef": {"kind": "Pod", "name": f"db-{s}-{e}"}} for e in range(1, 3)]
+        if s == 30:  # in the second page of 20
+            endpoints = [{"addresses": ["10.3.30.1", None], "conditions": {"ready": "yes"}},
+                         {"addresses": ["10.3.30.2"], "conditions": {"ready": True}}]
+        expected += [f"10.3.{s}.1", f"10.3.{s}.2"]
+        east.apply_endpointslice(make_endpointslice("data", f"db-{s}", "db",
+                                                    endpoints=endpoints))
+    server = ServerThread(load_settings(config_for(tmp_path, federation)))
+    with server:
+        reply = ask(server.port, make_query("db.data.svc.clusterset.local", "A"))
+        # max_records caps the answer; the registry holds all of them.
+        assert reply.rcode() == 0 and records(reply)
+        assert server.app is not None
+        snapshot = server.call(lambda: server.app.registry.clusters["east"].snapshot)  # type: ignore[union-attr]
+        assert snapshot is not None
+        endpoints = snapshot.services[("data", "db")].endpoints
+        assert sorted(ep.address for ep in endpoints) == sorted(expected)
+        assert all(ep.ready for ep in endpoints)

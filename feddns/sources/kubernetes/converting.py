@@ -188,7 +188,8 @@ def canonical_address(value: str) -> str | None:
         return None
 
 
-def _ip_list(values: Iterable[Any]) -> tuple[str, ...]:
+def ip_list(values: Iterable[Any]) -> tuple[str, ...]:
+    """The IP addresses among ``values``, canonical and deduplicated in order."""
     out = []
     for v in values:
         if not isinstance(v, str) or not v or v == "None":
@@ -246,8 +247,8 @@ def service_info(obj: Mapping[str, Any]) -> ServiceInfo | None:
         namespace=sys.intern(str(meta["namespace"])),
         name=sys.intern(str(meta["name"])),
         type=kind,
-        cluster_ips=() if headless else _ip_list(cluster_ips),
-        load_balancer_ips=_ip_list(lb_ips) if kind is ServiceType.LOAD_BALANCER else (),
+        cluster_ips=() if headless else ip_list(cluster_ips),
+        load_balancer_ips=ip_list(lb_ips) if kind is ServiceType.LOAD_BALANCER else (),
         ports=ports,
         policy=policy_from_annotations(meta.get("annotations") or {}),
         load_balancer_hostnames=(_hostnames(lb_hosts) if kind is ServiceType.LOAD_BALANCER
@@ -307,7 +308,7 @@ def slice_info(obj: Mapping[str, Any]) -> SliceInfo | None:
             intern(node) if isinstance(node, str) and node else None,
             target.get("name") if isinstance(target, dict) else None,
         )
-        for address in _ip_list(ep.get("addresses") or []):
+        for address in ip_list(ep.get("addresses") or []):
             endpoints.append(make((address, *rest)))
     ports = tuple(
         Port(str(p.get("name") or ""), int(p["port"]), _protocol(p.get("protocol")))

@@ -32,6 +32,7 @@ the watch then waits, which is the back-pressure we want.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -53,6 +54,7 @@ from feddns.sources.kubernetes.client import (
     describe_error,
 )
 from feddns.sources.kubernetes.converting import service_info, slice_info
+from feddns.sources.kubernetes.slicepages import decode_slice_page, slice_from_struct
 
 json_loads: Callable[[bytes], Any] = json.loads
 """The JSON parser: orjson's when installed (the "fast" extra; several times faster on
@@ -83,6 +85,15 @@ LIST_PAGE_SMALL = 10
 the EndpointSlices' page."""
 YIELD_EVERY = 64
 """Objects converted between yields of the GIL to the event loop (query latency)."""
+CONVERTING = threading.Lock()
+"""Held while a LIST page is decoded and converted: one watch thread of the process
+does that at a time. The page is all Python work under the GIL, so running ten
+clusters' pages at once gains nothing, and with the short switch interval
+(:mod:`feddns.runtime.tuning`) the ten threads handed the GIL to each other every
+0.2 ms: measured at the start with ten clusters of 20,000 endpoints
+(``bench.k8s_memory``), 0.6-0.9 s of system time went in those hand-offs and the
+sync took 2.9-4.0 s; with the lock the event loop is the only other taker. Threads
+waiting for it are blocked on the lock, not on the GIL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,18 +368,27 @@ class ResourceWatcher:
                 data = resp.data
             finally:
                 resp.release_conn()
-            with collector_paused():
-                body = json_loads(data)
-                for n, obj in enumerate(body.get("items") or []):
-                    converted = _convert(self.resource, obj)
+            with CONVERTING, collector_paused():
+                decoded = (decode_slice_page(data)
+                           if self.resource == Resource.ENDPOINTSLICES else None)
+                if decoded is not None:  # msgspec's structs (the common case)
+                    objects, page_rv, token = decoded
+                    convert: Callable[[Any], Any] = slice_from_struct
+                else:  # JSON dicts: no msgspec, another resource, or an odd page
+                    body = json_loads(data)
+                    objects = body.get("items") or []
+                    meta = body.get("metadata") or {}
+                    page_rv, token = meta.get("resourceVersion"), meta.get("continue") or None
+                    convert = functools.partial(_convert, self.resource)
+                    del body
+                for n, obj in enumerate(objects):
+                    converted = convert(obj)
                     if converted is not None:
                         items.append(same(converted))
                     if n % YIELD_EVERY == 0:
                         time.sleep(0)  # let the event loop take the GIL (query latency)
-                meta = body.get("metadata") or {}
-                rv = str(meta.get("resourceVersion") or rv)
-                token = meta.get("continue") or None
-                del body, data  # freed by reference counting, before the collector is back
+                rv = str(page_rv or rv)
+                del objects, decoded, data  # freed by reference counting, collector paused
             if not token:
                 break
         self.lists += 1
