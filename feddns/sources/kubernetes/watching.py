@@ -143,16 +143,17 @@ Event = Relisted | Changed | Lost | Healthy | Alive
 
 
 class _CollectorPause:
-    """Keeps the cyclic garbage collector off while any watch thread converts a LIST page.
+    """Keeps the cyclic garbage collector off while any watch thread runs a LIST.
 
     A parsed page is some 50,000 dicts and lists that live only while it is
     converted and are freed by reference counting (JSON has no cycles); the
     collector would traverse them in the young generations and, promoted, in full
     collections of the whole growing heap, each holding the GIL: measured, a third
     to half of an initial sync's CPU (bench/RESULTS.md), and pauses of up to 18 ms
-    for every query during a re-list. Pauses nest across threads; the collector
-    runs again once the last page is converted (and freed), with only the
-    endpoints made meanwhile left to look at.
+    for every query during a re-list. The pause covers the whole list, requests
+    included (bounded by their timeouts), so the heap the list grows is not scanned
+    between its pages either. Pauses nest across threads; the collector runs again
+    once the last list is done, with only the objects made meanwhile left to look at.
     """
 
     def __init__(self) -> None:
@@ -350,6 +351,22 @@ class ResourceWatcher:
         return (self.connect_timeout, self.read_timeout)
 
     def _list(self) -> str:
+        # The collector stays off for the whole list (see _CollectorPause), not page
+        # by page: between pages it found the heap grown by the endpoints converted so
+        # far and scanned it, holding the GIL.
+        with collector_paused():
+            items, rv = self._pages()
+            self.known = {item if isinstance(item, tuple) else item.key: item
+                          for item in items}
+            listed = Relisted(self.resource, self.namespace, tuple(items), rv)
+            del items
+        self.lists += 1
+        self.backoff.healthy(time.monotonic())
+        self.emit(listed)
+        return rv
+
+    def _pages(self) -> tuple[list[Any], str]:
+        """Every page of one LIST, converted: ``(items, resourceVersion)``."""
         call = self.client.list_call(self.resource, self.namespace)
         items: list[Any] = []
         same = self._same
@@ -368,7 +385,7 @@ class ResourceWatcher:
                 data = resp.data
             finally:
                 resp.release_conn()
-            with CONVERTING, collector_paused():
+            with CONVERTING:
                 decoded = (decode_slice_page(data)
                            if self.resource == Resource.ENDPOINTSLICES else None)
                 if decoded is not None:  # msgspec's structs (the common case)
@@ -390,12 +407,7 @@ class ResourceWatcher:
                 rv = str(page_rv or rv)
                 del objects, decoded, data  # freed by reference counting, collector paused
             if not token:
-                break
-        self.lists += 1
-        self.backoff.healthy(time.monotonic())
-        self.known = {item if isinstance(item, tuple) else item.key: item for item in items}
-        self.emit(Relisted(self.resource, self.namespace, tuple(items), rv))
-        return rv
+                return items, rv
 
     def _watch(self, rv: str, *, on_established: Callable[[], None]) -> str:
         call = self.client.list_call(self.resource, self.namespace)
