@@ -116,11 +116,34 @@ class Service:
     """The CNAME target of an ExternalName service (lowercase, without the final dot)."""
     traffic_distribution: str | None = None
     """The Service's ``spec.trafficDistribution`` (``PreferClose``, ``PreferSameZone``...)."""
+    _counts: tuple[int, int, int, int] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False)
 
     @property
     def key(self) -> ServiceKey:
         """The federation-wide identity of this service."""
         return (self.namespace, self.name)
+
+    def endpoint_counts(self) -> tuple[int, int, int, int]:
+        """``(IPv4 ready, IPv6 ready, IPv4 last resort, IPv6 last resort)`` endpoints.
+
+        Counted on first use and kept: a service's plan is recompiled whenever any
+        cluster's view of it changes, and every compile needs these counts for every
+        cluster, so without the memo one cluster's change re-walked the endpoints of
+        all the others (measured: a fifth of the initial sync's compiles).
+        """
+        counts = self._counts
+        if counts is None:
+            ready = [0, 0]
+            last = [0, 0]
+            for e in self.endpoints:
+                if e.ready:
+                    ready[":" in e.address] += 1
+                elif e.serving and e.terminating:
+                    last[":" in e.address] += 1
+            counts = (ready[0], ready[1], last[0], last[1])
+            object.__setattr__(self, "_counts", counts)  # a memo: not part of the value
+        return counts
 
     @property
     def is_headless(self) -> bool:

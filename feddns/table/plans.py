@@ -241,22 +241,16 @@ def _cluster_candidate(cluster: str, region: str, zones: tuple[str, ...], svc: S
                        fresh: bool, weights: dict[str, float] | None,
                        held: bool = False,
                        resolved: Mapping[str, tuple[str, ...]]) -> Candidate:
-    # Counted per family: [IPv4 ready, IPv6 ready], [IPv4 last resort, IPv6 last resort].
-    ready_by = [0, 0]
-    last_by = [0, 0]
-    for e in svc.endpoints:
-        if e.ready:
-            ready_by[":" in e.address] += 1
-        elif e.serving and e.terminating:
-            last_by[":" in e.address] += 1
-    ready, last_resort = ready_by[0] + ready_by[1], last_by[0] + last_by[1]
+    # Counted per family (once per Service object): IPv4 and IPv6 ready, then last resort.
+    ready4, ready6, last4, last6 = svc.endpoint_counts()
+    ready, last_resort = ready4 + ready6, last4 + last6
     level = level_of(ready=ready > 0, last_resort=last_resort > 0, fresh=fresh)
     families = None
-    if ready_by[1] or last_by[1] or any(":" in a for a in svc.cluster_ips):
+    if ready6 or last6 or any(":" in a for a in svc.cluster_ips):
         # Only then can a family's level differ from the service's (the IPv4-only
         # majority skips this).
-        families = (level_of(ready=ready_by[0] > 0, last_resort=last_by[0] > 0, fresh=fresh),
-                    level_of(ready=ready_by[1] > 0, last_resort=last_by[1] > 0, fresh=fresh))
+        families = (level_of(ready=ready4 > 0, last_resort=last4 > 0, fresh=fresh),
+                    level_of(ready=ready6 > 0, last_resort=last6 > 0, fresh=fresh))
     weight = float(weights.get(cluster, 0.0)) if weights is not None else \
         float(ready or last_resort or 1)
     # Both address kinds are kept; the origin's service_address picks one when answering.

@@ -439,3 +439,15 @@ def test_the_endpoint_count_follows_replaces_single_changes_and_restores() -> No
     assert snap is not None and registry.clusters["east"].endpoints == snap.endpoint_count == 3
     registry.restore(ClusterSnapshot.from_services("west", [db(*two)]), now=5.0, age=1.0)
     assert registry.clusters["west"].endpoints == 2
+
+
+def test_a_services_endpoint_counts_are_a_memo_outside_its_value() -> None:
+    endpoints = (Endpoint("10.0.0.1"), Endpoint("fd00::1"), Endpoint("fd00::2", ready=False),
+                 Endpoint("10.0.0.2", ready=False, serving=True, terminating=True),
+                 Endpoint("10.0.0.3", ready=False, serving=False, terminating=True))
+    svc = Service("ns", "web", endpoints=endpoints)
+    twin = Service("ns", "web", endpoints=endpoints)
+    assert svc.endpoint_counts() == (1, 1, 1, 0)
+    assert svc.endpoint_counts() is svc.endpoint_counts()  # counted once
+    assert svc == twin and hash(svc) == hash(twin) and "_counts" not in repr(svc)
+    assert Service("ns", "web").endpoint_counts() == (0, 0, 0, 0)
