@@ -212,7 +212,8 @@ def _hostnames(values: Iterable[Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _protocol(value: Any) -> Protocol:
+def protocol_of(value: Any) -> Protocol:
+    """A port's protocol; TCP when unset or unknown."""
     try:
         return Protocol(value or "TCP")
     except ValueError:
@@ -239,7 +240,7 @@ def service_info(obj: Mapping[str, Any]) -> ServiceInfo | None:
     else:
         kind = ServiceType.CLUSTER_IP
     ports = tuple(
-        Port(str(p.get("name") or ""), int(p["port"]), _protocol(p.get("protocol")))
+        Port(str(p.get("name") or ""), int(p["port"]), protocol_of(p.get("protocol")))
         for p in spec.get("ports") or []
         if isinstance(p, Mapping) and isinstance(p.get("port"), int)
     )
@@ -311,7 +312,7 @@ def slice_info(obj: Mapping[str, Any]) -> SliceInfo | None:
         for address in ip_list(ep.get("addresses") or []):
             endpoints.append(make((address, *rest)))
     ports = tuple(
-        Port(str(p.get("name") or ""), int(p["port"]), _protocol(p.get("protocol")))
+        Port(str(p.get("name") or ""), int(p["port"]), protocol_of(p.get("protocol")))
         for p in obj.get("ports") or []
         if isinstance(p, Mapping) and isinstance(p.get("port"), int)
     )

@@ -21,16 +21,16 @@ every page takes the dict path.
 
 from __future__ import annotations
 
-import socket
 import sys
 from typing import Any
 
-from feddns.model.services import Endpoint, Port, Protocol
+from feddns.model.services import Endpoint, Port
 from feddns.sources.kubernetes.converting import (
     SERVICE_NAME_LABEL,
     SliceInfo,
     canonical_address,
     ip_list,
+    protocol_of,
 )
 
 try:
@@ -38,11 +38,7 @@ try:
 except ImportError:  # pragma: no cover - the "fast" extra is not installed
     msgspec = None  # type: ignore[assignment]
 
-_PROTOCOLS = {p.value: p for p in Protocol}
 _new = tuple.__new__
-_pton = socket.inet_pton
-_ntop = socket.inet_ntop
-_V4, _V6 = socket.AF_INET, socket.AF_INET6
 _DEFAULT_CONDITIONS = (True, True, False)
 
 if msgspec is not None:
@@ -127,6 +123,9 @@ def slice_from_struct(obj: Any) -> SliceInfo | None:
     endpoints: list[Endpoint] = []
     append = endpoints.append
     for ep in obj.endpoints or ():
+        addresses = ep.addresses
+        if not addresses:
+            continue
         conditions = ep.conditions
         if conditions is None:
             ready, serving, terminating = _DEFAULT_CONDITIONS
@@ -140,30 +139,15 @@ def slice_from_struct(obj: Any) -> SliceInfo | None:
         rest = (ready, serving, terminating, ep.hostname or None,
                 intern(zone) if zone else None, intern(node) if node else None,
                 target.name if target is not None else None)
-        addresses = ep.addresses
-        if not addresses:
-            continue
-        if len(addresses) == 1:
-            # The usual case, inlined: one address, already canonical (two C calls).
-            address = addresses[0]
-            family = _V6 if ":" in address else _V4
-            try:
-                canonical = _ntop(family, _pton(family, address)) == address
-            except (OSError, ValueError):
-                canonical = False
-            if not canonical:
-                if address == "None":
-                    continue
-                normalised = canonical_address(address)
-                if normalised is None:
-                    continue
-                address = normalised
-            append(_new(Endpoint, (address, *rest)))
+        if len(addresses) == 1:  # the usual case: no list to deduplicate
+            address = canonical_address(addresses[0])
+            if address is not None:
+                append(_new(Endpoint, (address, *rest)))
         else:
             for address in ip_list(addresses):
                 append(_new(Endpoint, (address, *rest)))
     ports = tuple(
-        Port(p.name or "", p.port, _PROTOCOLS.get(p.protocol or "TCP", Protocol.TCP))
+        Port(p.name or "", p.port, protocol_of(p.protocol))
         for p in obj.ports or ()
         if p.port is not None
     )
