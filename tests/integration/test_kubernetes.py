@@ -253,12 +253,15 @@ def test_an_http_410_on_a_watch_request_relists_instead_of_marking_the_cluster_l
     assert state(feddns, "east") is ClusterState.FRESH
 
 
-def test_a_paged_first_list_with_one_odd_slice_loads_every_endpoint(
+def test_paged_lists_with_one_odd_slice_load_every_endpoint_through_an_outage_sequence(
         tmp_path: Path, federation: FakeFederation) -> None:
-    """45 slices list in three pages at start: every endpoint is loaded.
+    """45 slices, one of them odd, while another member is down at start.
 
-    The odd slice sends its page down the lenient path (``"ready": "yes"`` counts as
-    ready, a null address is skipped), the other pages take msgspec's structs.
+    The first list reads pages of 20, a re-list after a blip and a 410 pages of 10;
+    each time the odd slice's page goes down the lenient path (``"ready": "yes"``
+    counts as ready, a null address is skipped) and the others take msgspec's
+    structs. Every endpoint is loaded each time, and the member down at start joins
+    when it comes back.
     """
     east = federation["east"]
     east.apply_service(make_service("data", "db", headless=True,
@@ -268,20 +271,36 @@ def test_a_paged_first_list_with_one_odd_slice_loads_every_endpoint(
         endpoints: list[dict[str, Any]] = [
             {"addresses": [f"10.3.{s}.{e}"], "zone": "z1", "nodeName": f"n{e}",
              "targetRef": {"kind": "Pod", "name": f"db-{s}-{e}"}} for e in range(1, 3)]
-        if s == 30:  # in the second page of 20
+        if s == 30:
             endpoints = [{"addresses": ["10.3.30.1", None], "conditions": {"ready": "yes"}},
                          {"addresses": ["10.3.30.2"], "conditions": {"ready": True}}]
         expected += [f"10.3.{s}.1", f"10.3.{s}.2"]
         east.apply_endpointslice(make_endpointslice("data", f"db-{s}", "db",
                                                     endpoints=endpoints))
+    expected.sort()
+    federation["west.prod"].refuse()
     server = ServerThread(load_settings(config_for(tmp_path, federation)))
-    with server:
-        reply = ask(server.port, make_query("db.data.svc.clusterset.local", "A"))
-        # max_records caps the answer; the registry holds all of them.
-        assert reply.rcode() == 0 and records(reply)
-        assert server.app is not None
+
+    def east_db() -> list[str]:
         snapshot = server.call(lambda: server.app.registry.clusters["east"].snapshot)  # type: ignore[union-attr]
-        assert snapshot is not None
-        endpoints = snapshot.services[("data", "db")].endpoints
-        assert sorted(ep.address for ep in endpoints) == sorted(expected)
-        assert all(ep.ready for ep in endpoints)
+        service = None if snapshot is None else snapshot.services.get(("data", "db"))
+        assert service is None or all(ep.ready for ep in service.endpoints)
+        return [] if service is None else sorted(ep.address for ep in service.endpoints)
+
+    server.start(wait_loaded=False)
+    try:
+        wait_until(lambda: east_db() == expected)
+        assert state(server, "west.prod") is ClusterState.SYNCING
+        lists_before = east.list_requests["endpointslices"]
+        east.refuse()
+        wait_until(lambda: state(server, "east") is ClusterState.STALE)
+        east.expire_history()
+        east.accept()
+        wait_until(lambda: east.list_requests["endpointslices"] >= lists_before + 5)
+        wait_until(lambda: state(server, "east") is ClusterState.FRESH)
+        assert east_db() == expected
+        federation["west.prod"].accept()
+        wait_until(lambda: a_records(server.port) == ["10.96.0.1", "10.96.0.2"], timeout=10)
+        assert east_db() == expected
+    finally:
+        server.stop()

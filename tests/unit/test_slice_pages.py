@@ -52,6 +52,26 @@ def test_a_controller_written_page_takes_the_struct_path_and_converts_the_same()
     assert slow[2] is None and slow[0] is not None and len(slow[0].endpoints) == 5
 
 
+def test_empty_strings_and_unusual_spellings_convert_as_the_dict_path_does() -> None:
+    eps = [
+        {"addresses": ["10.0.0.1"], "hostname": "", "zone": "", "nodeName": "",
+         "targetRef": {"name": ""}},
+        {"addresses": ["None"]}, {"addresses": [""]}, {"addresses": []},
+        {"addresses": ["FD00:0::1"], "conditions": {"ready": None, "serving": False}},
+        {"addresses": ["010.1.1.1"]},
+        {"addresses": ["10.0.0.2", "10.0.0.2", "bad", "fd00::2"], "zone": "z1"},
+    ]
+    data = page(make_endpointslice("ns", "a-1", "a", endpoints=eps,
+                                   ports=[{"port": 80, "protocol": "tcp"},
+                                          {"name": "", "port": 53, "protocol": "UDP"}]))
+    fast, slow = both_ways(data)
+    assert fast is not None
+    assert fast == slow
+    assert slow[0] is not None
+    first = slow[0].endpoints[0]
+    assert (first.hostname, first.zone, first.node) == (None, None, None)
+
+
 def test_a_page_with_one_odd_record_is_left_to_the_lenient_dict_path() -> None:
     odd = make_endpointslice("ns", "b-1", "b", endpoints=[
         {"addresses": ["10.0.0.1"], "conditions": {"ready": "yes"}},  # bool("yes")
