@@ -94,9 +94,13 @@ def big_table() -> AnswerTable:
 
 TABLE = demo_table()
 BIG_TABLE = big_table()
-HANDLER = make_handler(TABLE)
+NOW = 1000.0
+"""The handlers' clock, frozen: ``_explain`` answers say how many seconds ago a cluster
+synced, and tests that ask twice (the listener, then the full path) must not see that
+number move between the two when a second ticks over."""
+HANDLER = make_handler(TABLE, clock=lambda: NOW)
 # Handlers advertising other sizes over the same tables (and the same shared answers).
-HANDLERS = [make_handler(table, udp_payload_size=size)
+HANDLERS = [make_handler(table, udp_payload_size=size, clock=lambda: NOW)
             for table in (TABLE, BIG_TABLE) for size in (1232, 4096, 512)]
 DEMO_NAMES = sorted(set(TABLE.names) | set(TABLE.ents) | set(TABLE.static)
                     | set(BIG_TABLE.names))
